@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Helpers shared by every tuner's BPF object: the shared ring buffer, 25 ms event
+ * suppression, netns identity, learning-rate arithmetic and adaptive sampling. */
+#ifndef BPFTUNE_COMMON_BPF_H
+#define BPFTUNE_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "bpftune.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by user space between open and load. */
+const volatile __u32 tuner_id = 0;
+const volatile __u32 bpftune_shift = 2;     /* 6 - learning rate */
+const volatile __s32 bpftune_pid = 0;       /* our tgid: ignore our own writes */
+const volatile bool bpftune_debug = false;
+
+/* One ring buffer for all tuners: the first object creates it, the others reuse its fd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} ring_buffer_map SEC(".maps");
+
+/* Last event time per (tuner, tunable, netns) for 25 ms suppression; shared too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} last_event_map SEC(".maps");
+
+/* Force BTF for the event type so libbpf-cargo emits a Rust mirror we can check against. */
+struct bpftune_event _bpftune_event_btf = {};
+
+#define BPFTUNE_RATE_LIMIT_NS (25ULL * 1000 * 1000)
+
+#define bpftune_log(fmt, ...)                                   \
+	do {                                                    \
+		if (bpftune_debug)                              \
+			bpf_printk(fmt, ##__VA_ARGS__);         \
+	} while (0)
+
+static __always_inline long delta(long v)
+{
+	return v > 0 ? v >> bpftune_shift : 0;
+}
+
+static __always_inline bool nearly_full(long v, long lim)
+{
+	return v >= lim || v + delta(lim) >= lim;
+}
+
+static __always_inline long grow(long v)
+{
+	return v + delta(v);
+}
+
+static __always_inline __u64 netns_cookie(struct net *net)
+{
+	if (!net)
+		return 0;
+	if (bpf_core_field_exists(net->net_cookie))
+		return BPF_CORE_READ(net, net_cookie);
+	return 0;
+}
+
+static __always_inline __u32 netns_ino(struct net *net)
+{
+	if (!net)
+		return 0;
+	return BPF_CORE_READ(net, ns.inum);
+}
+
+static __always_inline struct net *sk_net(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net);
+}
+
+/* Adaptive sampling (C bpftune #152): only every rate-th call proceeds; if two
+ * proceeding calls are < 10 ms apart the rate doubles, otherwise it halves back
+ * towards the initial 4. Racy across CPUs by design: it is a heuristic. */
+#define SAMPLE_MIN_RATE 4
+static __always_inline bool sample_proceed(struct bpftune_sample *s)
+{
+	__u64 now, rate;
+
+	s->count++;
+	rate = s->rate;
+	if (rate < SAMPLE_MIN_RATE)
+		rate = SAMPLE_MIN_RATE;
+	if (s->count % rate)
+		return false;
+	now = bpf_ktime_get_ns();
+	if (now - s->ts < 10ULL * 1000 * 1000) {
+		if (rate < (1ULL << 20))
+			rate <<= 1;
+	} else if (rate > SAMPLE_MIN_RATE) {
+		rate >>= 1;
+	}
+	s->rate = rate;
+	s->ts = now;
+	return true;
+}
+
+/* Post a sysctl-change proposal unless one for the same (tuner, tunable, netns) was
+ * posted in the last 25 ms. Returns 0 when posted. */
+static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,
+					     __u32 tunable, const long *old,
+					     const long *new, int nvals, __u64 aux0,
+					     __u64 aux1, __u32 flags)
+{
+	struct bpftune_event *ev;
+	__u64 cookie = netns_cookie(net);
+	__u64 key = cookie ^ ((__u64)tunable << 48) ^ ((__u64)tuner_id << 56);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *last;
+	int i;
+
+	last = bpf_map_lookup_elem(&last_event_map, &key);
+	if (last && now - *last < BPFTUNE_RATE_LIMIT_NS)
+		return -11; /* EAGAIN */
+	bpf_map_update_elem(&last_event_map, &key, &now, BPF_ANY);
+
+	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
+	if (!ev)
+		return -12;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->tuner_id = tuner_id;
+	ev->scenario_id = scenario;
+	ev->netns_cookie = cookie;
+	ev->netns_ino = netns_ino(net);
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->ts_ns = now;
+	ev->tunable_id = tunable;
+	ev->flags = flags;
+	for (i = 0; i < BPFTUNE_MAX_VALUES; i++) {
+		if (i < nvals) {
+			ev->old[i] = old[i];
+			ev->new[i] = new[i];
+		}
+	}
+	ev->aux[0] = aux0;
+	ev->aux[1] = aux1;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,470 @@
+//! The core half of every tuning action. A tuner proposes; the engine re-reads the live
+//! value in the right namespace, drops stale or no-op proposals, refuses to touch what
+//! the administrator owns, persists the original, writes, and records one
+//! [`ChangeRecord`] that feeds the log, the queries and the exit summary.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::core::change::{ChangeRecord, Ledger, TunerMeta};
+use crate::core::events::monotonic_ns;
+use crate::core::netns::{NetnsDiff, NetnsRegistry, Target};
+use crate::core::procfs;
+use crate::core::state::StateStore;
+use crate::core::sysctl::{SysctlError, SysctlStore};
+use crate::core::tunable::{sysctl_name, Rate, SysctlValue, TunableDesc, TunableKind};
+use crate::core::tuner::{NsState, Outcome, Proposal, TunerEnv, TunerState};
+
+/// Where namespaces are found; the real one is [`NetnsRegistry`], tests use a fake.
+pub trait Namespaces {
+    fn global_cookie(&self) -> u64;
+    fn is_global(&self, cookie: u64) -> bool {
+        cookie == 0 || cookie == self.global_cookie()
+    }
+    /// Global for the initial namespace, the namespace's location otherwise.
+    fn locate(&mut self, cookie: u64, ino: u64) -> Option<Target>;
+    /// Rescans; returns the namespaces that appeared and vanished.
+    fn refresh(&mut self) -> NetnsDiff {
+        NetnsDiff::default()
+    }
+}
+
+impl Namespaces for NetnsRegistry {
+    fn global_cookie(&self) -> u64 {
+        NetnsRegistry::global_cookie(self)
+    }
+    fn locate(&mut self, cookie: u64, ino: u64) -> Option<Target> {
+        NetnsRegistry::locate(self, cookie, ino)
+    }
+    fn refresh(&mut self) -> NetnsDiff {
+        NetnsRegistry::refresh(self)
+    }
+}
+
+/// Locks the ledger even if a panicking thread poisoned it (it holds plain data).
+pub fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct Engine {
+    rate: Rate,
+    sysctl: Box<dyn SysctlStore>,
+    ns: Box<dyn Namespaces>,
+    ledger: Arc<Mutex<Ledger>>,
+    store: StateStore,
+    metas: Vec<TunerMeta>,
+    ns_state: HashMap<(usize, u64), NsState>,
+    /// (netns cookie, sysctl name) written by someone else: never ours again.
+    admin_owned: HashSet<(u64, String)>,
+    /// One-time messages already logged.
+    said: HashSet<String>,
+    nr_free_pages: u64,
+    /// Persistence failures are reported once; tuning goes on.
+    persist_warned: bool,
+}
+
+impl Engine {
+    pub fn new(rate: Rate, sysctl: Box<dyn SysctlStore>, ns: Box<dyn Namespaces>, ledger: Arc<Mutex<Ledger>>, store: StateStore, nr_free_pages: u64) -> Engine {
+        Engine {
+            rate,
+            sysctl,
+            ns,
+            ledger,
+            store,
+            metas: Vec::new(),
+            ns_state: HashMap::new(),
+            admin_owned: HashSet::new(),
+            said: HashSet::new(),
+            nr_free_pages,
+            persist_warned: false,
+        }
+    }
+
+    /// Registers a tuner; its index is its id in events.
+    pub fn add_tuner(&mut self, meta: TunerMeta) -> usize {
+        lock(&self.ledger).add_tuner(meta.clone());
+        self.metas.push(meta);
+        self.metas.len() - 1
+    }
+
+    pub fn set_tuner_state(&mut self, tuner: usize, state: TunerState) {
+        if let Some(m) = self.metas.get_mut(tuner) {
+            m.state = state;
+        }
+        lock(&self.ledger).set_state(tuner, state);
+    }
+
+    pub fn tuner_state(&self, tuner: usize) -> Option<TunerState> {
+        self.metas.get(tuner).map(|m| m.state)
+    }
+
+    pub fn global_cookie(&self) -> u64 {
+        self.ns.global_cookie()
+    }
+
+    fn norm(&self, cookie: u64) -> u64 {
+        if self.ns.is_global(cookie) {
+            self.ns.global_cookie()
+        } else {
+            cookie
+        }
+    }
+
+    pub fn ns_state(&self, tuner: usize, cookie: u64) -> NsState {
+        self.ns_state
+            .get(&(tuner, self.norm(cookie)))
+            .copied()
+            .unwrap_or(NsState::Active)
+    }
+
+    /// Should an event from `cookie` reach `tuner`? (active tuner, namespace not manual/gone)
+    pub fn deliverable(&self, tuner: usize, cookie: u64) -> bool {
+        matches!(self.tuner_state(tuner), Some(TunerState::Active | TunerState::Manual))
+            && self.ns_state(tuner, cookie) == NsState::Active
+    }
+
+    /// A namespace vanished: every tuner's state there becomes gone.
+    pub fn netns_gone(&mut self, cookie: u64) {
+        for t in 0..self.metas.len() {
+            self.ns_state.insert((t, cookie), NsState::Gone);
+        }
+    }
+
+    /// Drops bookkeeping for namespaces that are gone (keeps maps bounded under churn).
+    pub fn forget_netns(&mut self, cookie: u64) {
+        self.ns_state.retain(|(_, c), _| *c != cookie);
+        self.admin_owned.retain(|(c, _)| *c != cookie);
+    }
+
+    /// Rescans namespaces: vanished ones become gone for every tuner and their
+    /// bookkeeping is dropped (bounded memory under namespace churn).
+    pub fn refresh_netns(&mut self) -> NetnsDiff {
+        // The registry logs "netns created/vanished (cookie N, ...)" at debug.
+        let diff = self.ns.refresh();
+        for info in &diff.vanished {
+            self.forget_netns(info.cookie);
+        }
+        diff
+    }
+
+    pub fn is_global(&self, cookie: u64) -> bool {
+        self.ns.is_global(cookie)
+    }
+
+    pub fn ctx(&mut self, tuner: usize) -> EngineCtx<'_> {
+        EngineCtx { engine: self, tuner }
+    }
+
+    fn say_once(&mut self, key: String, msg: impl FnOnce() -> String, notice: bool) {
+        if self.said.insert(key) {
+            if notice {
+                tracing::info!("{}", msg());
+            } else {
+                tracing::debug!("{}", msg());
+            }
+        }
+    }
+
+    fn desc(&self, tuner: usize, tunable: usize) -> Option<TunableDesc> {
+        self.metas.get(tuner).and_then(|m| m.tunables.get(tunable)).copied()
+    }
+
+    /// Where a tunable of an event from (cookie, ino) lives.
+    fn target_for(&mut self, desc: &TunableDesc, cookie: u64, ino: u64) -> Option<(u64, Target)> {
+        if !desc.namespaced || self.ns.is_global(cookie) {
+            return Some((self.ns.global_cookie(), Target::Global));
+        }
+        self.ns.locate(cookie, ino).map(|t| (cookie, t))
+    }
+
+    fn read_desc(&mut self, desc: &TunableDesc, target: &Target) -> Result<SysctlValue, SysctlError> {
+        self.sysctl.read(target, desc.name, desc.string, desc.num_values)
+    }
+
+    fn apply(&mut self, tuner: usize, p: Proposal) -> Outcome {
+        let Some(desc) = self.desc(tuner, p.tunable) else {
+            return Outcome::Failed(format!("no tunable {}", p.tunable));
+        };
+        let tname = self.metas[tuner].name;
+        let Some((cookie, target)) = self.target_for(&desc, p.netns_cookie, p.netns_ino) else {
+            self.ns_state.insert((tuner, self.norm(p.netns_cookie)), NsState::Gone);
+            tracing::debug!("netns (cookie {}) not found for '{}'; marking it gone for '{tname}'", p.netns_cookie, desc.name);
+            return Outcome::NoNamespace;
+        };
+        if self.ns_state(tuner, cookie) != NsState::Active || self.admin_owned.contains(&(cookie, desc.name.to_string())) {
+            let key = format!("skip:{tuner}:{}:{cookie}", desc.name);
+            self.say_once(key, || format!("Skipping update of '{}' ; tuner '{tname}' is disabled in netns (cookie {cookie})", desc.name), true);
+            return Outcome::Disabled;
+        }
+        if let Err(why) = validate(&desc, &p.value) {
+            tracing::error!("refusing to write {} = {}: {why}", desc.name, p.value);
+            return Outcome::Failed(why);
+        }
+        let live = match self.read_desc(&desc, &target) {
+            Ok(v) => v,
+            Err(SysctlError::NotFound(_)) => {
+                let optional = desc.optional;
+                self.say_once(format!("missing:{}", desc.name), || {
+                    format!("sysctl '{}' is not available on this system{}; not tuning it", desc.name, if optional { " (optional)" } else { "" })
+                }, true);
+                return Outcome::Missing;
+            }
+            Err(e) => return self.failed(tuner, cookie, &target, &desc, e.to_string()),
+        };
+        if p.expect.as_ref().is_some_and(|e| *e != live) {
+            tracing::debug!("dropping stale proposal for '{}': live ({live}) != premise ({})", desc.name, p.expect.as_ref().map(ToString::to_string).unwrap_or_default());
+            return Outcome::Stale;
+        }
+        if live == p.value {
+            return Outcome::Unchanged;
+        }
+        let global = matches!(target, Target::Global);
+        let original = match self.store.before_write(desc.name, cookie, p.netns_ino, global, &live, &p.value) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                if !self.persist_warned {
+                    self.persist_warned = true;
+                    tracing::warn!("cannot persist original values to {}: {e}; rollback after a crash will not be possible", self.store.path().display());
+                }
+                self.store.original(cookie, desc.name).cloned()
+            }
+        };
+        if let Err(e) = self.sysctl.write(&target, desc.name, &p.value) {
+            return self.failed(tuner, cookie, &target, &desc, e.to_string());
+        }
+        let write_ts = monotonic_ns();
+        let meta = &self.metas[tuner];
+        let sc = meta.scenarios.get(p.scenario).copied();
+        let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
+        tracing::info!("Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}", desc.name, if global { "" } else { "non-" });
+        tracing::info!("{}", p.message.trim_end());
+        if p.event_ts_ns > 0 {
+            tracing::debug!("reaction: {} us from event to write of '{}'", write_ts.saturating_sub(p.event_ts_ns) / 1000, desc.name);
+        }
+        let netns = match &target {
+            Target::Global => None,
+            Target::Netns(info) => info.name.clone(),
+        };
+        let rec = ChangeRecord {
+            time: ChangeRecord::now(),
+            tuner: tname.to_string(),
+            tunable: desc.name.to_string(),
+            scenario: sc_name.to_string(),
+            netns_cookie: cookie,
+            global,
+            netns,
+            old: Some(live),
+            new: Some(p.value),
+            message: p.message.trim_end().to_string(),
+            applied: true,
+            event_ts_ns: p.event_ts_ns,
+            write_ts_ns: write_ts,
+        };
+        lock(&self.ledger).record(tuner, p.tunable, p.scenario, original, rec);
+        Outcome::Applied
+    }
+
+    fn failed(&mut self, tuner: usize, cookie: u64, target: &Target, desc: &TunableDesc, why: String) -> Outcome {
+        if matches!(target, Target::Netns(_)) {
+            // C bpftune #103: stop retrying a namespace we cannot write.
+            self.ns_state.insert((tuner, cookie), NsState::Gone);
+            tracing::info!("could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more", desc.name);
+        } else {
+            self.say_once(format!("fail:{}:{why}", desc.name), || format!("could not update '{}': {why}", desc.name), true);
+        }
+        Outcome::Failed(why)
+    }
+
+    fn note(&mut self, tuner: usize, tunable: usize, scenario: usize, cookie: u64, message: &str) {
+        let Some(desc) = self.desc(tuner, tunable) else { return };
+        let global = self.ns.is_global(cookie);
+        let meta = &self.metas[tuner];
+        let (sc_name, sc_desc) = meta.scenarios.get(scenario).map(|s| (s.name, s.description)).unwrap_or(("?", ""));
+        tracing::info!("Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}", desc.name, if global { "" } else { "non-" });
+        tracing::info!("{}", message.trim_end());
+        let rec = ChangeRecord {
+            time: ChangeRecord::now(),
+            tuner: meta.name.to_string(),
+            tunable: desc.name.to_string(),
+            scenario: sc_name.to_string(),
+            netns_cookie: self.norm(cookie),
+            global,
+            netns: None,
+            old: None,
+            new: None,
+            message: message.trim_end().to_string(),
+            applied: false,
+            event_ts_ns: 0,
+            write_ts_ns: 0,
+        };
+        lock(&self.ledger).record(tuner, tunable, scenario, None, rec);
+    }
+
+    /// Another process wrote `path` in netns `cookie`: every tuner managing that sysctl
+    /// hands that namespace over to the administrator.
+    pub fn admin_write(&mut self, cookie: u64, path: &str, pid: i32) {
+        let name = sysctl_name(path);
+        let cookie = self.norm(cookie);
+        let cmd = cmdline(pid);
+        let mut any = false;
+        for t in 0..self.metas.len() {
+            let meta = &self.metas[t];
+            if !meta.tunables.iter().any(|d| d.kind == TunableKind::Sysctl && d.name == name) {
+                continue;
+            }
+            any = true;
+            let tname = meta.name;
+            tracing::info!("pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{tname}' uses; disabling '{tname}' for namespace cookie {cookie}");
+            self.ns_state.insert((t, cookie), NsState::Manual);
+            tracing::debug!("setting state of netns (cookie {cookie}) to manual for '{tname}'");
+            if cookie == self.ns.global_cookie() {
+                self.set_tuner_state(t, TunerState::Manual);
+            }
+        }
+        if any {
+            self.admin_owned.insert((cookie, name));
+        }
+    }
+
+    /// `-R`: restore every sysctl bpftune changed (this run and, from the persisted
+    /// originals, earlier runs of this boot) unless someone else changed it since.
+    pub fn rollback(&mut self) {
+        let entries = self.store.entries().to_vec();
+        for e in entries {
+            let target = if e.global || self.ns.is_global(e.netns_cookie) {
+                Some(Target::Global)
+            } else {
+                self.ns.locate(e.netns_cookie, e.netns_ino)
+            };
+            let Some(target) = target else {
+                tracing::debug!("not rolling back '{}': netns (cookie {}) is gone", e.sysctl, e.netns_cookie);
+                let _ = self.store.remove(e.netns_cookie, &e.sysctl);
+                continue;
+            };
+            let (is_string, n) = match &e.original {
+                SysctlValue::Str(_) => (true, 1),
+                SysctlValue::Ints(v) => (false, v.len() as u8),
+            };
+            let live = match self.sysctl.read(&target, &e.sysctl, is_string, n) {
+                Ok(v) => v,
+                Err(err) => {
+                    tracing::info!("cannot roll back '{}': {err}", e.sysctl);
+                    continue;
+                }
+            };
+            let where_ = if e.global { String::new() } else { format!(" in netns (cookie {})", e.netns_cookie) };
+            if live == e.original {
+                let _ = self.store.remove(e.netns_cookie, &e.sysctl);
+                continue;
+            }
+            if self.admin_owned.contains(&(e.netns_cookie, e.sysctl.clone())) || live != e.last_written {
+                tracing::info!("Not rolling back '{}'{where_}: its value ({live}) was set by someone else after bpftune set ({}); leaving the administrator's value", e.sysctl, e.last_written);
+                let _ = self.store.remove(e.netns_cookie, &e.sysctl);
+                continue;
+            }
+            tracing::info!("Rolling back sysctl values for '{}'{where_} from ({}) to original values ({})...", e.sysctl, live.c_style(), e.original.c_style());
+            match self.sysctl.write(&target, &e.sysctl, &e.original) {
+                Ok(()) => {
+                    let _ = self.store.remove(e.netns_cookie, &e.sysctl);
+                }
+                Err(err) => tracing::error!("rollback of '{}' failed: {err}", e.sysctl),
+            }
+        }
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    pub fn ledger(&self) -> &Arc<Mutex<Ledger>> {
+        &self.ledger
+    }
+}
+
+/// Generic sanity limits every write must pass (tuners clamp more tightly).
+fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), String> {
+    match value {
+        SysctlValue::Str(s) if desc.string => {
+            if s.contains('\n') || s.len() > 127 {
+                return Err("string too long or multi-line".into());
+            }
+            Ok(())
+        }
+        SysctlValue::Ints(v) if !desc.string => {
+            if v.len() != usize::from(desc.num_values) {
+                return Err(format!("{} values for a {}-value sysctl", v.len(), desc.num_values));
+            }
+            if v.iter().any(|x| *x < 0) {
+                return Err("negative value".into());
+            }
+            Ok(())
+        }
+        _ => Err("value type does not match the tunable".into()),
+    }
+}
+
+/// First element of /proc/<pid>/cmdline, "?" when unavailable.
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|b| b.split(|&c| c == 0).next().map(|s| String::from_utf8_lossy(s).into_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// The [`TunerEnv`] one tuner sees.
+pub struct EngineCtx<'a> {
+    engine: &'a mut Engine,
+    tuner: usize,
+}
+
+impl TunerEnv for EngineCtx<'_> {
+    fn rate(&self) -> Rate {
+        self.engine.rate
+    }
+
+    fn read(&mut self, tunable: usize, cookie: u64, ino: u64) -> Result<SysctlValue, SysctlError> {
+        let desc = self
+            .engine
+            .desc(self.tuner, tunable)
+            .ok_or_else(|| SysctlError::NotFound(format!("tunable #{tunable}")))?;
+        let (_, target) = self
+            .engine
+            .target_for(&desc, cookie, ino)
+            .ok_or(SysctlError::Netns(crate::core::netns::NetnsError::Gone))?;
+        self.engine.read_desc(&desc, &target)
+    }
+
+    fn apply(&mut self, proposal: Proposal) -> Outcome {
+        self.engine.apply(self.tuner, proposal)
+    }
+
+    fn note(&mut self, tunable: usize, scenario: usize, cookie: u64, message: &str) {
+        self.engine.note(self.tuner, tunable, scenario, cookie, message)
+    }
+
+    fn admin_write(&mut self, cookie: u64, _ino: u64, path: &str, pid: i32) {
+        self.engine.admin_write(cookie, path, pid)
+    }
+
+    fn net_counter(&mut self, cookie: u64, ino: u64, name: &str) -> Option<u64> {
+        let target = if self.engine.ns.is_global(cookie) { Target::Global } else { self.engine.ns.locate(cookie, ino)? };
+        let read = || -> Option<u64> {
+            ["/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(f).ok().and_then(|t| procfs::snmp_counter(&t, None, name)))
+        };
+        match target {
+            Target::Global => read(),
+            Target::Netns(info) => crate::core::netns::run_in_netns(&info.path, Some(info.ino), read).ok().flatten(),
+        }
+    }
+
+    fn nr_free_buffer_pages(&self) -> u64 {
+        self.engine.nr_free_pages
+    }
+
+    fn is_global(&self, cookie: u64) -> bool {
+        self.engine.ns.is_global(cookie)
+    }
+}

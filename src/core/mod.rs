@@ -1,0 +1,17 @@
+//! The daemon core: knows no single tuner.
+
+pub mod bpf;
+pub mod cgroup;
+pub mod change;
+pub mod corr;
+pub mod engine;
+pub mod events;
+pub mod log;
+pub mod netns;
+pub mod probe;
+pub mod procfs;
+pub mod query;
+pub mod state;
+pub mod sysctl;
+pub mod tunable;
+pub mod tuner;

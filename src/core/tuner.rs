@@ -1,0 +1,182 @@
+//! The contract between the core and a tuner. The core knows no single tuner: it loads
+//! each through this trait, routes ring-buffer events to it by id, and gives it a
+//! [`TunerEnv`] through which every read and write of a sysctl passes.
+
+use std::os::fd::BorrowedFd;
+
+use crate::core::bpf::{LoadConfig, SharedMaps, Slot};
+use crate::core::events::Event;
+use crate::core::sysctl::SysctlError;
+use crate::core::tunable::{Rate, Scenario, SysctlValue, TunableDesc};
+
+/// Overall state of a tuner (the `tuners` query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunerState {
+    Inactive,
+    Active,
+    /// The administrator took over one of its sysctls in the initial namespace.
+    Manual,
+    Gone,
+}
+
+impl TunerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunerState::Inactive => "inactive",
+            TunerState::Active => "active",
+            TunerState::Manual => "manual",
+            TunerState::Gone => "gone",
+        }
+    }
+}
+
+/// State of a tuner in one network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsState {
+    Active,
+    /// An administrator wrote one of the tuner's sysctls there: hands off.
+    Manual,
+    /// The namespace vanished or could not be written.
+    Gone,
+}
+
+/// Everything a tuner needs to load its BPF object.
+pub struct StartCtx<'a> {
+    pub shared: &'a mut SharedMaps,
+    pub config: LoadConfig,
+    pub tuner_id: u32,
+    /// Programs chosen by the flavour probe.
+    pub programs: &'a [&'static str],
+    /// cgroup-v2 directory for cgroup programs.
+    pub cgroup: Option<BorrowedFd<'a>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunerError {
+    #[error("BPF load for tuner '{tuner}' failed: {source}")]
+    Load {
+        tuner: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error("could not attach tuner '{tuner}': {source}")]
+    Attach {
+        tuner: &'static str,
+        source: libbpf_rs::Error,
+    },
+    #[error("tuner '{0}' is not supported on this kernel: {1}")]
+    Unsupported(&'static str, String),
+}
+
+/// One adaptive-sampling report ("Sample '%s': ...").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleReport {
+    pub name: &'static str,
+    pub calls: u64,
+    pub every: u64,
+}
+
+/// A change a tuner wants. The core checks it against the live value, the
+/// administrator's ownership and the clamps before writing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// Index into the tuner's tunables.
+    pub tunable: usize,
+    /// Index into the tuner's scenarios.
+    pub scenario: usize,
+    /// Netns cookie of the triggering event (namespaced tunables are written there).
+    pub netns_cookie: u64,
+    pub netns_ino: u64,
+    /// The premise: the value the decision was based on. If the live value differs the
+    /// proposal is stale and dropped (C bpftune #155).
+    pub expect: Option<SysctlValue>,
+    pub value: SysctlValue,
+    /// The tuner's explanation line (second log line).
+    pub message: String,
+    /// Kernel timestamp of the triggering event (0 when not event driven).
+    pub event_ts_ns: u64,
+}
+
+/// What became of a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Live value already equal: nothing written, nothing logged or counted.
+    Unchanged,
+    /// Live value no longer matches the premise.
+    Stale,
+    /// The tuner is disabled (manual/gone) for the target namespace or the
+    /// administrator owns this sysctl there.
+    Disabled,
+    /// The sysctl does not exist here (optional tunables).
+    Missing,
+    /// The namespace could not be found.
+    NoNamespace,
+    Failed(String),
+}
+
+/// The core services a tuner may use while handling an event.
+pub trait TunerEnv {
+    fn rate(&self) -> Rate;
+    /// Live value of one of this tuner's tunables, in the event's namespace for
+    /// namespaced tunables, globally otherwise.
+    fn read(&mut self, tunable: usize, netns_cookie: u64, netns_ino: u64) -> Result<SysctlValue, SysctlError>;
+    fn apply(&mut self, proposal: Proposal) -> Outcome;
+    /// Log and count a scenario without writing anything (informational).
+    fn note(&mut self, tunable: usize, scenario: usize, netns_cookie: u64, message: &str);
+    /// Another process wrote sysctl `path` (`net/ipv4/tcp_rmem`) in the given netns.
+    fn admin_write(&mut self, netns_cookie: u64, netns_ino: u64, path: &str, pid: i32);
+    /// `name` counter (e.g. "PassiveOpens") from `/proc/net/{snmp,netstat}` in the
+    /// event's namespace.
+    fn net_counter(&mut self, netns_cookie: u64, netns_ino: u64, name: &str) -> Option<u64>;
+    /// nr_free_buffer_pages estimate from /proc/zoneinfo (pages).
+    fn nr_free_buffer_pages(&self) -> u64;
+    fn is_global(&self, netns_cookie: u64) -> bool;
+}
+
+/// A tuner: descriptors, BPF hooks and event handling.
+pub trait Tuner {
+    fn name(&self) -> &'static str;
+    fn tunables(&self) -> &'static [TunableDesc];
+    fn scenarios(&self) -> &'static [Scenario];
+    /// BPF hooks with their candidate flavours.
+    fn slots(&self) -> &'static [Slot];
+    /// Loads a throw-away copy with exactly `programs` enabled (flavour probing).
+    fn try_load(&self, shared: &SharedMaps, config: &LoadConfig, programs: &[&'static str]) -> Result<(), libbpf_rs::Error>;
+    /// Loads and attaches for real.
+    fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError>;
+    fn handle(&mut self, event: &Event, env: &mut dyn TunerEnv);
+    /// Called about once a second; most tuners do nothing.
+    fn tick(&mut self, _env: &mut dyn TunerEnv) {}
+    fn samples(&self) -> Vec<SampleReport> {
+        Vec::new()
+    }
+    /// Detaches and unloads.
+    fn stop(&mut self) {}
+}
+
+/// Accepts `tcp_buffer`, `tcp_buffer_tuner.so` or a path ending in it (`-a`).
+pub fn allow_matches(allow: &[String], name: &str) -> bool {
+    if allow.is_empty() {
+        return true;
+    }
+    allow.iter().any(|a| {
+        let base = a.rsplit('/').next().unwrap_or(a);
+        base == name || base.strip_suffix("_tuner.so") == Some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_forms() {
+        let allow = vec!["tcp_buffer_tuner.so".to_string(), "sysctl".to_string()];
+        assert!(allow_matches(&allow, "tcp_buffer"));
+        assert!(allow_matches(&allow, "sysctl"));
+        assert!(!allow_matches(&allow, "tcp_conn"));
+        assert!(allow_matches(&[], "anything"));
+        assert!(allow_matches(&["/usr/lib64/bpftune/tcp_buffer_tuner.so".into()], "tcp_buffer"));
+        assert!(!allow_matches(&["tcp_buffer_tuner.so.dpkg-new".into()], "tcp_buffer"));
+    }
+}

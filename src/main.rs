@@ -1,0 +1,99 @@
+//! bpftune binary: parses flags and picks the mode (daemon, query client, support probe).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use bpftune::cli::{self, Cli};
+use bpftune::core::log::{self, Destination, LogOptions};
+use bpftune::core::{probe, query, tunable::Rate};
+use bpftune::daemon;
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return exit(code);
+        }
+    };
+    if cli.version {
+        let argv0 = std::env::args().next().unwrap_or_else(|| "bpftune".into());
+        println!("{argv0} v{}", env!("CARGO_PKG_VERSION"));
+        return exit(0);
+    }
+    if cli.print_libdir {
+        println!("{}", cli::SYSTEM_LIBDIR);
+        return exit(0);
+    }
+    let rate = match cli.rate() {
+        Ok(r) => Rate::from_learning_rate(r).unwrap_or_default(),
+        Err(msg) => {
+            eprintln!("{msg}");
+            return exit(1);
+        }
+    };
+    let to_stderr = cli.stderr || cli.support || cli.query.is_some();
+    let destination = if to_stderr { Destination::Stderr } else { Destination::Syslog };
+    if let Err(e) = log::init(&LogOptions { destination, debug: cli.debug }) {
+        eprintln!("bpftune: cannot set up logging: {e:#}");
+        return exit(1);
+    }
+
+    bpftune::core::bpf::route_libbpf_log();
+
+    if let Some(q) = &cli.query {
+        return match query::client(&cli::run_dir(), cli.port, q) {
+            Ok(reply) => {
+                println!("{reply}");
+                exit(0)
+            }
+            Err(e) => {
+                eprintln!("bpftune: {e:#}");
+                let errno = e.downcast_ref::<query::ClientError>().and_then(|c| c.raw_os_error()).unwrap_or(libc::EIO);
+                exit(-errno)
+            }
+        };
+    }
+
+    if cli.support {
+        let report = probe::run(&bpftune::tuners::all(), cli.legacy);
+        for line in report.lines() {
+            tracing::info!("{line}");
+        }
+        return exit(report.exit_code());
+    }
+
+    if cli.daemon {
+        // SAFETY: daemon(3) forks; we call it before any thread is started.
+        if unsafe { libc::daemon(1, 1) } != 0 {
+            eprintln!("cannot daemonize: {}", std::io::Error::last_os_error());
+            return exit(1);
+        }
+    }
+
+    let opts = daemon::Options {
+        allow: cli.allow.clone(),
+        cgroup: cli.cgroup.clone(),
+        debug: cli.debug,
+        legacy: cli.legacy,
+        rate,
+        port: cli.port,
+        rollback: cli.rollback,
+        libdir: cli.libdir.clone(),
+        run_dir: cli::run_dir(),
+        state_dir: cli::state_dir(),
+    };
+    match daemon::run(opts) {
+        Ok(code) => exit(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            exit(1)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! sysctl tuner: notices when an administrator (any process but us) writes a sysctl
+//! that a tuner manages, and hands that namespace over to the administrator. See
+//! sysctl.bpf.c for the cgroup/sysctl program.
+
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel as _, Skel as _};
+use libbpf_rs::{Link, OpenObject};
+
+use crate::core::bpf::{Candidate, Flavour, LoadConfig, SharedMaps, Slot};
+use crate::core::events::Event;
+use crate::core::tunable::{Scenario, TunableDesc};
+use crate::core::tuner::{StartCtx, Tuner, TunerEnv, TunerError};
+
+mod skel {
+    #![allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+    include!(concat!(env!("OUT_DIR"), "/sysctl.skel.rs"));
+}
+use skel::{SysctlSkel, SysctlSkelBuilder};
+
+pub static SLOTS: &[Slot] = &[Slot {
+    name: "sysctl_write",
+    required: true,
+    candidates: &[Candidate { prog: "bpftune_sysctl_write", flavour: Flavour::CgroupSysctl, target: "cgroup-v2 root" }],
+}];
+
+#[derive(Default)]
+pub struct SysctlTuner {
+    skel: Option<SysctlSkel<'static>>,
+    link: Option<Link>,
+}
+
+impl SysctlTuner {
+    pub fn new() -> SysctlTuner {
+        SysctlTuner::default()
+    }
+}
+
+fn load_skel(storage: &'static mut MaybeUninit<OpenObject>, ctx: &StartCtx<'_>) -> Result<SysctlSkel<'static>, libbpf_rs::Error> {
+    let open = crate::open_skel!(SysctlSkelBuilder, storage, ctx.shared, ctx.config, ctx.tuner_id, ctx.programs);
+    open.load()
+}
+
+impl Tuner for SysctlTuner {
+    fn name(&self) -> &'static str {
+        "sysctl"
+    }
+
+    fn tunables(&self) -> &'static [TunableDesc] {
+        &[]
+    }
+
+    fn scenarios(&self) -> &'static [Scenario] {
+        &[]
+    }
+
+    fn slots(&self) -> &'static [Slot] {
+        SLOTS
+    }
+
+    fn try_load(&self, shared: &SharedMaps, config: &LoadConfig, programs: &[&'static str]) -> Result<(), libbpf_rs::Error> {
+        let mut storage = MaybeUninit::<OpenObject>::uninit();
+        let open = crate::open_skel!(SysctlSkelBuilder, &mut storage, shared, config, 0, programs);
+        open.load().map(drop)
+    }
+
+    fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
+        let load = |e| TunerError::Load { tuner: "sysctl", source: e };
+        let Some(cgroup) = ctx.cgroup else {
+            return Err(TunerError::Unsupported("sysctl", "no cgroup-v2 directory to attach to".into()));
+        };
+        // Lives as long as the daemon (see tcp_buffer).
+        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let skel = load_skel(storage, &ctx).map_err(load)?;
+        ctx.shared.adopt(skel.object()).map_err(load)?;
+        // A BPF link (not a legacy attachment): it goes away with our process, so a
+        // crashed daemon leaves nothing attached to the cgroup.
+        use std::os::fd::AsRawFd;
+        let link = skel
+            .progs
+            .bpftune_sysctl_write
+            .attach_cgroup(cgroup.as_raw_fd())
+            .map_err(|e| TunerError::Attach { tuner: "sysctl", source: e })?;
+        self.link = Some(link);
+        self.skel = Some(skel);
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: &Event, env: &mut dyn TunerEnv) {
+        env.admin_write(ev.netns_cookie, ev.netns_ino, &ev.text, ev.pid);
+    }
+
+    fn stop(&mut self) {
+        self.link = None;
+        self.skel = None;
+    }
+}

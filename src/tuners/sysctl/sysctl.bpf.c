@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0
+/* sysctl tuner, kernel side: a cgroup/sysctl program at the cgroup-v2 root sees every
+ * sysctl access by every process. It reports writes by anyone but us, with the full
+ * sysctl name and the writer's netns, and always allows the access. */
+#include "../../../bpf/common.bpf.h"
+
+SEC("cgroup/sysctl")
+int bpftune_sysctl_write(struct bpf_sysctl *ctx)
+{
+	struct task_struct *task;
+	struct bpftune_event *ev;
+	struct net *net;
+	__u64 pid_tgid;
+
+	if (!ctx->write)
+		return 1;
+	pid_tgid = bpf_get_current_pid_tgid();
+	if ((__s32)(pid_tgid >> 32) == bpftune_pid)
+		return 1;
+	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
+	if (!ev)
+		return 1;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	if (bpf_sysctl_get_name(ctx, ev->str, sizeof(ev->str), 0) < 0) {
+		/* Truncated names are not ours (ours are all short): ignore. */
+		bpf_ringbuf_discard(ev, 0);
+		return 1;
+	}
+	/* Only net.* sysctls are managed; skip the rest in the kernel. */
+	if (ev->str[0] != 'n' || ev->str[1] != 'e' || ev->str[2] != 't' || ev->str[3] != '/') {
+		bpf_ringbuf_discard(ev, 0);
+		return 1;
+	}
+	task = (struct task_struct *)bpf_get_current_task();
+	net = BPF_CORE_READ(task, nsproxy, net_ns);
+	ev->tuner_id = tuner_id;
+	ev->scenario_id = 0;
+	ev->netns_cookie = netns_cookie(net);
+	ev->netns_ino = netns_ino(net);
+	ev->pid = pid_tgid >> 32;
+	ev->ts_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(ev, 0);
+	return 1;
+}

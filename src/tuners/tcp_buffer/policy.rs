@@ -1,0 +1,216 @@
+//! tcp_buffer decisions as plain functions of (live values, observation) — no I/O, so
+//! they are unit-tested without root.
+
+use crate::core::corr::{Corr, CORR_THRESHOLD};
+use crate::core::tunable::{Rate, INT_MAX};
+
+/// Buffers never reach 2^31 (the kernel's int limit; C bpftune #36/#93).
+pub const BUFFER_CAP: i64 = INT_MAX - 1;
+/// Never shrink tcp_max_syn_backlog below this (C bpftune's TCP_SYN_BACKLOG_MIN).
+pub const SYN_BACKLOG_MIN: i64 = 128;
+/// Upper bound for tcp_max_syn_backlog growth.
+pub const SYN_BACKLOG_MAX: i64 = 1 << 20;
+/// Syncookies are judged ineffective after this many failures with no success.
+pub const SYNCOOKIES_BAD_COUNT: u64 = 1024;
+/// A buffer/latency correlation only counts if srtt actually moved by this fraction
+/// of its mean: Pearson r on microsecond jitter is noise, not bufferbloat.
+pub const MIN_LATENCY_SPREAD: f64 = 0.25;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferAction {
+    /// Raise max (scenario "need to increase TCP buffer size(s)").
+    Increase([i64; 3]),
+    /// Latency grows with the buffer: shrink max instead, never below the default.
+    DecreaseLatency([i64; 3]),
+}
+
+/// rmem/wmem: `live` is the namespace's current (min default max), `sockbuf` the
+/// socket's buffer when the kernel saw it at the limit.
+pub fn buffer_decision(rate: Rate, live: [i64; 3], sockbuf: i64, corr: &Corr, low_mem: bool) -> Option<BufferAction> {
+    if low_mem || live[2] <= 0 {
+        return None;
+    }
+    // The premise: the socket is (still) near the current max. If the max has been
+    // raised meanwhile (a stale or duplicate event), do nothing (C bpftune #155).
+    if !rate.nearly_full(sockbuf, live[2]) {
+        return None;
+    }
+    if corr.r() > CORR_THRESHOLD && corr.y_spread() >= MIN_LATENCY_SPREAD {
+        let new_max = rate.shrink(live[2]);
+        if new_max <= live[1] {
+            return None;
+        }
+        return Some(BufferAction::DecreaseLatency([live[0], live[1], new_max]));
+    }
+    let new_max = rate.grow(live[2])?.min(BUFFER_CAP);
+    (new_max > live[2]).then_some(BufferAction::Increase([live[0], live[1], new_max]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemAction {
+    Pressure([i64; 3]),
+    Exhaustion([i64; 3]),
+}
+
+/// tcp_mem (pages): `allocated` pages in use; `nr_free` the free-buffer-page estimate.
+/// Near tcp_mem[2] raise max (cap ¼ of free buffer pages); near tcp_mem[1] raise min
+/// (while < 1/16), pressure (while < 1/8) and max. Never lowers a value.
+pub fn tcp_mem_decision(rate: Rate, live: [i64; 3], allocated: i64, nr_free: i64) -> Option<MemAction> {
+    if nr_free <= 0 || live[2] <= 0 {
+        return None;
+    }
+    let cap_max = nr_free / 4;
+    let grow_capped = |v: i64, cap: i64| -> i64 {
+        if v >= cap {
+            v
+        } else {
+            rate.grow(v).map_or(v, |g| g.min(cap))
+        }
+    };
+    if rate.nearly_full(allocated, live[2]) {
+        let new = [live[0], live[1], grow_capped(live[2], cap_max)];
+        return (new != live).then_some(MemAction::Exhaustion(new));
+    }
+    if rate.nearly_full(allocated, live[1]) {
+        let mut new = [
+            grow_capped(live[0], nr_free / 16),
+            grow_capped(live[1], nr_free / 8),
+            grow_capped(live[2], cap_max),
+        ];
+        // Keep min <= pressure <= max.
+        new[0] = new[0].min(new[1]);
+        new[1] = new[1].min(new[2]);
+        return (new != live).then_some(MemAction::Pressure(new));
+    }
+    None
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynAction {
+    /// Grow tcp_max_syn_backlog (syncookies off, memory fine, accepts keep up).
+    Increase(i64),
+    /// Flood not matched by accepted connections: an attack, shrink.
+    Decrease(i64),
+    /// Low memory under flood: enable syncookies instead of growing the queue.
+    EnableSyncookies,
+    /// Syncookies only fail: disable them.
+    DisableSyncookies,
+}
+
+/// Observation for a SYN-queue overflow signal.
+#[derive(Debug, Clone, Copy)]
+pub struct SynObs {
+    pub max_syn_backlog: i64,
+    pub syncookies: i64,
+    pub low_mem: bool,
+    pub cookies_failed: u64,
+    pub cookies_recv: u64,
+}
+
+pub fn syn_decision(rate: Rate, o: SynObs, corr: &Corr) -> Option<SynAction> {
+    if o.syncookies != 0 {
+        // With syncookies on the SYN queue is not what limits a flood; only check that
+        // cookies do work.
+        return (o.cookies_failed >= SYNCOOKIES_BAD_COUNT && o.cookies_recv == 0).then_some(SynAction::DisableSyncookies);
+    }
+    if o.low_mem {
+        return Some(SynAction::EnableSyncookies);
+    }
+    if corr.samples() > 10 && corr.r() < CORR_THRESHOLD {
+        let new = rate.shrink(o.max_syn_backlog);
+        return (new >= SYN_BACKLOG_MIN && new < o.max_syn_backlog).then_some(SynAction::Decrease(new));
+    }
+    let new = rate.grow(o.max_syn_backlog)?.min(SYN_BACKLOG_MAX);
+    (new > o.max_syn_backlog).then_some(SynAction::Increase(new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: Rate = Rate::DEFAULT;
+
+    fn correlated(spread: f64) -> Corr {
+        let mut c = Corr::default();
+        for i in 0..20 {
+            let x = 1_000_000.0 * (i + 1) as f64;
+            c.update(x, 40_000.0 * (1.0 + spread * i as f64 / 19.0));
+        }
+        c
+    }
+
+    #[test]
+    fn grows_when_socket_at_the_max() {
+        let live = [4096, 131072, 1310720];
+        assert_eq!(buffer_decision(R, live, 1310720, &Corr::default(), false), Some(BufferAction::Increase([4096, 131072, 1638400])));
+        assert_eq!(buffer_decision(R, live, 1000000, &Corr::default(), false), Some(BufferAction::Increase([4096, 131072, 1638400])));
+    }
+
+    #[test]
+    fn stale_event_after_growth_is_ignored() {
+        // The socket saw 1310720 but the max was raised to 3 MB meanwhile.
+        assert_eq!(buffer_decision(R, [4096, 131072, 3_000_000], 1310720, &Corr::default(), false), None);
+    }
+
+    #[test]
+    fn no_growth_in_low_memory() {
+        assert_eq!(buffer_decision(R, [4096, 131072, 1310720], 1310720, &Corr::default(), true), None);
+    }
+
+    #[test]
+    fn capped_below_int_max() {
+        let live = [4096, 131072, 2_000_000_000];
+        assert_eq!(buffer_decision(R, live, 2_000_000_000, &Corr::default(), false), Some(BufferAction::Increase([4096, 131072, BUFFER_CAP])));
+        assert_eq!(buffer_decision(R, [4096, 131072, BUFFER_CAP], BUFFER_CAP, &Corr::default(), false), None);
+    }
+
+    #[test]
+    fn latency_correlation_shrinks_but_not_below_default() {
+        let c = correlated(1.0);
+        assert!(c.r() > 0.9);
+        assert_eq!(buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false), Some(BufferAction::DecreaseLatency([4096, 131072, 6_000_000])));
+        assert_eq!(buffer_decision(R, [4096, 131072, 160_000], 160_000, &c, false), None);
+    }
+
+    #[test]
+    fn jitter_is_not_bufferbloat() {
+        let c = correlated(0.05);
+        assert!(c.r() > 0.9, "strong r on tiny jitter");
+        assert!(matches!(buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false), Some(BufferAction::Increase(_))));
+    }
+
+    #[test]
+    fn tcp_mem_pressure_and_exhaustion() {
+        let nr_free = 1_000_000;
+        assert_eq!(tcp_mem_decision(R, [768, 1024, 1536], 1500, nr_free), Some(MemAction::Exhaustion([768, 1024, 1920])));
+        assert_eq!(tcp_mem_decision(R, [768, 1024, 100_000], 1000, nr_free), Some(MemAction::Pressure([960, 1280, 125_000])));
+        assert_eq!(tcp_mem_decision(R, [768, 1024, 100_000], 100, nr_free), None);
+    }
+
+    #[test]
+    fn tcp_mem_capped_at_quarter_of_free_pages() {
+        let nr_free = 1000;
+        assert_eq!(tcp_mem_decision(R, [50, 100, 240], 240, nr_free), Some(MemAction::Exhaustion([50, 100, 250])));
+        assert_eq!(tcp_mem_decision(R, [50, 100, 250], 250, nr_free), None);
+        // Above the cap already (admin's choice): never lowered.
+        assert_eq!(tcp_mem_decision(R, [50, 100, 400], 400, nr_free), None);
+        // Pressure: min capped at 1/16, pressure at 1/8.
+        assert_eq!(tcp_mem_decision(R, [60, 120, 240], 120, nr_free), Some(MemAction::Pressure([62, 125, 250])));
+    }
+
+    #[test]
+    fn syn_backlog_policy() {
+        let base = SynObs { max_syn_backlog: 512, syncookies: 0, low_mem: false, cookies_failed: 0, cookies_recv: 0 };
+        assert_eq!(syn_decision(R, base, &Corr::default()), Some(SynAction::Increase(640)));
+        assert_eq!(syn_decision(R, SynObs { low_mem: true, ..base }, &Corr::default()), Some(SynAction::EnableSyncookies));
+        let mut flat = Corr::default();
+        for i in 0..12 {
+            flat.update(i as f64, 7.0);
+        }
+        assert_eq!(syn_decision(R, base, &flat), Some(SynAction::Decrease(384)));
+        assert_eq!(syn_decision(R, SynObs { max_syn_backlog: 150, ..base }, &flat), None);
+        let cookies = SynObs { syncookies: 1, cookies_failed: 2000, ..base };
+        assert_eq!(syn_decision(R, cookies, &Corr::default()), Some(SynAction::DisableSyncookies));
+        assert_eq!(syn_decision(R, SynObs { cookies_recv: 3, ..cookies }, &Corr::default()), None);
+    }
+}
