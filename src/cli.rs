@@ -28,7 +28,12 @@ pub struct Cli {
     pub allow: Vec<String>,
 
     /// cgroup-v2 directory for cgroup programs (mounted there if it is not one)
-    #[arg(short = 'c', long = "cgroup", value_name = "DIR", default_value = "/var/run/bpftune/cgroupv2")]
+    #[arg(
+        short = 'c',
+        long = "cgroup",
+        value_name = "DIR",
+        default_value = "/var/run/bpftune/cgroupv2"
+    )]
     pub cgroup: PathBuf,
 
     /// Debug logging (also libbpf's messages and BPF trace_pipe output)
@@ -96,11 +101,15 @@ impl Cli {
 
 /// Run and state directories; overridable by environment for tests and packaging.
 pub fn run_dir() -> PathBuf {
-    std::env::var_os("BPFTUNE_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(RUN_DIR))
+    std::env::var_os("BPFTUNE_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(RUN_DIR))
 }
 
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("BPFTUNE_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(STATE_DIR))
+    std::env::var_os("BPFTUNE_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(STATE_DIR))
 }
 
 #[cfg(test)]
@@ -109,7 +118,23 @@ mod tests {
 
     #[test]
     fn parses_c_flags() {
-        let c = Cli::try_parse_from(["bpftune", "-s", "-d", "-R", "-a", "tcp_buffer_tuner.so", "-a", "sysctl", "-r", "2", "-p", "1234", "-c", "/tmp/cg"]).expect("valid flags");
+        let c = Cli::try_parse_from([
+            "bpftune",
+            "-s",
+            "-d",
+            "-R",
+            "-a",
+            "tcp_buffer_tuner.so",
+            "-a",
+            "sysctl",
+            "-r",
+            "2",
+            "-p",
+            "1234",
+            "-c",
+            "/tmp/cg",
+        ])
+        .expect("valid flags");
         assert!(c.stderr && c.debug && c.rollback);
         assert_eq!(c.allow, vec!["tcp_buffer_tuner.so", "sysctl"]);
         assert_eq!(c.rate(), Ok(2));
@@ -117,8 +142,33 @@ mod tests {
         let c = Cli::try_parse_from(["bpftune", "--learning_rate", "7"]).expect("parses");
         assert_eq!(c.rate(), Err("values 0-4 are supported".into()));
         assert!(Cli::try_parse_from(["bpftune", "-x"]).is_err());
-        assert!(Cli::try_parse_from(["bpftune", "--suppport"]).expect("C's typo").support);
+        assert!(
+            Cli::try_parse_from(["bpftune", "--suppport"])
+                .expect("C's typo")
+                .support
+        );
         let c = Cli::try_parse_from(["bpftune", "--query", "status"]).expect("query");
         assert_eq!(c.query.as_deref(), Some("status"));
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use clap::CommandFactory;
+
+    /// README, man page and --help come from one flag set: every long flag must be
+    /// documented in both.
+    #[test]
+    fn every_flag_is_documented() {
+        let readme = include_str!("../README.md");
+        let man = include_str!("../docs/bpftune.8").replace("\\-", "-");
+        for arg in super::Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(readme.contains(&format!("--{long}")), "README lacks --{long}");
+            assert!(man.contains(&format!("--{long}")), "man page lacks --{long}");
+        }
+        for (q, _) in crate::core::query::QUERIES {
+            assert!(readme.contains(q) && man.contains(q), "query {q} undocumented");
+        }
     }
 }

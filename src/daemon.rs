@@ -57,7 +57,10 @@ impl QueryBackend for Backend {
         lock(&self.ledger)
             .tuners
             .iter()
-            .map(|t| TunerRow { name: t.name.to_string(), state: t.state.as_str().to_string() })
+            .map(|t| TunerRow {
+                name: t.name.to_string(),
+                state: t.state.as_str().to_string(),
+            })
             .collect()
     }
 
@@ -82,11 +85,17 @@ impl QueryBackend for Backend {
         metas
             .iter()
             .flat_map(|t| {
-                t.tunables.iter().filter(|d| d.kind == TunableKind::Sysctl).map(|d| StatusRow {
-                    tuner: t.name.to_string(),
-                    name: d.name.to_string(),
-                    value: self.sysctl.read(&Target::Global, d.name, d.string, d.num_values).ok(),
-                })
+                t.tunables
+                    .iter()
+                    .filter(|d| d.kind == TunableKind::Sysctl)
+                    .map(|d| StatusRow {
+                        tuner: t.name.to_string(),
+                        name: d.name.to_string(),
+                        value: self
+                            .sysctl
+                            .read(&Target::Global, d.name, d.string, d.num_values)
+                            .ok(),
+                    })
             })
             .collect()
     }
@@ -97,6 +106,12 @@ impl QueryBackend for Backend {
 
     fn rollback(&self) -> String {
         lock(&self.ledger).rollback_text()
+    }
+
+    fn changes_json(&self) -> String {
+        let l = lock(&self.ledger);
+        let records: Vec<_> = l.records().collect();
+        serde_json::to_string_pretty(&records).unwrap_or_else(|_| "[]".to_string())
     }
 }
 
@@ -110,21 +125,33 @@ fn scan_libdir(dir: &Path) {
     let builtin = tuners::names();
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix("_tuner.so") else { continue };
+        let Some(stem) = name.strip_suffix("_tuner.so") else {
+            continue;
+        };
         if builtin.contains(&stem) {
             tracing::debug!("'{}' is built into this bpftune", entry.path().display());
         } else {
-            tracing::info!("ignoring plugin '{}': this bpftune only runs its built-in tuners ({})", entry.path().display(), builtin.join(", "));
+            tracing::info!(
+                "ignoring plugin '{}': this bpftune only runs its built-in tuners ({})",
+                entry.path().display(),
+                builtin.join(", ")
+            );
         }
     }
 }
 
 fn raise_memlock() {
-    let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let inf = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit reads a valid, initialised rlimit struct we own.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } != 0 {
         // Not fatal: kernels ≥ 5.11 account BPF memory to the memory cgroup.
-        tracing::debug!("cannot unlock memory limit: {}; continuing (BPF memory is cgroup-accounted)", std::io::Error::last_os_error());
+        tracing::debug!(
+            "cannot unlock memory limit: {}; continuing (BPF memory is cgroup-accounted)",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -134,7 +161,11 @@ struct Loaded {
 }
 
 fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) -> Loaded {
-    let config = LoadConfig { shift: opts.rate.shift(), debug: opts.debug, pid: std::process::id() as i32 };
+    let config = LoadConfig {
+        shift: opts.rate.shift(),
+        debug: opts.debug,
+        pid: std::process::id() as i32,
+    };
     let mut shared = SharedMaps::default();
     let mut loaded = Vec::new();
     for mut tuner in tuners::all() {
@@ -142,27 +173,56 @@ fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) 
         if !allow_matches(&opts.allow, name) {
             continue;
         }
-        let id = engine.add_tuner(TunerMeta { name, state: TunerState::Inactive, tunables: tuner.tunables(), scenarios: tuner.scenarios() });
+        let id = engine.add_tuner(TunerMeta {
+            name,
+            state: TunerState::Inactive,
+            tunables: tuner.tunables(),
+            scenarios: tuner.scenarios(),
+        });
         let plan = {
             let _quiet = bpf::Quiet::new();
             let t = &tuner;
             let shared_ref = &shared;
-            bpf::plan(tuner.slots(), opts.legacy, false, &mut |progs| t.try_load(shared_ref, &config, progs))
+            bpf::plan(tuner.slots(), opts.legacy, false, &mut |progs| {
+                t.try_load(shared_ref, &config, progs)
+            })
         };
         if !plan.complete() {
-            let missing: Vec<&str> = plan.choices.iter().filter(|c| c.required && c.chosen.is_none()).map(|c| c.slot).collect();
-            tracing::error!("tuner '{name}' cannot run on this kernel: no attach flavour loads for {}", missing.join(", "));
+            let missing: Vec<&str> = plan
+                .choices
+                .iter()
+                .filter(|c| c.required && c.chosen.is_none())
+                .map(|c| c.slot)
+                .collect();
+            tracing::error!(
+                "tuner '{name}' cannot run on this kernel: no attach flavour loads for {}",
+                missing.join(", ")
+            );
             loaded.push(None);
             continue;
         }
         for c in &plan.choices {
             match c.chosen {
-                Some(x) => tracing::debug!("{name}: hook '{}' uses {} {}", c.slot, x.flavour.label(), x.target),
-                None => tracing::info!("{name}: optional hook '{}' is not available on this kernel; continuing without it", c.slot),
+                Some(x) => tracing::debug!(
+                    "{name}: hook '{}' uses {} {}",
+                    c.slot,
+                    x.flavour.label(),
+                    x.target
+                ),
+                None => tracing::info!(
+                    "{name}: optional hook '{}' is not available on this kernel; continuing without it",
+                    c.slot
+                ),
             }
         }
         let progs = plan.programs();
-        let ctx = StartCtx { shared: &mut shared, config, tuner_id: id as u32, programs: &progs, cgroup: cgroup.map(|c| c.fd()) };
+        let ctx = StartCtx {
+            shared: &mut shared,
+            config,
+            tuner_id: id as u32,
+            programs: &progs,
+            cgroup: cgroup.map(|c| c.fd()),
+        };
         match tuner.start(ctx) {
             Ok(()) => {
                 engine.set_tuner_state(id, TunerState::Active);
@@ -175,7 +235,10 @@ fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) 
             }
         }
     }
-    Loaded { tuners: loaded, shared }
+    Loaded {
+        tuners: loaded,
+        shared,
+    }
 }
 
 fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine: &mut Engine) {
@@ -190,8 +253,16 @@ fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine: &mut Engi
         ev.scenario_id,
         tuner.name(),
         ev.netns_cookie,
-        if engine.is_global(ev.netns_cookie) { "global netns" } else { "non-global netns" },
-        if deliver { "sent" } else { "skipped due to inactive tuner/netns" }
+        if engine.is_global(ev.netns_cookie) {
+            "global netns"
+        } else {
+            "non-global netns"
+        },
+        if deliver {
+            "sent"
+        } else {
+            "skipped due to inactive tuner/netns"
+        }
     );
     if deliver {
         tuner.handle(ev, &mut engine.ctx(id));
@@ -200,9 +271,11 @@ fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine: &mut Engi
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code.
 pub fn run(opts: Options) -> anyhow::Result<i32> {
+    let started = Instant::now();
     raise_memlock();
     bpf::route_libbpf_log();
-    std::fs::create_dir_all(&opts.run_dir).with_context(|| format!("cannot create {}", opts.run_dir.display()))?;
+    std::fs::create_dir_all(&opts.run_dir)
+        .with_context(|| format!("cannot create {}", opts.run_dir.display()))?;
     let cgroup = match CgroupDir::setup(&opts.cgroup, &opts.run_dir) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -210,7 +283,8 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let registry = NetnsRegistry::new(PathBuf::from("/proc"), PathBuf::from("/run/netns")).context("cannot identify our network namespace")?;
+    let registry = NetnsRegistry::new(PathBuf::from("/proc"), PathBuf::from("/run/netns"))
+        .context("cannot identify our network namespace")?;
     let global_cookie = registry.global_cookie();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (store, inherited) = StateStore::open(&opts.state_dir, &boot_id());
@@ -221,8 +295,17 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); kept for a later rollback (-R)");
         }
     }
-    let nr_free = std::fs::read_to_string("/proc/zoneinfo").map(|t| procfs::free_buffer_pages(&t)).unwrap_or(0);
-    let mut engine = Engine::new(opts.rate, Box::new(ProcSysctl::default()), Box::new(registry), ledger.clone(), store, nr_free);
+    let nr_free = std::fs::read_to_string("/proc/zoneinfo")
+        .map(|t| procfs::free_buffer_pages(&t))
+        .unwrap_or(0);
+    let mut engine = Engine::new(
+        opts.rate,
+        Box::new(ProcSysctl::default()),
+        Box::new(registry),
+        ledger.clone(),
+        store,
+        nr_free,
+    );
 
     scan_libdir(Path::new(crate::cli::SYSTEM_LIBDIR));
     scan_libdir(&opts.libdir);
@@ -250,7 +333,10 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     }
     let rb = builder.build()?;
 
-    let backend: Arc<dyn QueryBackend> = Arc::new(Backend { ledger: ledger.clone(), sysctl: ProcSysctl::default() });
+    let backend: Arc<dyn QueryBackend> = Arc::new(Backend {
+        ledger: ledger.clone(),
+        sysctl: ProcSysctl::default(),
+    });
     let server = match QueryServer::start(&opts.run_dir, opts.port, backend) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -265,7 +351,12 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     }
     let watcher = RunNetnsWatcher::new(Path::new("/run/netns")).ok();
     let known = engine.refresh_netns().created.len();
-    tracing::info!("bpftune started: tuners {} attached; watching {} network namespace(s) besides the initial one (cookie {global_cookie})", active.join(", "), known);
+    tracing::info!(
+        "bpftune started: tuners {} attached in {} ms; watching {} network namespace(s) besides the initial one (cookie {global_cookie})",
+        active.join(", "),
+        started.elapsed().as_millis(),
+        known
+    );
 
     let mut last_scan = Instant::now();
     let mut last_tick = Instant::now();
@@ -300,7 +391,12 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     for (id, t) in tuners.iter().enumerate() {
         let Some(t) = t else { continue };
         for s in t.samples() {
-            tracing::info!("Sample '{}': associated program was called {} times, collected data every {} of these.", s.name, s.calls, s.every);
+            tracing::info!(
+                "Sample '{}': associated program was called {} times, collected data every {} of these.",
+                s.name,
+                s.calls,
+                s.every
+            );
         }
         for line in lock(&ledger).tuner_summary(id) {
             tracing::info!("{line}");

@@ -39,8 +39,15 @@ fn main() -> ExitCode {
         }
     };
     let to_stderr = cli.stderr || cli.support || cli.query.is_some();
-    let destination = if to_stderr { Destination::Stderr } else { Destination::Syslog };
-    if let Err(e) = log::init(&LogOptions { destination, debug: cli.debug }) {
+    let destination = if to_stderr {
+        Destination::Stderr
+    } else {
+        Destination::Syslog
+    };
+    if let Err(e) = log::init(&LogOptions {
+        destination,
+        debug: cli.debug,
+    }) {
         eprintln!("bpftune: cannot set up logging: {e:#}");
         return exit(1);
     }
@@ -55,7 +62,10 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("bpftune: {e:#}");
-                let errno = e.downcast_ref::<query::ClientError>().and_then(|c| c.raw_os_error()).unwrap_or(libc::EIO);
+                let errno = e
+                    .downcast_ref::<query::ClientError>()
+                    .and_then(|c| c.raw_os_error())
+                    .unwrap_or(libc::EIO);
                 exit(-errno)
             }
         };

@@ -326,60 +326,6 @@ impl Drop for Quiet {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const C: &[Candidate] = &[
-        Candidate { prog: "a_fentry", flavour: Flavour::Fentry, target: "f" },
-        Candidate { prog: "a_btf", flavour: Flavour::TpBtf, target: "t" },
-        Candidate { prog: "a_raw", flavour: Flavour::RawTp, target: "t" },
-    ];
-    const SLOTS: &[Slot] = &[Slot { name: "a", required: true, candidates: C }];
-
-    fn eperm() -> libbpf_rs::Error {
-        libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::EPERM))
-    }
-
-    #[test]
-    fn falls_back_to_the_next_flavour() {
-        let mut tried = Vec::new();
-        let p = plan(SLOTS, false, false, &mut |progs| {
-            tried.push(progs.to_vec());
-            if progs.contains(&"a_fentry") { Err(eperm()) } else { Ok(()) }
-        });
-        assert_eq!(p.programs(), vec!["a_btf"]);
-        assert!(p.complete());
-        assert_eq!(tried, vec![vec!["a_fentry"], vec!["a_fentry"], vec!["a_btf"]]);
-    }
-
-    #[test]
-    fn legacy_uses_raw_tp_only() {
-        let p = plan(SLOTS, true, false, &mut |_| Ok(()));
-        assert_eq!(p.programs(), vec!["a_raw"]);
-        assert!(p.legacy_only());
-    }
-
-    #[test]
-    fn thorough_reports_every_flavour() {
-        let p = plan(SLOTS, false, true, &mut |progs| {
-            if progs.contains(&"a_fentry") { Err(eperm()) } else { Ok(()) }
-        });
-        let states: Vec<bool> = p.choices[0].attempts.iter().map(|(_, s)| s.is_supported()).collect();
-        assert_eq!(states, vec![false, true, true]);
-        assert!(matches!(p.choices[0].attempts[0].1, Support::Unsupported(_)));
-        assert_eq!(p.programs(), vec!["a_btf"]);
-    }
-
-    #[test]
-    fn incomplete_when_nothing_loads() {
-        let p = plan(SLOTS, false, false, &mut |_| Err(eperm()));
-        assert!(!p.complete());
-        let enomem = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENOMEM));
-        assert!(matches!(classify(&enomem), Support::Inconclusive(_)));
-    }
-}
-
 /// Opens a skeleton into `$storage`, writes the common rodata (tuner id, learning-rate
 /// shift, our pid, debug) and enables exactly `$progs`, reusing the shared maps.
 /// Every tuner's object includes `bpf/common.bpf.h`, so every rodata has these fields.
@@ -397,4 +343,86 @@ macro_rules! open_skel {
         $shared.prepare(open.open_object_mut(), $progs)?;
         open
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &[Candidate] = &[
+        Candidate {
+            prog: "a_fentry",
+            flavour: Flavour::Fentry,
+            target: "f",
+        },
+        Candidate {
+            prog: "a_btf",
+            flavour: Flavour::TpBtf,
+            target: "t",
+        },
+        Candidate {
+            prog: "a_raw",
+            flavour: Flavour::RawTp,
+            target: "t",
+        },
+    ];
+    const SLOTS: &[Slot] = &[Slot {
+        name: "a",
+        required: true,
+        candidates: C,
+    }];
+
+    fn eperm() -> libbpf_rs::Error {
+        libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
+
+    #[test]
+    fn falls_back_to_the_next_flavour() {
+        let mut tried = Vec::new();
+        let p = plan(SLOTS, false, false, &mut |progs| {
+            tried.push(progs.to_vec());
+            if progs.contains(&"a_fentry") {
+                Err(eperm())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(p.programs(), vec!["a_btf"]);
+        assert!(p.complete());
+        assert_eq!(tried, vec![vec!["a_fentry"], vec!["a_fentry"], vec!["a_btf"]]);
+    }
+
+    #[test]
+    fn legacy_uses_raw_tp_only() {
+        let p = plan(SLOTS, true, false, &mut |_| Ok(()));
+        assert_eq!(p.programs(), vec!["a_raw"]);
+        assert!(p.legacy_only());
+    }
+
+    #[test]
+    fn thorough_reports_every_flavour() {
+        let p = plan(SLOTS, false, true, &mut |progs| {
+            if progs.contains(&"a_fentry") {
+                Err(eperm())
+            } else {
+                Ok(())
+            }
+        });
+        let states: Vec<bool> = p.choices[0]
+            .attempts
+            .iter()
+            .map(|(_, s)| s.is_supported())
+            .collect();
+        assert_eq!(states, vec![false, true, true]);
+        assert!(matches!(p.choices[0].attempts[0].1, Support::Unsupported(_)));
+        assert_eq!(p.programs(), vec!["a_btf"]);
+    }
+
+    #[test]
+    fn incomplete_when_nothing_loads() {
+        let p = plan(SLOTS, false, false, &mut |_| Err(eperm()));
+        assert!(!p.complete());
+        let enomem = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(matches!(classify(&enomem), Support::Inconclusive(_)));
+    }
 }

@@ -30,7 +30,9 @@ pub enum CgroupError {
 }
 
 fn is_cgroup2(path: &Path) -> bool {
-    statfs(path).map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC).unwrap_or(false)
+    statfs(path)
+        .map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
 }
 
 impl CgroupDir {
@@ -43,8 +45,14 @@ impl CgroupDir {
         if !is_cgroup2(path) {
             fs::create_dir_all(path).map_err(|e| CgroupError::Mkdir(shown.clone(), e))?;
             if !is_cgroup2(path) {
-                mount(Some("none"), path, Some("cgroup2"), MsFlags::empty(), None::<&str>)
-                    .map_err(|e| CgroupError::Mount(shown.clone(), e))?;
+                mount(
+                    Some("none"),
+                    path,
+                    Some("cgroup2"),
+                    MsFlags::empty(),
+                    None::<&str>,
+                )
+                .map_err(|e| CgroupError::Mount(shown.clone(), e))?;
                 ours = true;
             }
         } else if path.starts_with(run_dir) {
@@ -55,7 +63,11 @@ impl CgroupDir {
             return Err(CgroupError::NotCgroup2(shown));
         }
         let dir = File::open(path).map_err(|e| CgroupError::Open(shown, e))?;
-        Ok(CgroupDir { path: path.to_path_buf(), dir, ours })
+        Ok(CgroupDir {
+            path: path.to_path_buf(),
+            dir,
+            ours,
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

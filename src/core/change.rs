@@ -92,15 +92,36 @@ impl Ledger {
 
     /// Records a change. `original` is the value before bpftune first touched this
     /// sysctl in that namespace (possibly from an earlier run).
-    pub fn record(&mut self, tuner: usize, tunable: usize, scenario: usize, original: Option<SysctlValue>, rec: ChangeRecord) {
-        *self.stats.entry((tuner, tunable, scenario, rec.global)).or_insert(0) += 1;
+    pub fn record(
+        &mut self,
+        tuner: usize,
+        tunable: usize,
+        scenario: usize,
+        original: Option<SysctlValue>,
+        rec: ChangeRecord,
+    ) {
+        *self
+            .stats
+            .entry((tuner, tunable, scenario, rec.global))
+            .or_insert(0) += 1;
         if let (true, Some(new)) = (rec.applied, rec.new.clone()) {
-            let key = Where { tuner, tunable, cookie: rec.netns_cookie };
-            let orig = original.or_else(|| rec.old.clone()).unwrap_or_else(|| new.clone());
+            let key = Where {
+                tuner,
+                tunable,
+                cookie: rec.netns_cookie,
+            };
+            let orig = original
+                .or_else(|| rec.old.clone())
+                .unwrap_or_else(|| new.clone());
             self.spans
                 .entry(key)
                 .and_modify(|s| s.latest = new.clone())
-                .or_insert(Span { global: rec.global, netns: rec.netns.clone(), original: orig, latest: new });
+                .or_insert(Span {
+                    global: rec.global,
+                    netns: rec.netns.clone(),
+                    original: orig,
+                    latest: new,
+                });
         }
         if self.records.len() == MAX_RECORDS {
             self.records.pop_front();
@@ -120,7 +141,9 @@ impl Ledger {
     /// Per-tuner summary lines (C bpftune's format), used at exit and by `summary`.
     pub fn tuner_summary(&self, tuner: usize) -> Vec<String> {
         let mut out = Vec::new();
-        let Some(meta) = self.tuners.get(tuner) else { return out };
+        let Some(meta) = self.tuners.get(tuner) else {
+            return out;
+        };
         for global in [true, false] {
             for (ti, desc) in meta.tunables.iter().enumerate() {
                 let mut any = false;
@@ -189,7 +212,11 @@ impl Ledger {
             }
             let cmd = format!("sysctl -w {}=\"{}\"", desc.name, span.original.c_style());
             if span.global {
-                let _ = writeln!(s, "# To roll back changes to '{}', run the following as a privileged user in a terminal:", desc.name);
+                let _ = writeln!(
+                    s,
+                    "# To roll back changes to '{}', run the following as a privileged user in a terminal:",
+                    desc.name
+                );
                 let _ = writeln!(s, "{cmd}");
             } else if let Some(ns) = &span.netns {
                 let _ = writeln!(s, "# To roll back changes to '{}' in network namespace '{}', run the following as a privileged user in a terminal:", desc.name, ns);
@@ -207,7 +234,10 @@ mod tests {
     use super::*;
 
     const TUNABLES: &[TunableDesc] = &[TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true)];
-    const SCENARIOS: &[Scenario] = &[Scenario { name: "need to increase TCP buffer size(s)", description: "Need to increase buffer size(s) to maximize throughput" }];
+    const SCENARIOS: &[Scenario] = &[Scenario {
+        name: "need to increase TCP buffer size(s)",
+        description: "Need to increase buffer size(s) to maximize throughput",
+    }];
 
     fn rec(global: bool, cookie: u64, old: i64, new: i64) -> ChangeRecord {
         ChangeRecord {
@@ -229,7 +259,12 @@ mod tests {
 
     fn ledger() -> Ledger {
         let mut l = Ledger::default();
-        l.add_tuner(TunerMeta { name: "tcp_buffer", state: TunerState::Active, tunables: TUNABLES, scenarios: SCENARIOS });
+        l.add_tuner(TunerMeta {
+            name: "tcp_buffer",
+            state: TunerState::Active,
+            tunables: TUNABLES,
+            scenarios: SCENARIOS,
+        });
         l
     }
 
@@ -243,7 +278,9 @@ mod tests {
         assert!(s.starts_with("# Summary of changes made across all tuners:\n"));
         assert!(s.contains("occurred 2 times for tunable 'net.ipv4.tcp_rmem' in global ns."));
         assert!(s.contains("occurred 1 times for tunable 'net.ipv4.tcp_rmem' in non-global ns."));
-        assert!(s.contains("# sysctl 'net.ipv4.tcp_rmem' changed from (4096 131072 6291456 ) -> (4096 131072 9830400 )"));
+        assert!(s.contains(
+            "# sysctl 'net.ipv4.tcp_rmem' changed from (4096 131072 6291456 ) -> (4096 131072 9830400 )"
+        ));
         assert!(s.contains("sysctl -w net.ipv4.tcp_rmem=\"4096 131072 9830400 \""));
         let r = l.rollback_text();
         assert!(r.contains("sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456 \""));

@@ -54,7 +54,11 @@ impl Corr {
             return 0.0;
         }
         let r = cov / (vx.sqrt() * vy.sqrt());
-        if r.is_finite() { r.clamp(-1.0, 1.0) } else { 0.0 }
+        if r.is_finite() {
+            r.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        }
     }
 
     /// Relative spread of y: (max - min) / mean. Lets callers ignore a "correlation"

@@ -64,7 +64,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(rate: Rate, sysctl: Box<dyn SysctlStore>, ns: Box<dyn Namespaces>, ledger: Arc<Mutex<Ledger>>, store: StateStore, nr_free_pages: u64) -> Engine {
+    pub fn new(
+        rate: Rate,
+        sysctl: Box<dyn SysctlStore>,
+        ns: Box<dyn Namespaces>,
+        ledger: Arc<Mutex<Ledger>>,
+        store: StateStore,
+        nr_free_pages: u64,
+    ) -> Engine {
         Engine {
             rate,
             sysctl,
@@ -119,8 +126,10 @@ impl Engine {
 
     /// Should an event from `cookie` reach `tuner`? (active tuner, namespace not manual/gone)
     pub fn deliverable(&self, tuner: usize, cookie: u64) -> bool {
-        matches!(self.tuner_state(tuner), Some(TunerState::Active | TunerState::Manual))
-            && self.ns_state(tuner, cookie) == NsState::Active
+        matches!(
+            self.tuner_state(tuner),
+            Some(TunerState::Active | TunerState::Manual)
+        ) && self.ns_state(tuner, cookie) == NsState::Active
     }
 
     /// A namespace vanished: every tuner's state there becomes gone.
@@ -134,6 +143,9 @@ impl Engine {
     pub fn forget_netns(&mut self, cookie: u64) {
         self.ns_state.retain(|(_, c), _| *c != cookie);
         self.admin_owned.retain(|(c, _)| *c != cookie);
+        if let Err(e) = self.store.forget_netns(cookie) {
+            tracing::debug!("could not update {}: {e}", self.store.path().display());
+        }
     }
 
     /// Rescans namespaces: vanished ones become gone for every tuner and their
@@ -166,7 +178,10 @@ impl Engine {
     }
 
     fn desc(&self, tuner: usize, tunable: usize) -> Option<TunableDesc> {
-        self.metas.get(tuner).and_then(|m| m.tunables.get(tunable)).copied()
+        self.metas
+            .get(tuner)
+            .and_then(|m| m.tunables.get(tunable))
+            .copied()
     }
 
     /// Where a tunable of an event from (cookie, ino) lives.
@@ -187,13 +202,29 @@ impl Engine {
         };
         let tname = self.metas[tuner].name;
         let Some((cookie, target)) = self.target_for(&desc, p.netns_cookie, p.netns_ino) else {
-            self.ns_state.insert((tuner, self.norm(p.netns_cookie)), NsState::Gone);
-            tracing::debug!("netns (cookie {}) not found for '{}'; marking it gone for '{tname}'", p.netns_cookie, desc.name);
+            self.ns_state
+                .insert((tuner, self.norm(p.netns_cookie)), NsState::Gone);
+            tracing::debug!(
+                "netns (cookie {}) not found for '{}'; marking it gone for '{tname}'",
+                p.netns_cookie,
+                desc.name
+            );
             return Outcome::NoNamespace;
         };
-        if self.ns_state(tuner, cookie) != NsState::Active || self.admin_owned.contains(&(cookie, desc.name.to_string())) {
+        if self.ns_state(tuner, cookie) != NsState::Active
+            || self.admin_owned.contains(&(cookie, desc.name.to_string()))
+        {
             let key = format!("skip:{tuner}:{}:{cookie}", desc.name);
-            self.say_once(key, || format!("Skipping update of '{}' ; tuner '{tname}' is disabled in netns (cookie {cookie})", desc.name), true);
+            self.say_once(
+                key,
+                || {
+                    format!(
+                        "Skipping update of '{}' ; tuner '{tname}' is disabled in netns (cookie {cookie})",
+                        desc.name
+                    )
+                },
+                true,
+            );
             return Outcome::Disabled;
         }
         if let Err(why) = validate(&desc, &p.value) {
@@ -204,22 +235,37 @@ impl Engine {
             Ok(v) => v,
             Err(SysctlError::NotFound(_)) => {
                 let optional = desc.optional;
-                self.say_once(format!("missing:{}", desc.name), || {
-                    format!("sysctl '{}' is not available on this system{}; not tuning it", desc.name, if optional { " (optional)" } else { "" })
-                }, true);
+                self.say_once(
+                    format!("missing:{}", desc.name),
+                    || {
+                        format!(
+                            "sysctl '{}' is not available on this system{}; not tuning it",
+                            desc.name,
+                            if optional { " (optional)" } else { "" }
+                        )
+                    },
+                    true,
+                );
                 return Outcome::Missing;
             }
             Err(e) => return self.failed(tuner, cookie, &target, &desc, e.to_string()),
         };
         if p.expect.as_ref().is_some_and(|e| *e != live) {
-            tracing::debug!("dropping stale proposal for '{}': live ({live}) != premise ({})", desc.name, p.expect.as_ref().map(ToString::to_string).unwrap_or_default());
+            tracing::debug!(
+                "dropping stale proposal for '{}': live ({live}) != premise ({})",
+                desc.name,
+                p.expect.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
             return Outcome::Stale;
         }
         if live == p.value {
             return Outcome::Unchanged;
         }
         let global = matches!(target, Target::Global);
-        let original = match self.store.before_write(desc.name, cookie, p.netns_ino, global, &live, &p.value) {
+        let original = match self
+            .store
+            .before_write(desc.name, cookie, p.netns_ino, global, &live, &p.value)
+        {
             Ok(o) => Some(o),
             Err(e) => {
                 if !self.persist_warned {
@@ -236,10 +282,18 @@ impl Engine {
         let meta = &self.metas[tuner];
         let sc = meta.scenarios.get(p.scenario).copied();
         let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
-        tracing::info!("Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}", desc.name, if global { "" } else { "non-" });
+        tracing::info!(
+            "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
+            desc.name,
+            if global { "" } else { "non-" }
+        );
         tracing::info!("{}", p.message.trim_end());
         if p.event_ts_ns > 0 {
-            tracing::debug!("reaction: {} us from event to write of '{}'", write_ts.saturating_sub(p.event_ts_ns) / 1000, desc.name);
+            tracing::debug!(
+                "reaction: {} us from event to write of '{}'",
+                write_ts.saturating_sub(p.event_ts_ns) / 1000,
+                desc.name
+            );
         }
         let netns = match &target {
             Target::Global => None,
@@ -264,23 +318,47 @@ impl Engine {
         Outcome::Applied
     }
 
-    fn failed(&mut self, tuner: usize, cookie: u64, target: &Target, desc: &TunableDesc, why: String) -> Outcome {
+    fn failed(
+        &mut self,
+        tuner: usize,
+        cookie: u64,
+        target: &Target,
+        desc: &TunableDesc,
+        why: String,
+    ) -> Outcome {
         if matches!(target, Target::Netns(_)) {
             // C bpftune #103: stop retrying a namespace we cannot write.
             self.ns_state.insert((tuner, cookie), NsState::Gone);
-            tracing::info!("could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more", desc.name);
+            tracing::info!(
+                "could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more",
+                desc.name
+            );
         } else {
-            self.say_once(format!("fail:{}:{why}", desc.name), || format!("could not update '{}': {why}", desc.name), true);
+            self.say_once(
+                format!("fail:{}:{why}", desc.name),
+                || format!("could not update '{}': {why}", desc.name),
+                true,
+            );
         }
         Outcome::Failed(why)
     }
 
     fn note(&mut self, tuner: usize, tunable: usize, scenario: usize, cookie: u64, message: &str) {
-        let Some(desc) = self.desc(tuner, tunable) else { return };
+        let Some(desc) = self.desc(tuner, tunable) else {
+            return;
+        };
         let global = self.ns.is_global(cookie);
         let meta = &self.metas[tuner];
-        let (sc_name, sc_desc) = meta.scenarios.get(scenario).map(|s| (s.name, s.description)).unwrap_or(("?", ""));
-        tracing::info!("Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}", desc.name, if global { "" } else { "non-" });
+        let (sc_name, sc_desc) = meta
+            .scenarios
+            .get(scenario)
+            .map(|s| (s.name, s.description))
+            .unwrap_or(("?", ""));
+        tracing::info!(
+            "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
+            desc.name,
+            if global { "" } else { "non-" }
+        );
         tracing::info!("{}", message.trim_end());
         let rec = ChangeRecord {
             time: ChangeRecord::now(),
@@ -309,7 +387,11 @@ impl Engine {
         let mut any = false;
         for t in 0..self.metas.len() {
             let meta = &self.metas[t];
-            if !meta.tunables.iter().any(|d| d.kind == TunableKind::Sysctl && d.name == name) {
+            if !meta
+                .tunables
+                .iter()
+                .any(|d| d.kind == TunableKind::Sysctl && d.name == name)
+            {
                 continue;
             }
             any = true;
@@ -337,7 +419,11 @@ impl Engine {
                 self.ns.locate(e.netns_cookie, e.netns_ino)
             };
             let Some(target) = target else {
-                tracing::debug!("not rolling back '{}': netns (cookie {}) is gone", e.sysctl, e.netns_cookie);
+                tracing::debug!(
+                    "not rolling back '{}': netns (cookie {}) is gone",
+                    e.sysctl,
+                    e.netns_cookie
+                );
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 continue;
             };
@@ -352,7 +438,11 @@ impl Engine {
                     continue;
                 }
             };
-            let where_ = if e.global { String::new() } else { format!(" in netns (cookie {})", e.netns_cookie) };
+            let where_ = if e.global {
+                String::new()
+            } else {
+                format!(" in netns (cookie {})", e.netns_cookie)
+            };
             if live == e.original {
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 continue;
@@ -362,7 +452,12 @@ impl Engine {
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 continue;
             }
-            tracing::info!("Rolling back sysctl values for '{}'{where_} from ({}) to original values ({})...", e.sysctl, live.c_style(), e.original.c_style());
+            tracing::info!(
+                "Rolling back sysctl values for '{}'{where_} from ({}) to original values ({})...",
+                e.sysctl,
+                live.c_style(),
+                e.original.c_style()
+            );
             match self.sysctl.write(&target, &e.sysctl, &e.original) {
                 Ok(()) => {
                     let _ = self.store.remove(e.netns_cookie, &e.sysctl);
@@ -392,7 +487,11 @@ fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), String> {
         }
         SysctlValue::Ints(v) if !desc.string => {
             if v.len() != usize::from(desc.num_values) {
-                return Err(format!("{} values for a {}-value sysctl", v.len(), desc.num_values));
+                return Err(format!(
+                    "{} values for a {}-value sysctl",
+                    v.len(),
+                    desc.num_values
+                ));
             }
             if v.iter().any(|x| *x < 0) {
                 return Err("negative value".into());
@@ -407,7 +506,11 @@ fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), String> {
 fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
-        .and_then(|b| b.split(|&c| c == 0).next().map(|s| String::from_utf8_lossy(s).into_owned()))
+        .and_then(|b| {
+            b.split(|&c| c == 0)
+                .next()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "?".to_string())
 }
@@ -448,15 +551,25 @@ impl TunerEnv for EngineCtx<'_> {
     }
 
     fn net_counter(&mut self, cookie: u64, ino: u64, name: &str) -> Option<u64> {
-        let target = if self.engine.ns.is_global(cookie) { Target::Global } else { self.engine.ns.locate(cookie, ino)? };
+        let target = if self.engine.ns.is_global(cookie) {
+            Target::Global
+        } else {
+            self.engine.ns.locate(cookie, ino)?
+        };
         let read = || -> Option<u64> {
             ["/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"]
                 .iter()
-                .find_map(|f| std::fs::read_to_string(f).ok().and_then(|t| procfs::snmp_counter(&t, None, name)))
+                .find_map(|f| {
+                    std::fs::read_to_string(f)
+                        .ok()
+                        .and_then(|t| procfs::snmp_counter(&t, None, name))
+                })
         };
         match target {
             Target::Global => read(),
-            Target::Netns(info) => crate::core::netns::run_in_netns(&info.path, Some(info.ino), read).ok().flatten(),
+            Target::Netns(info) => crate::core::netns::run_in_netns(&info.path, Some(info.ino), read)
+                .ok()
+                .flatten(),
         }
     }
 
@@ -466,5 +579,247 @@ impl TunerEnv for EngineCtx<'_> {
 
     fn is_global(&self, cookie: u64) -> bool {
         self.engine.ns.is_global(cookie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::netns::NetnsInfo;
+    use crate::core::sysctl::MemSysctl;
+    use crate::core::tunable::Scenario;
+    use std::path::PathBuf;
+
+    const GLOBAL: u64 = 1;
+    const NS: u64 = 42;
+    static TUNABLES: &[TunableDesc] = &[
+        TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true),
+        TunableDesc::sysctl("net.ipv4.tcp_mem", 3, false),
+        TunableDesc::sysctl("net.ipv6.missing", 1, true).optional(),
+    ];
+    static SCENARIOS: &[Scenario] = &[Scenario {
+        name: "need to increase TCP buffer size(s)",
+        description: "d",
+    }];
+
+    struct FakeNs;
+    impl Namespaces for FakeNs {
+        fn global_cookie(&self) -> u64 {
+            GLOBAL
+        }
+        fn locate(&mut self, cookie: u64, ino: u64) -> Option<Target> {
+            (cookie == NS).then(|| {
+                Target::Netns(NetnsInfo {
+                    cookie,
+                    ino,
+                    path: PathBuf::from("/nonexistent"),
+                    name: Some("x".into()),
+                })
+            })
+        }
+    }
+
+    fn v(a: i64) -> SysctlValue {
+        SysctlValue::Ints(vec![4096, 131072, a])
+    }
+
+    struct Fixture {
+        engine: Engine,
+        mem: Arc<MemSysctl>,
+        dir: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Shares one MemSysctl between the engine and the test.
+    struct Shared(Arc<MemSysctl>);
+    impl SysctlStore for Shared {
+        fn read(&self, t: &Target, n: &str, s: bool, k: u8) -> Result<SysctlValue, SysctlError> {
+            self.0.read(t, n, s, k)
+        }
+        fn write(&self, t: &Target, n: &str, val: &SysctlValue) -> Result<(), SysctlError> {
+            self.0.write(t, n, val)
+        }
+    }
+
+    fn fixture(tag: &str) -> Fixture {
+        let mem = Arc::new(MemSysctl::new());
+        mem.set(None, "net.ipv4.tcp_rmem", v(6291456));
+        mem.set(Some(NS), "net.ipv4.tcp_rmem", v(1310720));
+        mem.set(None, "net.ipv4.tcp_mem", SysctlValue::Ints(vec![768, 1024, 1536]));
+        mem.set_missing("net.ipv6.missing");
+        let dir = std::env::temp_dir().join(format!("bpftune-engine-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = StateStore::open(&dir, "boot");
+        let mut engine = Engine::new(
+            Rate::DEFAULT,
+            Box::new(Shared(mem.clone())),
+            Box::new(FakeNs),
+            Arc::new(Mutex::new(Ledger::default())),
+            store,
+            1_000_000,
+        );
+        let id = engine.add_tuner(TunerMeta {
+            name: "tcp_buffer",
+            state: TunerState::Active,
+            tunables: TUNABLES,
+            scenarios: SCENARIOS,
+        });
+        assert_eq!(id, 0);
+        Fixture { engine, mem, dir }
+    }
+
+    fn proposal(tunable: usize, cookie: u64, expect: Option<SysctlValue>, value: SysctlValue) -> Proposal {
+        Proposal {
+            tunable,
+            scenario: 0,
+            netns_cookie: cookie,
+            netns_ino: 7,
+            expect,
+            value,
+            message: "why".into(),
+            event_ts_ns: 0,
+        }
+    }
+
+    #[test]
+    fn namespaced_write_goes_to_the_event_namespace_only() {
+        let mut f = fixture("ns");
+        let out = f
+            .engine
+            .ctx(0)
+            .apply(proposal(0, NS, Some(v(1310720)), v(1638400)));
+        assert_eq!(out, Outcome::Applied);
+        assert_eq!(f.mem.get(Some(NS), "net.ipv4.tcp_rmem"), Some(v(1638400)));
+        assert_eq!(f.mem.get(None, "net.ipv4.tcp_rmem"), Some(v(6291456)));
+        assert_eq!(lock(f.engine.ledger()).applied_count(), 1);
+    }
+
+    #[test]
+    fn global_tunable_from_a_namespace_event_is_written_globally() {
+        let mut f = fixture("glob");
+        let new = SysctlValue::Ints(vec![768, 1024, 1920]);
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(1, NS, None, new.clone())),
+            Outcome::Applied
+        );
+        assert_eq!(f.mem.get(None, "net.ipv4.tcp_mem"), Some(new));
+    }
+
+    #[test]
+    fn stale_and_unchanged_are_dropped_silently() {
+        let mut f = fixture("stale");
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(0, NS, Some(v(999)), v(1638400))),
+            Outcome::Stale
+        );
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(0, NS, None, v(1310720))),
+            Outcome::Unchanged
+        );
+        assert!(f.mem.writes().is_empty());
+        assert_eq!(lock(f.engine.ledger()).applied_count(), 0);
+    }
+
+    #[test]
+    fn admin_write_disables_that_namespace_only() {
+        let mut f = fixture("admin");
+        f.engine.admin_write(NS, "net/ipv4/tcp_rmem", 1);
+        assert!(!f.engine.deliverable(0, NS));
+        assert!(f.engine.deliverable(0, GLOBAL));
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+            Outcome::Disabled
+        );
+        assert_eq!(f.engine.tuner_state(0), Some(TunerState::Active));
+        // Global: cookie 0 means the initial namespace too.
+        f.engine.admin_write(0, "net/ipv4/tcp_mem", 1);
+        assert_eq!(f.engine.tuner_state(0), Some(TunerState::Manual));
+        assert!(!f.engine.deliverable(0, GLOBAL));
+        assert_eq!(
+            f.engine
+                .ctx(0)
+                .apply(proposal(1, GLOBAL, None, SysctlValue::Ints(vec![1, 2, 3]))),
+            Outcome::Disabled
+        );
+        // A sysctl no tuner manages changes nothing.
+        f.engine.admin_write(NS, "net/core/somaxconn", 1);
+        assert!(f.mem.writes().is_empty());
+    }
+
+    #[test]
+    fn missing_optional_and_unknown_namespace() {
+        let mut f = fixture("missing");
+        assert_eq!(
+            f.engine
+                .ctx(0)
+                .apply(proposal(2, GLOBAL, None, SysctlValue::Ints(vec![1]))),
+            Outcome::Missing
+        );
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(0, 77, None, v(1))),
+            Outcome::NoNamespace
+        );
+        assert!(!f.engine.deliverable(0, 77));
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let mut f = fixture("invalid");
+        assert!(matches!(
+            f.engine
+                .ctx(0)
+                .apply(proposal(0, NS, None, SysctlValue::Ints(vec![1, 2]))),
+            Outcome::Failed(_)
+        ));
+        assert!(matches!(
+            f.engine
+                .ctx(0)
+                .apply(proposal(0, NS, None, SysctlValue::Ints(vec![1, 2, -3]))),
+            Outcome::Failed(_)
+        ));
+        assert!(f.mem.writes().is_empty());
+    }
+
+    #[test]
+    fn failed_namespace_write_marks_it_gone() {
+        let mut f = fixture("fail");
+        f.mem.fail_writes("net.ipv4.tcp_rmem", libc::EINVAL);
+        assert!(matches!(
+            f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+            Outcome::Failed(_)
+        ));
+        assert_eq!(f.engine.ns_state(0, NS), NsState::Gone);
+    }
+
+    #[test]
+    fn rollback_restores_ours_and_keeps_the_admins() {
+        let mut f = fixture("rollback");
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+            Outcome::Applied
+        );
+        assert_eq!(
+            f.engine.ctx(0).apply(proposal(0, GLOBAL, None, v(7864320))),
+            Outcome::Applied
+        );
+        // The administrator changes the global value afterwards.
+        f.mem.set(None, "net.ipv4.tcp_rmem", v(4194304));
+        f.engine.rollback();
+        assert_eq!(
+            f.mem.get(Some(NS), "net.ipv4.tcp_rmem"),
+            Some(v(1310720)),
+            "ours restored"
+        );
+        assert_eq!(
+            f.mem.get(None, "net.ipv4.tcp_rmem"),
+            Some(v(4194304)),
+            "admin's value kept"
+        );
+        assert!(f.engine.store().entries().is_empty());
     }
 }

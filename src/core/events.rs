@@ -99,10 +99,7 @@ mod tests {
 
     fn raw_bytes(ev: &RawEvent) -> Vec<u8> {
         // SAFETY: RawEvent is repr(C) POD; viewing it as bytes for the test is sound.
-        unsafe {
-            std::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), RAW_EVENT_SIZE)
-                .to_vec()
-        }
+        unsafe { std::slice::from_raw_parts((ev as *const RawEvent).cast::<u8>(), RAW_EVENT_SIZE).to_vec() }
     }
 
     #[test]

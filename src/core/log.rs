@@ -391,11 +391,7 @@ mod tests {
             debug: false,
         };
         init(&opts).expect("first init");
-        init(&LogOptions {
-            debug: true,
-            ..opts
-        })
-        .expect("re-init");
+        init(&LogOptions { debug: true, ..opts }).expect("re-init");
         assert!(debug_enabled());
         tracing::info!("log test {}", 1);
         tracing::debug!(x = 5, "debug line with field");

@@ -640,10 +640,7 @@ impl NetnsRegistry {
                     if k.seen_at_any(locs) {
                         if let Some(first) = locs.first() {
                             if k.info.path != first.path {
-                                tracing::debug!(
-                                    "netns cookie {cookie} now at {}",
-                                    first.path.display()
-                                );
+                                tracing::debug!("netns cookie {cookie} now at {}", first.path.display());
                                 k.info.path = first.path.clone();
                                 k.info.name = first.name.clone();
                             }
@@ -671,12 +668,7 @@ impl NetnsRegistry {
                 }
             }
         }
-        let gone: Vec<u64> = self
-            .known
-            .keys()
-            .filter(|c| !seen.contains(c))
-            .copied()
-            .collect();
+        let gone: Vec<u64> = self.known.keys().filter(|c| !seen.contains(c)).copied().collect();
         for cookie in gone {
             self.drop_vanished(cookie);
         }
@@ -754,13 +746,9 @@ impl NetnsRegistry {
         if ino == 0 {
             let diff = self.refresh();
             // Keep the diff for the daemon's next refresh.
-            self.pending_created
-                .extend(diff.created.iter().map(|i| i.cookie));
+            self.pending_created.extend(diff.created.iter().map(|i| i.cookie));
             self.pending_vanished.extend(diff.vanished);
-            return self
-                .known
-                .get(&cookie)
-                .map(|k| Target::Netns(k.info.clone()));
+            return self.known.get(&cookie).map(|k| Target::Netns(k.info.clone()));
         }
         self.resolve_by_ino(cookie, ino)
     }
@@ -777,9 +765,7 @@ impl NetnsRegistry {
         let (found, idx) = self.identify(ino, &locs)?;
         self.adopt(found, ino, &locs, idx);
         if found == cookie {
-            self.known
-                .get(&cookie)
-                .map(|k| Target::Netns(k.info.clone()))
+            self.known.get(&cookie).map(|k| Target::Netns(k.info.clone()))
         } else {
             // The inode now belongs to another namespace: ours is dead.
             self.drop_vanished(cookie);
@@ -839,14 +825,7 @@ fn epoll_add(epoll: &OwnedFd, fd: BorrowedFd<'_>, events: u32) -> io::Result<()>
         u64: fd.as_raw_fd() as u64,
     };
     // SAFETY: both descriptors are valid for the call and `ev` is a live epoll_event.
-    let rc = unsafe {
-        libc::epoll_ctl(
-            epoll.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd.as_raw_fd(),
-            &mut ev,
-        )
-    };
+    let rc = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -856,8 +835,8 @@ fn epoll_add(epoll: &OwnedFd, fd: BorrowedFd<'_>, events: u32) -> io::Result<()>
 impl RunNetnsWatcher {
     /// Starts watching `dir` (normally [`DEFAULT_RUN_NETNS`]).
     pub fn new(dir: &Path) -> Result<Self, NetnsError> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let inotify =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(io::Error::from)?;
         // SAFETY: plain syscall without pointers.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -1051,11 +1030,7 @@ pub(crate) mod tests {
     impl NsGuard {
         pub(crate) fn new() -> Self {
             static N: AtomicU32 = AtomicU32::new(0);
-            let name = format!(
-                "bpt{}x{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            );
+            let name = format!("bpt{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
             let st = Command::new("ip")
                 .args(["netns", "add", &name])
                 .status()
@@ -1067,9 +1042,7 @@ pub(crate) mod tests {
 
         pub(crate) fn delete(&mut self) {
             if !self.name.is_empty() {
-                let _ = Command::new("ip")
-                    .args(["netns", "del", &self.name])
-                    .status();
+                let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
                 self.name.clear();
             }
         }
@@ -1104,10 +1077,7 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_links_and_pids() {
-        assert_eq!(
-            parse_ns_link(OsStr::new("net:[4026531840]")),
-            Some(4026531840)
-        );
+        assert_eq!(parse_ns_link(OsStr::new("net:[4026531840]")), Some(4026531840));
         assert_eq!(parse_ns_link(OsStr::new("mnt:[4026531840]")), None);
         assert_eq!(parse_ns_link(OsStr::new("net:[x]")), None);
         assert_eq!(parse_ns_link(OsStr::new("net:[1")), None);
@@ -1149,10 +1119,7 @@ pub(crate) mod tests {
             "{p:?}"
         );
         assert_eq!(name, &None);
-        assert_eq!(
-            m[&4026532001],
-            (proc_root.join("125/ns/net"), None::<String>)
-        );
+        assert_eq!(m[&4026532001], (proc_root.join("125/ns/net"), None::<String>));
         assert_eq!(m[&foo_ino], (run.join("foo"), Some("foo".to_string())));
         assert_eq!(m[&bar_ino], (run.join("bar"), Some("bar".to_string())));
 
@@ -1169,10 +1136,7 @@ pub(crate) mod tests {
 
     impl FakeNs {
         fn set(&self, p: &Path, cookie: u64) {
-            self.cookies
-                .lock()
-                .expect("lock")
-                .insert(p.to_path_buf(), cookie);
+            self.cookies.lock().expect("lock").insert(p.to_path_buf(), cookie);
         }
         fn calls(&self) -> u32 {
             self.calls.load(Ordering::Relaxed)
@@ -1242,10 +1206,7 @@ pub(crate) mod tests {
         ns_link(&proc_root, 102, 4026532100);
         assert!(reg.refresh().is_empty());
         assert_eq!(fake.calls(), 2);
-        assert_eq!(
-            reg.get(1000).expect("known").path,
-            proc_root.join("101/ns/net")
-        );
+        assert_eq!(reg.get(1000).expect("known").path, proc_root.join("101/ns/net"));
 
         // All its processes exit and a new namespace reuses the inode: vanished + created.
         std::fs::remove_dir_all(proc_root.join("101")).expect("rm");
@@ -1253,10 +1214,7 @@ pub(crate) mod tests {
         ns_link(&proc_root, 103, 4026532100);
         fake.set(&proc_root.join("103/ns/net"), 1001);
         let d = reg.refresh();
-        assert_eq!(
-            d.created.iter().map(|i| i.cookie).collect::<Vec<_>>(),
-            vec![1001]
-        );
+        assert_eq!(d.created.iter().map(|i| i.cookie).collect::<Vec<_>>(), vec![1001]);
         assert_eq!(
             d.vanished.iter().map(|i| i.cookie).collect::<Vec<_>>(),
             vec![1000]
@@ -1313,10 +1271,7 @@ pub(crate) mod tests {
         assert_eq!(reg.scans, 1);
         assert_eq!(fake.calls(), 1);
         // Cached afterwards; still reported by the next refresh as created.
-        assert!(matches!(
-            reg.locate(3000, 4026532200),
-            Some(Target::Netns(_))
-        ));
+        assert!(matches!(reg.locate(3000, 4026532200), Some(Target::Netns(_))));
         assert_eq!(reg.scans, 1);
         let d = reg.refresh();
         assert_eq!(d.created.len(), 1);
@@ -1400,10 +1355,8 @@ pub(crate) mod tests {
         let ino = current_ino().expect("ino");
         let data = [1, 2, 3];
         let path = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
-        let (sum, cookie) = run_in_netns(&path, Some(ino), || {
-            (data.iter().sum::<i32>(), current_cookie())
-        })
-        .expect("run");
+        let (sum, cookie) =
+            run_in_netns(&path, Some(ino), || (data.iter().sum::<i32>(), current_cookie())).expect("run");
         assert_eq!(sum, 6);
         assert_eq!(cookie.expect("cookie"), current_cookie().expect("cookie"));
     }
@@ -1415,14 +1368,11 @@ pub(crate) mod tests {
         }
         let _l = root_lock();
         let watcher = RunNetnsWatcher::new(Path::new(DEFAULT_RUN_NETNS)).expect("watcher");
-        let mut reg = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
-            .expect("registry");
+        let mut reg =
+            NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into()).expect("registry");
         reg.refresh();
         let mut ns = NsGuard::new();
-        assert!(
-            wait_for_change(&watcher),
-            "watcher did not report ip netns add"
-        );
+        assert!(wait_for_change(&watcher), "watcher did not report ip netns add");
         let d = reg.refresh();
         let info = d
             .created
@@ -1443,18 +1393,15 @@ pub(crate) mod tests {
             Some(Target::Netns(info.clone()))
         );
         // A fresh registry resolves it lazily from the event's cookie + inode.
-        let mut reg2 = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
-            .expect("registry");
+        let mut reg2 =
+            NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into()).expect("registry");
         assert_eq!(
             reg2.locate(info.cookie, info.ino),
             Some(Target::Netns(info.clone()))
         );
 
         ns.delete();
-        assert!(
-            wait_for_change(&watcher),
-            "watcher did not report ip netns del"
-        );
+        assert!(wait_for_change(&watcher), "watcher did not report ip netns del");
         let d = reg.refresh();
         assert!(
             d.vanished.iter().any(|i| i.cookie == info.cookie),
@@ -1473,8 +1420,8 @@ pub(crate) mod tests {
             return;
         }
         let _l = root_lock();
-        let mut reg = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
-            .expect("registry");
+        let mut reg =
+            NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into()).expect("registry");
         reg.refresh();
         let mut ns = NsGuard::new();
         let name = ns.name.clone();
@@ -1529,8 +1476,8 @@ pub(crate) mod tests {
             return;
         }
         let _l = root_lock();
-        let mut reg = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
-            .expect("registry");
+        let mut reg =
+            NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into()).expect("registry");
         reg.refresh();
         let before = fd_count();
         let mut seen = HashSet::new();

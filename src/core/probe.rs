@@ -10,7 +10,7 @@ use crate::core::netns;
 use crate::core::tuner::Tuner;
 
 mod skel {
-    #![allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+    #![allow(clippy::all, clippy::pedantic, clippy::restriction, unsafe_op_in_unsafe_fn)]
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
 
@@ -61,11 +61,17 @@ fn probe_prog(prog: &str) -> Support {
 /// Probes everything; `legacy` restricts tuners to conservative flavours.
 pub fn run(tuners: &[Box<dyn Tuner>], legacy: bool) -> Report {
     let _quiet = bpf::Quiet::new();
-    let config = LoadConfig { shift: 2, debug: false, pid: std::process::id() as i32 };
+    let config = LoadConfig {
+        shift: 2,
+        debug: false,
+        pid: std::process::id() as i32,
+    };
     let shared = SharedMaps::default();
     let mut plans = Vec::new();
     for t in tuners {
-        let plan = bpf::plan(t.slots(), legacy, true, &mut |progs| t.try_load(&shared, &config, progs));
+        let plan = bpf::plan(t.slots(), legacy, true, &mut |progs| {
+            t.try_load(&shared, &config, progs)
+        });
         plans.push((t.name(), plan));
     }
     let ringbuf = probe_ringbuf();
@@ -109,14 +115,23 @@ impl Report {
                 "bpftune does not support per-netns policy (via netns cookie)".to_string()
             });
         }
-        out.push(format!("{:<12} {:<14} {:<44} {}", "TUNER", "HOOK", "CHOSEN", "WHY"));
+        out.push(format!(
+            "{:<12} {:<14} {:<44} {}",
+            "TUNER", "HOOK", "CHOSEN", "WHY"
+        ));
         for (name, plan) in &self.tuners {
             for c in &plan.choices {
                 let hook = format!("{}{}", c.slot, if c.required { "" } else { "(opt)" });
                 let chosen = c
                     .chosen
                     .map(|x| format!("{} {}", x.flavour.label(), x.target))
-                    .unwrap_or_else(|| if c.required { "NONE: tuner cannot run".into() } else { "none: feature off".into() });
+                    .unwrap_or_else(|| {
+                        if c.required {
+                            "NONE: tuner cannot run".into()
+                        } else {
+                            "none: feature off".into()
+                        }
+                    });
                 let why: Vec<String> = c
                     .attempts
                     .iter()
@@ -138,6 +153,10 @@ impl Report {
 
     /// Exit code: 0 if bpftune can run at all, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if self.level > Level::None { 0 } else { 1 }
+        if self.level > Level::None {
+            0
+        } else {
+            1
+        }
     }
 }

@@ -14,7 +14,9 @@ pub fn free_buffer_pages(zoneinfo: &str) -> u64 {
             continue;
         }
         let mut it = t.split_whitespace();
-        let (Some(key), Some(val)) = (it.next(), it.next()) else { continue };
+        let (Some(key), Some(val)) = (it.next(), it.next()) else {
+            continue;
+        };
         let Some(cur) = by_zone.last_mut() else { continue };
         let Ok(v) = val.parse::<u64>() else { continue };
         match key {
@@ -45,7 +47,9 @@ pub fn snmp_counter(text: &str, prefix: Option<&str>, name: &str) -> Option<u64>
         let [names, values] = pair else { continue };
         let mut n = names.split_whitespace();
         let mut v = values.split_whitespace();
-        let (Some(pn), Some(pv)) = (n.next(), v.next()) else { continue };
+        let (Some(pn), Some(pv)) = (n.next(), v.next()) else {
+            continue;
+        };
         if pn != pv || prefix.is_some_and(|p| p != pn) {
             continue;
         }

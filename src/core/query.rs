@@ -73,6 +73,7 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("status", "show status of tunables"),
     ("jstatus", "show status of tunables(json)"),
     ("rollback", "show changes needed to roll back"),
+    ("jchanges", "show recent change records(json)"),
 ];
 
 /// One line of the `tuners` query.
@@ -114,6 +115,8 @@ pub trait QueryBackend: Send + Sync {
     fn summary(&self) -> String;
     /// Fully formatted rollback instructions, including its header line.
     fn rollback(&self) -> String;
+    /// Recent change records as a JSON array (what, where, why, event and write times).
+    fn changes_json(&self) -> String;
 }
 
 /// `<run_dir>/query.sock`
@@ -184,6 +187,7 @@ pub fn handle_request(raw: &[u8], backend: &dyn QueryBackend) -> String {
             "status" => format_status(&backend.status()),
             "jstatus" => format_jstatus(&backend.status()),
             "rollback" => backend.rollback(),
+            "jchanges" => backend.changes_json(),
             _ => ERR_INTERNAL.to_string(),
         },
     }
@@ -238,14 +242,7 @@ fn status_text(value: &Option<SysctlValue>) -> String {
 /// `status`: `"%16s %50s %34s\n"` (tuner, sysctl, values; strings quoted; unreadable `-`).
 pub fn format_status(rows: &[StatusRow]) -> String {
     rows.iter()
-        .map(|r| {
-            format!(
-                "{:>16} {:>50} {:>34}\n",
-                r.tuner,
-                r.name,
-                status_text(&r.value)
-            )
-        })
+        .map(|r| format!("{:>16} {:>50} {:>34}\n", r.tuner, r.name, status_text(&r.value)))
         .collect()
 }
 
@@ -267,11 +264,7 @@ fn group_by_tuner<'a, T>(rows: &'a [T], tuner: impl Fn(&T) -> &str) -> Vec<(&'a 
 }
 
 /// Renders `{ "<tuner>": { "<key>": <value>, … }, … }`, tab-indented like C.
-fn json_object<T>(
-    rows: &[T],
-    tuner: impl Fn(&T) -> &str,
-    entry: impl Fn(&T) -> (String, String),
-) -> String {
+fn json_object<T>(rows: &[T], tuner: impl Fn(&T) -> &str, entry: impl Fn(&T) -> (String, String)) -> String {
     let groups = group_by_tuner(rows, tuner);
     let mut out = String::from("{\n");
     for (gi, (t, members)) in groups.iter().enumerate() {
@@ -373,10 +366,7 @@ impl Conn for TcpStream {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 /// Time left until `deadline`, or `None` if it has passed.
@@ -430,10 +420,7 @@ fn read_request<C: Conn>(c: &mut C, deadline: Instant) -> io::Result<(Vec<u8>, R
 fn write_all_deadline<C: Conn>(c: &mut C, mut data: &[u8], deadline: Instant) -> io::Result<()> {
     while !data.is_empty() {
         let Some(left) = remaining(deadline) else {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "write deadline passed",
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "write deadline passed"));
         };
         c.set_wto(Some(left))?;
         // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE in the daemon.
@@ -477,10 +464,8 @@ fn serve_conn<C: Conn>(c: &mut C, backend: &dyn QueryBackend, peer: &str) -> io:
         tracing::debug!("query from {peer}: no request within {IO_TIMEOUT:?}, closing");
         return Ok(());
     }
-    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handle_request(&req, backend)
-    }))
-    .unwrap_or_else(|_| ERR_INTERNAL.to_string());
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle_request(&req, backend)))
+        .unwrap_or_else(|_| ERR_INTERNAL.to_string());
     tracing::debug!(
         "query from {peer}: '{}' -> {} bytes",
         String::from_utf8_lossy(&req).trim_end_matches(['\0', '\n']),
@@ -642,8 +627,7 @@ fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            fs::remove_file(path)
-                .with_context(|| format!("cannot remove stale socket {}", path.display()))
+            fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))
         }
         Ok(_) => anyhow::bail!(
             "{} exists and is not a socket; refusing to replace it",
@@ -689,10 +673,8 @@ impl QueryServer {
             .and_then(|()| fs::rename(&tmp, &socket_path));
         if let Err(e) = placed {
             let _ = fs::remove_file(&tmp);
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot create query socket {}",
-                socket_path.display()
-            )));
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot create query socket {}", socket_path.display())));
         }
         // From here on, dropping `server` cleans up.
         let mut server = QueryServer {
@@ -926,20 +908,8 @@ mod tests {
             };
             vec![
                 row("tcp_buffer_tuner", "net.ipv4.tcp_rmem", false, 3, true),
-                row(
-                    "tcp_buffer_tuner",
-                    "net.ipv4.tcp_no_metrics_save",
-                    false,
-                    1,
-                    true,
-                ),
-                row(
-                    "tcp_conn_tuner",
-                    "net.ipv4.tcp_congestion_control",
-                    true,
-                    1,
-                    true,
-                ),
+                row("tcp_buffer_tuner", "net.ipv4.tcp_no_metrics_save", false, 1, true),
+                row("tcp_conn_tuner", "net.ipv4.tcp_congestion_control", true, 1, true),
                 row("tcp_conn_tuner", "cong_\"quoted\"", false, 0, false),
             ]
         }
@@ -971,9 +941,11 @@ mod tests {
         fn summary(&self) -> String {
             "# Summary of changes made across all tuners:\nSUMMARY\n".into()
         }
+        fn changes_json(&self) -> String {
+            "[]".to_string()
+        }
         fn rollback(&self) -> String {
-            "# Summary of rollback operations needed to restore original state for all tuners:\n"
-                .into()
+            "# Summary of rollback operations needed to restore original state for all tuners:\n".into()
         }
     }
 
@@ -990,10 +962,7 @@ mod tests {
         let h = q("help");
         assert_eq!(h.lines().count(), QUERIES.len());
         let first = h.lines().next().expect("line");
-        assert_eq!(
-            first,
-            format!("{}help {}list supported queries", sp(16), sp(18))
-        );
+        assert_eq!(first, format!("{}help {}list supported queries", sp(16), sp(18)));
         for line in h.lines() {
             assert_eq!(line.len(), 61);
         }
@@ -1211,10 +1180,7 @@ mod tests {
         );
 
         assert_eq!(client(&dir, None, "tuners").expect("unix"), q("tuners"));
-        assert_eq!(
-            client(&dir, Some(port), "jstatus").expect("tcp"),
-            q("jstatus")
-        );
+        assert_eq!(client(&dir, Some(port), "jstatus").expect("tcp"), q("jstatus"));
         assert_eq!(client(&dir, None, "bogus").expect("unix"), q("bogus"));
 
         // Garbage and oversized requests do not hurt the server.
@@ -1251,10 +1217,7 @@ mod tests {
         let err = QueryServer::start(&dir, None, Arc::new(Fake)).expect_err("in use");
         assert!(err.to_string().contains("already listening"), "{err}");
 
-        assert_eq!(
-            client(&dir, Some(port), "tunables").expect("tcp"),
-            q("tunables")
-        );
+        assert_eq!(client(&dir, Some(port), "tunables").expect("tcp"), q("tunables"));
         server.stop();
         assert!(fs::symlink_metadata(&sock).is_err(), "socket removed");
         assert!(
@@ -1269,14 +1232,12 @@ mod tests {
             "{msg}"
         );
         assert_eq!(
-            err.downcast_ref::<ClientError>()
-                .and_then(|e| e.raw_os_error()),
+            err.downcast_ref::<ClientError>().and_then(|e| e.raw_os_error()),
             Some(libc::ENOENT)
         );
         let err = client(&dir, Some(port), "tuners").expect_err("no tcp server");
         assert_eq!(
-            err.downcast_ref::<ClientError>()
-                .and_then(|e| e.raw_os_error()),
+            err.downcast_ref::<ClientError>().and_then(|e| e.raw_os_error()),
             Some(libc::ECONNREFUSED)
         );
         let _ = fs::remove_dir_all(&dir);

@@ -50,7 +50,11 @@ impl StateStore {
     pub fn open(dir: &Path, boot: &str) -> (StateStore, Option<(usize, u32)>) {
         let path = dir.join("originals.json");
         let mut inherited = None;
-        let mut file = File { boot_id: boot.to_string(), pid: std::process::id(), entries: Vec::new() };
+        let mut file = File {
+            boot_id: boot.to_string(),
+            pid: std::process::id(),
+            entries: Vec::new(),
+        };
         if let Ok(text) = fs::read_to_string(&path) {
             match serde_json::from_str::<File>(&text) {
                 Ok(old) if old.boot_id == boot && !old.entries.is_empty() => {
@@ -82,8 +86,21 @@ impl StateStore {
 
     /// Call before writing `new` over `live`: keeps the first original, notes the new
     /// value and persists. Returns the original.
-    pub fn before_write(&mut self, sysctl: &str, cookie: u64, ino: u64, global: bool, live: &SysctlValue, new: &SysctlValue) -> io::Result<SysctlValue> {
-        let original = match self.file.entries.iter_mut().find(|e| e.netns_cookie == cookie && e.sysctl == sysctl) {
+    pub fn before_write(
+        &mut self,
+        sysctl: &str,
+        cookie: u64,
+        ino: u64,
+        global: bool,
+        live: &SysctlValue,
+        new: &SysctlValue,
+    ) -> io::Result<SysctlValue> {
+        let original = match self
+            .file
+            .entries
+            .iter_mut()
+            .find(|e| e.netns_cookie == cookie && e.sysctl == sysctl)
+        {
             Some(e) => {
                 e.last_written = new.clone();
                 e.original.clone()
@@ -107,7 +124,19 @@ impl StateStore {
 
     /// Forgets one entry (restored, or its namespace is gone).
     pub fn remove(&mut self, cookie: u64, sysctl: &str) -> io::Result<()> {
-        self.file.entries.retain(|e| !(e.netns_cookie == cookie && e.sysctl == sysctl));
+        self.file
+            .entries
+            .retain(|e| !(e.netns_cookie == cookie && e.sysctl == sysctl));
+        self.persist()
+    }
+
+    /// Forgets every entry of a namespace that no longer exists (nothing left to restore).
+    pub fn forget_netns(&mut self, cookie: u64) -> io::Result<()> {
+        let before = self.file.entries.len();
+        self.file.entries.retain(|e| e.global || e.netns_cookie != cookie);
+        if self.file.entries.len() == before {
+            return Ok(());
+        }
         self.persist()
     }
 
@@ -158,8 +187,16 @@ mod tests {
         let dir = tmpdir("keep");
         let (mut s, inh) = StateStore::open(&dir, "boot-a");
         assert!(inh.is_none());
-        assert_eq!(s.before_write("net.ipv4.tcp_rmem", 7, 1, true, &v(100), &v(125)).expect("persist"), v(100));
-        assert_eq!(s.before_write("net.ipv4.tcp_rmem", 7, 1, true, &v(125), &v(156)).expect("persist"), v(100));
+        assert_eq!(
+            s.before_write("net.ipv4.tcp_rmem", 7, 1, true, &v(100), &v(125))
+                .expect("persist"),
+            v(100)
+        );
+        assert_eq!(
+            s.before_write("net.ipv4.tcp_rmem", 7, 1, true, &v(125), &v(156))
+                .expect("persist"),
+            v(100)
+        );
         let (s2, inh) = StateStore::open(&dir, "boot-a");
         assert_eq!(inh.map(|(n, _)| n), Some(1));
         assert_eq!(s2.original(7, "net.ipv4.tcp_rmem"), Some(&v(100)));

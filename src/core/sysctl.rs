@@ -70,9 +70,7 @@ impl SysctlError {
     pub fn from_io(name: &str, value: Option<&str>, err: io::Error) -> Self {
         match (err.raw_os_error(), value) {
             (Some(libc::ENOENT), _) => SysctlError::NotFound(name.to_string()),
-            (Some(libc::EACCES) | Some(libc::EPERM), _) => {
-                SysctlError::PermissionDenied(name.to_string())
-            }
+            (Some(libc::EACCES) | Some(libc::EPERM), _) => SysctlError::PermissionDenied(name.to_string()),
             (Some(libc::EINVAL), Some(v)) => SysctlError::Rejected {
                 name: name.to_string(),
                 value: v.to_string(),
@@ -178,13 +176,11 @@ impl WriteFail {
             WriteFail::Open(e) => SysctlError::from_io(name, None, e),
             // ENOENT from write(2) is about the value (e.g. an unknown congestion control),
             // not about the sysctl, which was opened fine.
-            WriteFail::Write(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                SysctlError::Rejected {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                    source: e,
-                }
-            }
+            WriteFail::Write(e) if e.raw_os_error() == Some(libc::ENOENT) => SysctlError::Rejected {
+                name: name.to_string(),
+                value: value.to_string(),
+                source: e,
+            },
             WriteFail::Write(e) => SysctlError::from_io(name, Some(value), e),
         }
     }
@@ -215,9 +211,7 @@ impl SysctlStore for ProcSysctl {
         let text = value.to_proc_text();
         match target {
             Target::Global => write_text(&path, &text),
-            Target::Netns(info) => {
-                run_in_netns(&info.path, Some(info.ino), || write_text(&path, &text))?
-            }
+            Target::Netns(info) => run_in_netns(&info.path, Some(info.ino), || write_text(&path, &text))?,
         }
         .map_err(|e| e.into_sysctl_error(name, &value.to_string()))
     }
@@ -422,11 +416,7 @@ mod tests {
             Err(SysctlError::NotFound(n)) if n == "net.ipv4.nope"
         ));
         assert!(matches!(
-            s.write(
-                &Target::Global,
-                "net.ipv4.nope",
-                &SysctlValue::Ints(vec![1])
-            ),
+            s.write(&Target::Global, "net.ipv4.nope", &SysctlValue::Ints(vec![1])),
             Err(SysctlError::NotFound(_))
         ));
         assert!(!t.0.join("net/ipv4/nope").exists(), "write must not create");
@@ -449,9 +439,7 @@ mod tests {
             path: t.0.join("no-such-ns"),
             name: None,
         });
-        let err = s
-            .read(&gone, "net.ipv4.tcp_rmem", false, 3)
-            .expect_err("gone");
+        let err = s.read(&gone, "net.ipv4.tcp_rmem", false, 3).expect_err("gone");
         assert!(err.is_gone(), "{err}");
     }
 
@@ -494,16 +482,10 @@ mod tests {
         let rmem = SysctlValue::Ints(vec![4096, 131072, 6291456]);
         m.set(None, "net.ipv4.tcp_rmem", rmem.clone());
         // A namespace inherits the global value until written.
-        assert_eq!(
-            m.read(&ns, "net.ipv4.tcp_rmem", false, 3).expect("read"),
-            rmem
-        );
+        assert_eq!(m.read(&ns, "net.ipv4.tcp_rmem", false, 3).expect("read"), rmem);
         let big = SysctlValue::Ints(vec![4096, 131072, 8388608]);
         m.write(&ns, "net.ipv4.tcp_rmem", &big).expect("write");
-        assert_eq!(
-            m.read(&ns, "net.ipv4.tcp_rmem", false, 3).expect("read"),
-            big
-        );
+        assert_eq!(m.read(&ns, "net.ipv4.tcp_rmem", false, 3).expect("read"), big);
         assert_eq!(
             m.read(&Target::Global, "net.ipv4.tcp_rmem", false, 3)
                 .expect("read"),
@@ -565,8 +547,8 @@ mod tests {
         let global_before = store
             .read(&Target::Global, "net.ipv4.tcp_rmem", false, 3)
             .expect("global read");
-        let mut reg = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
-            .expect("registry");
+        let mut reg =
+            NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into()).expect("registry");
         reg.refresh();
         let ns = NsGuard::new();
         let d = reg.refresh();
@@ -577,9 +559,7 @@ mod tests {
             .unwrap_or_else(|| panic!("{} not created: {d:?}", ns.name))
             .clone();
         assert_ne!(info.cookie, reg.global_cookie());
-        let target = reg
-            .locate(info.cookie, info.ino)
-            .expect("located namespace");
+        let target = reg.locate(info.cookie, info.ino).expect("located namespace");
         assert_eq!(target, Target::Netns(info.clone()));
 
         let ints = global_before.ints().expect("ints").to_vec();
@@ -628,11 +608,7 @@ mod tests {
             Err(SysctlError::Rejected { .. })
         ));
         assert!(matches!(
-            store.write(
-                &cc,
-                "net.ipv4.tcp_rmem",
-                &SysctlValue::Ints(vec![-1, -1, -1])
-            ),
+            store.write(&cc, "net.ipv4.tcp_rmem", &SysctlValue::Ints(vec![-1, -1, -1])),
             Err(SysctlError::Rejected { .. })
         ));
         let r = store.write(&cc, "net.core.rmem_max", &SysctlValue::Ints(vec![1 << 20]));

@@ -146,7 +146,9 @@ impl SysctlValue {
     /// the first line as a string.
     pub fn parse(text: &str, desc_string: bool, num_values: u8) -> Result<SysctlValue, ParseError> {
         if desc_string {
-            return Ok(SysctlValue::Str(text.lines().next().unwrap_or("").trim().to_string()));
+            return Ok(SysctlValue::Str(
+                text.lines().next().unwrap_or("").trim().to_string(),
+            ));
         }
         let mut out = Vec::with_capacity(MAX_VALUES);
         for tok in text.split_whitespace() {

@@ -119,7 +119,8 @@ pub trait TunerEnv {
     fn rate(&self) -> Rate;
     /// Live value of one of this tuner's tunables, in the event's namespace for
     /// namespaced tunables, globally otherwise.
-    fn read(&mut self, tunable: usize, netns_cookie: u64, netns_ino: u64) -> Result<SysctlValue, SysctlError>;
+    fn read(&mut self, tunable: usize, netns_cookie: u64, netns_ino: u64)
+        -> Result<SysctlValue, SysctlError>;
     fn apply(&mut self, proposal: Proposal) -> Outcome;
     /// Log and count a scenario without writing anything (informational).
     fn note(&mut self, tunable: usize, scenario: usize, netns_cookie: u64, message: &str);
@@ -141,7 +142,12 @@ pub trait Tuner {
     /// BPF hooks with their candidate flavours.
     fn slots(&self) -> &'static [Slot];
     /// Loads a throw-away copy with exactly `programs` enabled (flavour probing).
-    fn try_load(&self, shared: &SharedMaps, config: &LoadConfig, programs: &[&'static str]) -> Result<(), libbpf_rs::Error>;
+    fn try_load(
+        &self,
+        shared: &SharedMaps,
+        config: &LoadConfig,
+        programs: &[&'static str],
+    ) -> Result<(), libbpf_rs::Error>;
     /// Loads and attaches for real.
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError>;
     fn handle(&mut self, event: &Event, env: &mut dyn TunerEnv);
@@ -176,7 +182,13 @@ mod tests {
         assert!(allow_matches(&allow, "sysctl"));
         assert!(!allow_matches(&allow, "tcp_conn"));
         assert!(allow_matches(&[], "anything"));
-        assert!(allow_matches(&["/usr/lib64/bpftune/tcp_buffer_tuner.so".into()], "tcp_buffer"));
-        assert!(!allow_matches(&["tcp_buffer_tuner.so.dpkg-new".into()], "tcp_buffer"));
+        assert!(allow_matches(
+            &["/usr/lib64/bpftune/tcp_buffer_tuner.so".into()],
+            "tcp_buffer"
+        ));
+        assert!(!allow_matches(
+            &["tcp_buffer_tuner.so.dpkg-new".into()],
+            "tcp_buffer"
+        ));
     }
 }

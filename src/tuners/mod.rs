@@ -8,7 +8,10 @@ use crate::core::tuner::Tuner;
 
 /// Every built-in tuner, in load order (this order gives their ids).
 pub fn all() -> Vec<Box<dyn Tuner>> {
-    vec![Box::new(sysctl::SysctlTuner::new()), Box::new(tcp_buffer::TcpBuffer::new())]
+    vec![
+        Box::new(sysctl::SysctlTuner::new()),
+        Box::new(tcp_buffer::TcpBuffer::new()),
+    ]
 }
 
 /// Names of the built-in tuners.

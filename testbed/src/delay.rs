@@ -277,10 +277,7 @@ impl DelayLine {
 
     /// Whether the forwarder is still running.
     pub fn is_alive(&mut self) -> bool {
-        matches!(
-            self.forwarder.as_mut().map(|c| c.try_wait()),
-            Some(Ok(None))
-        )
+        matches!(self.forwarder.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// Stop the forwarder and return its final counters line
@@ -288,10 +285,7 @@ impl DelayLine {
     /// right). The namespaces are deleted when `self` drops.
     pub fn stop(mut self) -> Result<String> {
         self.stop_forwarder();
-        let lines = self
-            .output
-            .lock()
-            .map_err(|_| anyhow!("output lock poisoned"))?;
+        let lines = self.output.lock().map_err(|_| anyhow!("output lock poisoned"))?;
         lines
             .iter()
             .rev()
@@ -308,9 +302,7 @@ impl DelayLine {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                     _ => {
                         let _ = child.kill();
                         let _ = child.wait();

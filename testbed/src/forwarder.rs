@@ -31,6 +31,9 @@ use crate::names::{random_seed, splitmix64};
 /// dropped (counted as `overflow`).
 pub const DEFAULT_QUEUE_LIMIT: usize = 256 << 20;
 
+/// Largest accepted one-way delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
 /// Forwarder settings; [`ForwarderConfig::to_args`] and
 /// [`ForwarderConfig::from_args`] are the command line of
 /// `bpftune-delayline`.
@@ -109,25 +112,18 @@ impl ForwarderConfig {
                 "--dev-a" => c.dev_a = val("--dev-a")?,
                 "--dev-b" => c.dev_b = val("--dev-b")?,
                 "--delay-us" => {
-                    c.delay =
-                        Duration::from_micros(val("--delay-us")?.parse().context("--delay-us")?)
+                    c.delay = Duration::from_micros(val("--delay-us")?.parse().context("--delay-us")?)
                 }
                 "--delay-ms" => {
-                    c.delay =
-                        Duration::from_millis(val("--delay-ms")?.parse().context("--delay-ms")?)
+                    c.delay = Duration::from_millis(val("--delay-ms")?.parse().context("--delay-ms")?)
                 }
                 "--loss" => c.loss_percent = val("--loss")?.parse().context("--loss")?,
                 "--mtu" => c.mtu = val("--mtu")?.parse().context("--mtu")?,
                 "--max-lifetime-s" => {
-                    c.max_lifetime = Duration::from_secs(
-                        val("--max-lifetime-s")?
-                            .parse()
-                            .context("--max-lifetime-s")?,
-                    )
+                    c.max_lifetime =
+                        Duration::from_secs(val("--max-lifetime-s")?.parse().context("--max-lifetime-s")?)
                 }
-                "--queue-limit" => {
-                    c.queue_limit = val("--queue-limit")?.parse().context("--queue-limit")?
-                }
+                "--queue-limit" => c.queue_limit = val("--queue-limit")?.parse().context("--queue-limit")?,
                 "--ignore-stdin" => c.watch_stdin = false,
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
@@ -148,6 +144,9 @@ impl ForwarderConfig {
         }
         if !(0.0..=100.0).contains(&self.loss_percent) {
             bail!("loss must be within 0..=100, got {}", self.loss_percent);
+        }
+        if self.delay > MAX_DELAY {
+            bail!("delay must be at most {MAX_DELAY:?}, got {:?}", self.delay);
         }
         if !(68..=65535).contains(&self.mtu) {
             bail!("mtu must be within 68..=65535, got {}", self.mtu);
@@ -322,12 +321,7 @@ impl Direction {
         }
     }
 
-    fn write_loop(
-        &self,
-        rx: Receiver<Packet>,
-        pool_tx: Sender<Box<[u8]>>,
-        queued: Arc<AtomicUsize>,
-    ) {
+    fn write_loop(&self, rx: Receiver<Packet>, pool_tx: Sender<Box<[u8]>>, queued: Arc<AtomicUsize>) {
         let mut output = &*self.output;
         while let Ok(p) = rx.recv() {
             let now = Instant::now();
@@ -395,18 +389,8 @@ impl Forwarder {
         let a_to_b = Arc::new(DirStats::default());
         let b_to_a = Arc::new(DirStats::default());
         for (input, output, stats, name) in [
-            (
-                &tun_a,
-                &tun_b,
-                &a_to_b,
-                format!("{}>{}", cfg.dev_a, cfg.dev_b),
-            ),
-            (
-                &tun_b,
-                &tun_a,
-                &b_to_a,
-                format!("{}>{}", cfg.dev_b, cfg.dev_a),
-            ),
+            (&tun_a, &tun_b, &a_to_b, format!("{}>{}", cfg.dev_a, cfg.dev_b)),
+            (&tun_b, &tun_a, &b_to_a, format!("{}>{}", cfg.dev_b, cfg.dev_a)),
         ] {
             Direction {
                 input: Arc::clone(input),
@@ -430,11 +414,7 @@ impl Forwarder {
 
     /// One-line counters: `stats ab_pkts=… ba_pkts=…`.
     pub fn stats_line(&self) -> String {
-        format!(
-            "stats {} {}",
-            self.a_to_b.render("ab"),
-            self.b_to_a.render("ba")
-        )
+        format!("stats {} {}", self.a_to_b.render("ab"), self.b_to_a.render("ba"))
     }
 
     /// Block until the end of life (see module docs) and say why.
@@ -456,8 +436,7 @@ impl Forwarder {
             if watch_stdin {
                 let fd = stdin.as_fd();
                 let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-                let timeout =
-                    nix::poll::PollTimeout::try_from(tick).unwrap_or(nix::poll::PollTimeout::ZERO);
+                let timeout = nix::poll::PollTimeout::try_from(tick).unwrap_or(nix::poll::PollTimeout::ZERO);
                 match nix::poll::poll(&mut fds, timeout) {
                     Ok(0) => {}
                     Ok(_) => {
@@ -551,6 +530,14 @@ mod tests {
             &["--dev-a", "a", "--dev-b", "a"],
             &["--dev-a", "a", "--dev-b", "b", "--loss", "101"],
             &["--dev-a", "a", "--dev-b", "b", "--mtu", "10"],
+            &[
+                "--dev-a",
+                "a",
+                "--dev-b",
+                "b",
+                "--delay-us",
+                "18446744073709551615",
+            ],
             &["--dev-a", "a", "--dev-b", "b", "--bogus"],
             &["--dev-a", "a", "--dev-b", "b", "--delay-us"],
             &["--dev-a", "a/x", "--dev-b", "b"],

@@ -20,14 +20,11 @@ pub struct IperfResult {
 
 /// Extract the summary from `iperf3 -J` output.
 pub fn parse_iperf_json(json: &str) -> Result<IperfResult> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).context("iperf3 output is not valid JSON")?;
+    let v: serde_json::Value = serde_json::from_str(json).context("iperf3 output is not valid JSON")?;
     if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
         bail!("iperf3: {err}");
     }
-    let end = v
-        .get("end")
-        .ok_or_else(|| anyhow!("iperf3 JSON has no `end`"))?;
+    let end = v.get("end").ok_or_else(|| anyhow!("iperf3 JSON has no `end`"))?;
     let bps = |section: &str| -> Result<f64> {
         end.get(section)
             .and_then(|s| s.get("bits_per_second"))
@@ -206,10 +203,7 @@ fn pid_has_socket(pid: u32, inodes: &[u64]) -> bool {
             .ok()
             .and_then(|l| {
                 let l = l.to_string_lossy().into_owned();
-                l.strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .parse::<u64>()
-                    .ok()
+                l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
             })
             .is_some_and(|i| inodes.contains(&i))
     })
@@ -237,8 +231,7 @@ mod tests {
         assert!(parse_iperf_json(r#"{"end":{}}"#).is_err());
         let e = parse_iperf_json(r#"{"start":{},"end":{},"error":"unable to connect"}"#);
         assert!(
-            format!("{:#}", e.err().map(|e| e.to_string()).unwrap_or_default())
-                .contains("unable to connect")
+            format!("{:#}", e.err().map(|e| e.to_string()).unwrap_or_default()).contains("unable to connect")
         );
     }
 }

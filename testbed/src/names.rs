@@ -162,9 +162,7 @@ pub fn parse_name(name: &str) -> Option<ParsedName> {
         || !prefix
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        || !tail
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        || !tail.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     {
         return None;
     }
@@ -181,8 +179,19 @@ pub fn has_prefix(name: &str, prefix: &str) -> bool {
     parse_name(name).is_some_and(|p| p.prefix == sanitize_prefix(prefix))
 }
 
-fn pid_alive(pid: u32) -> bool {
-    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Whether `pid` is a live process (zombies count as dead).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// Names of the network namespaces in `/run/netns` generated with `prefix`.
@@ -345,6 +354,13 @@ mod tests {
                 tail: "x".into()
             })
         );
+    }
+
+    #[test]
+    fn liveness() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
     }
 
     #[test]

@@ -70,12 +70,7 @@ pub fn ping(
 }
 
 /// [`ping`] from the calling thread's netns.
-pub fn ping_here(
-    dst: Ipv4Addr,
-    count: u32,
-    interval: Duration,
-    timeout: Duration,
-) -> Result<Vec<Duration>> {
+pub fn ping_here(dst: Ipv4Addr, count: u32, interval: Duration, timeout: Duration) -> Result<Vec<Duration>> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let raw = unsafe {
         libc::socket(
@@ -97,8 +92,7 @@ pub fn ping_here(
         let seq = (i & 0xffff) as u16;
         let req = echo_request(ident, seq, 56);
         let sent = Instant::now();
-        sendto(sock.as_raw_fd(), &req, &addr, MsgFlags::empty())
-            .with_context(|| format!("sendto {dst}"))?;
+        sendto(sock.as_raw_fd(), &req, &addr, MsgFlags::empty()).with_context(|| format!("sendto {dst}"))?;
         let deadline = sent + timeout;
         loop {
             let now = Instant::now();
@@ -113,8 +107,7 @@ pub fn ping_here(
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => bail!("poll: {e}"),
             }
-            let n = match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
-            {
+            let n = match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => bail!("recv: {e}"),

@@ -37,8 +37,7 @@ pub fn read_path(path: &Path) -> Result<String> {
 
 /// Write a /proc/sys file (one write(2), as sysctl(8) does).
 pub fn write_path(path: &Path, value: &str) -> Result<()> {
-    std::fs::write(path, value.as_bytes())
-        .with_context(|| format!("write {value:?} to {}", path.display()))
+    std::fs::write(path, value.as_bytes()).with_context(|| format!("write {value:?} to {}", path.display()))
 }
 
 /// Read a sysctl of the calling thread's netns (normally the root netns).

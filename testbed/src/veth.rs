@@ -37,20 +37,12 @@ impl VethPair {
 
     /// Like [`VethPair::new`] with a chosen interface-name prefix (see
     /// [`crate::unique_name`]).
-    pub fn with_prefix(
-        a: &Netns,
-        b: &Netns,
-        addr_a: &str,
-        addr_b: &str,
-        prefix: &str,
-    ) -> Result<VethPair> {
+    pub fn with_prefix(a: &Netns, b: &Netns, addr_a: &str, addr_b: &str, prefix: &str) -> Result<VethPair> {
         let dev_a = unique_name(prefix);
         let dev_b = unique_name(prefix);
         cmd::run(
             "ip",
-            &[
-                "link", "add", &dev_a, "type", "veth", "peer", "name", &dev_b,
-            ],
+            &["link", "add", &dev_a, "type", "veth", "peer", "name", &dev_b],
         )?;
         let pair = VethPair {
             dev_a,

@@ -135,10 +135,7 @@ fn veth_pair_ping_and_teardown() -> Result<()> {
     drop(b);
     drop(a);
     for n in &names {
-        ensure!(
-            !Path::new("/run/netns").join(n).exists(),
-            "netns {n} leaked"
-        );
+        ensure!(!Path::new("/run/netns").join(n).exists(), "netns {n} leaked");
     }
     for d in &devs {
         ensure!(!link_exists(d), "link {d} leaked");
@@ -169,10 +166,7 @@ fn delay_line_rtt_and_teardown() -> Result<()> {
     let min = rtts.iter().min().copied().unwrap_or_default();
     let med = median(rtts.clone());
     eprintln!("delay line RTTs: min {min:?} median {med:?} all {rtts:?}");
-    ensure!(
-        min >= Duration::from_millis(40),
-        "RTT below 2 × delay: {rtts:?}"
-    );
+    ensure!(min >= Duration::from_millis(40), "RTT below 2 × delay: {rtts:?}");
     ensure!(med < Duration::from_millis(80), "RTT too high: {rtts:?}");
     let back = ping(
         dl.right(),
@@ -189,10 +183,7 @@ fn delay_line_rtt_and_teardown() -> Result<()> {
         "{stats}"
     );
     for n in &names {
-        ensure!(
-            !Path::new("/run/netns").join(n).exists(),
-            "netns {n} leaked"
-        );
+        ensure!(!Path::new("/run/netns").join(n).exists(), "netns {n} leaked");
     }
     for d in &devs {
         ensure!(!link_exists(d), "TUN {d} leaked");
@@ -312,10 +303,7 @@ fn cleanup_stale_removes_only_dead_owners() -> Result<()> {
         bpftune_testbed::cmd::run_quiet("ip", &["netns", "del", &stale]);
     }
     ensure!(removed.contains(&stale), "not removed: {removed:?}");
-    ensure!(
-        still.contains(&live.name().to_string()),
-        "live netns removed"
-    );
+    ensure!(still.contains(&live.name().to_string()), "live netns removed");
     ensure!(!still.contains(&stale));
     Ok(())
 }
@@ -375,10 +363,7 @@ fn forwarder_exits_when_parent_dies() -> Result<()> {
     };
     // sh starts the forwarder in the background and exits after 0.5 s; the
     // forwarder (stdin ignored) must notice that its parent is gone.
-    let script = format!(
-        "{FORWARDER} {} >/dev/null & sleep 0.5",
-        cfg.to_args().join(" ")
-    );
+    let script = format!("{FORWARDER} {} >/dev/null & sleep 0.5", cfg.to_args().join(" "));
     let status = Command::new("sh").args(["-c", &script]).status()?;
     ensure!(status.success());
     let start = Instant::now();
@@ -398,13 +383,7 @@ fn no_leftovers_with_test_prefix() -> Result<()> {
     // the test prefix survives that set (other tests may be running).
     let (names, devs) = {
         let dl = delay_line(1)?;
-        let pair = VethPair::with_prefix(
-            dl.left(),
-            dl.right(),
-            "10.204.0.1/24",
-            "10.204.0.2/24",
-            PREFIX,
-        )?;
+        let pair = VethPair::with_prefix(dl.left(), dl.right(), "10.204.0.1/24", "10.204.0.2/24", PREFIX)?;
         (
             vec![dl.left().name().to_string(), dl.right().name().to_string()],
             vec![
@@ -421,6 +400,42 @@ fn no_leftovers_with_test_prefix() -> Result<()> {
     }
     for d in &devs {
         ensure!(!link_exists(d), "{d} left behind");
+    }
+    Ok(())
+}
+
+#[test]
+fn find_forwarder_from_test_exe() -> Result<()> {
+    // Tests run from target/<profile>/deps; the binary is in target/<profile>.
+    let found = bpftune_testbed::find_forwarder()?;
+    ensure!(found.file_name() == Path::new(FORWARDER).file_name(), "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn teardown_on_panic() -> Result<()> {
+    if !root_or_skip("teardown_on_panic") {
+        return Ok(());
+    }
+    let names = Mutex::new(Vec::<String>::new());
+    let result = std::panic::catch_unwind(|| {
+        let dl = DelayLine::with_prefix(DelayConfig::default(), PREFIX);
+        if let (Ok(dl), Ok(mut n)) = (dl, names.lock()) {
+            n.extend([
+                dl.left().name().to_string(),
+                dl.right().name().to_string(),
+                dl.left_dev().to_string(),
+                dl.right_dev().to_string(),
+            ]);
+        }
+        panic!("simulated test failure");
+    });
+    ensure!(result.is_err());
+    let names = names.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    ensure!(names.len() == 4, "delay line was not created");
+    let ns_now = list_netns(PREFIX)?;
+    for n in names.iter() {
+        ensure!(!ns_now.contains(n) && !link_exists(n), "{n} leaked after panic");
     }
     Ok(())
 }

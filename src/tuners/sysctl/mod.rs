@@ -13,7 +13,7 @@ use crate::core::tunable::{Scenario, TunableDesc};
 use crate::core::tuner::{StartCtx, Tuner, TunerEnv, TunerError};
 
 mod skel {
-    #![allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+    #![allow(clippy::all, clippy::pedantic, clippy::restriction, unsafe_op_in_unsafe_fn)]
     include!(concat!(env!("OUT_DIR"), "/sysctl.skel.rs"));
 }
 use skel::{SysctlSkel, SysctlSkelBuilder};
@@ -21,7 +21,11 @@ use skel::{SysctlSkel, SysctlSkelBuilder};
 pub static SLOTS: &[Slot] = &[Slot {
     name: "sysctl_write",
     required: true,
-    candidates: &[Candidate { prog: "bpftune_sysctl_write", flavour: Flavour::CgroupSysctl, target: "cgroup-v2 root" }],
+    candidates: &[Candidate {
+        prog: "bpftune_sysctl_write",
+        flavour: Flavour::CgroupSysctl,
+        target: "cgroup-v2 root",
+    }],
 }];
 
 #[derive(Default)]
@@ -36,8 +40,18 @@ impl SysctlTuner {
     }
 }
 
-fn load_skel(storage: &'static mut MaybeUninit<OpenObject>, ctx: &StartCtx<'_>) -> Result<SysctlSkel<'static>, libbpf_rs::Error> {
-    let open = crate::open_skel!(SysctlSkelBuilder, storage, ctx.shared, ctx.config, ctx.tuner_id, ctx.programs);
+fn load_skel(
+    storage: &'static mut MaybeUninit<OpenObject>,
+    ctx: &StartCtx<'_>,
+) -> Result<SysctlSkel<'static>, libbpf_rs::Error> {
+    let open = crate::open_skel!(
+        SysctlSkelBuilder,
+        storage,
+        ctx.shared,
+        ctx.config,
+        ctx.tuner_id,
+        ctx.programs
+    );
     open.load()
 }
 
@@ -58,16 +72,27 @@ impl Tuner for SysctlTuner {
         SLOTS
     }
 
-    fn try_load(&self, shared: &SharedMaps, config: &LoadConfig, programs: &[&'static str]) -> Result<(), libbpf_rs::Error> {
+    fn try_load(
+        &self,
+        shared: &SharedMaps,
+        config: &LoadConfig,
+        programs: &[&'static str],
+    ) -> Result<(), libbpf_rs::Error> {
         let mut storage = MaybeUninit::<OpenObject>::uninit();
         let open = crate::open_skel!(SysctlSkelBuilder, &mut storage, shared, config, 0, programs);
         open.load().map(drop)
     }
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let load = |e| TunerError::Load { tuner: "sysctl", source: e };
+        let load = |e| TunerError::Load {
+            tuner: "sysctl",
+            source: e,
+        };
         let Some(cgroup) = ctx.cgroup else {
-            return Err(TunerError::Unsupported("sysctl", "no cgroup-v2 directory to attach to".into()));
+            return Err(TunerError::Unsupported(
+                "sysctl",
+                "no cgroup-v2 directory to attach to".into(),
+            ));
         };
         // Lives as long as the daemon (see tcp_buffer).
         let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
@@ -80,7 +105,10 @@ impl Tuner for SysctlTuner {
             .progs
             .bpftune_sysctl_write
             .attach_cgroup(cgroup.as_raw_fd())
-            .map_err(|e| TunerError::Attach { tuner: "sysctl", source: e })?;
+            .map_err(|e| TunerError::Attach {
+                tuner: "sysctl",
+                source: e,
+            })?;
         self.link = Some(link);
         self.skel = Some(skel);
         Ok(())

@@ -18,7 +18,7 @@ use crate::core::tuner::{Outcome, Proposal, SampleReport, StartCtx, Tuner, Tuner
 use policy::{BufferAction, MemAction, SynAction, SynObs};
 
 mod skel {
-    #![allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+    #![allow(clippy::all, clippy::pedantic, clippy::restriction, unsafe_op_in_unsafe_fn)]
     include!(concat!(env!("OUT_DIR"), "/tcp_buffer.skel.rs"));
 }
 use skel::{TcpBufferSkel, TcpBufferSkelBuilder};
@@ -81,7 +81,11 @@ pub static SCENARIOS: &[Scenario] = &[
 ];
 
 const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
-    Candidate { prog, flavour, target }
+    Candidate {
+        prog,
+        flavour,
+        target,
+    }
 }
 
 /// Hooks in order of preference: tracepoints first (stable ABI), fentry as an extra.
@@ -96,7 +100,11 @@ pub static SLOTS: &[Slot] = &[
             c("bpftune_rcv_space_btf", Flavour::TpBtf, "tcp_rcv_space_adjust"),
             c("bpftune_rcvbuf_grow_raw", Flavour::RawTp, "tcp_rcvbuf_grow"),
             c("bpftune_rcv_space_raw", Flavour::RawTp, "tcp_rcv_space_adjust"),
-            c("bpftune_rcv_space_fentry", Flavour::Fentry, "tcp_rcv_space_adjust"),
+            c(
+                "bpftune_rcv_space_fentry",
+                Flavour::Fentry,
+                "tcp_rcv_space_adjust",
+            ),
         ],
     },
     Slot {
@@ -114,7 +122,11 @@ pub static SLOTS: &[Slot] = &[
         candidates: &[
             c("bpftune_exceed_btf", Flavour::TpBtf, "sock_exceed_buf_limit"),
             c("bpftune_exceed_raw", Flavour::RawTp, "sock_exceed_buf_limit"),
-            c("bpftune_enter_mempress", Flavour::Fentry, "tcp_enter_memory_pressure"),
+            c(
+                "bpftune_enter_mempress",
+                Flavour::Fentry,
+                "tcp_enter_memory_pressure",
+            ),
         ],
     },
     Slot {
@@ -166,10 +178,17 @@ impl TcpBuffer {
     fn buffer(&mut self, ev: &Event, env: &mut dyn TunerEnv) {
         let idx = ev.tunable_id as usize;
         let (cookie, ino) = (ev.netns_cookie, ev.netns_ino);
-        let Ok(live_v) = env.read(idx, cookie, ino) else { return };
+        let Ok(live_v) = env.read(idx, cookie, ino) else {
+            return;
+        };
         let Some(live) = Self::ints3(&live_v) else { return };
         if live != ev.old {
-            tracing::debug!("tcp_buffer: stale event for {} (kernel saw {:?}, live {:?})", TUNABLES[idx].name, ev.old, live);
+            tracing::debug!(
+                "tcp_buffer: stale event for {} (kernel saw {:?}, live {:?})",
+                TUNABLES[idx].name,
+                ev.old,
+                live
+            );
             return;
         }
         if self.in_low_mem && ev.flags & (F_NEAR_PRESSURE | F_NEAR_EXHAUSTION) == 0 {
@@ -178,10 +197,20 @@ impl TcpBuffer {
         let corr = self.corr.entry((idx, cookie)).or_default();
         corr.update(live[2] as f64, ev.aux[0] as f64);
         let sockbuf = ev.aux[1] as i64;
-        let Some(action) = policy::buffer_decision(env.rate(), live, sockbuf, corr, ev.flags != 0) else { return };
+        let Some(action) = policy::buffer_decision(env.rate(), live, sockbuf, corr, ev.flags != 0) else {
+            return;
+        };
         let (scenario, new, reason) = match action {
-            BufferAction::Increase(n) => (INCREASE, n, "need to increase max buffer size to maximize throughput"),
-            BufferAction::DecreaseLatency(n) => (DECREASE_LATENCY, n, "correlation between buffer size increase and latency"),
+            BufferAction::Increase(n) => (
+                INCREASE,
+                n,
+                "need to increase max buffer size to maximize throughput",
+            ),
+            BufferAction::DecreaseLatency(n) => (
+                DECREASE_LATENCY,
+                n,
+                "correlation between buffer size increase and latency",
+            ),
         };
         let name = TUNABLES[idx].name;
         let out = env.apply(Proposal {
@@ -205,7 +234,9 @@ impl TcpBuffer {
     /// Raising rcvbuf limits only helps if receive-buffer auto-tuning is on, in the
     /// namespace we changed (C bpftune checked the global value).
     fn ensure_moderate_rcvbuf(&mut self, cookie: u64, ino: u64, env: &mut dyn TunerEnv) {
-        let Ok(v) = env.read(TCP_MODERATE_RCVBUF, cookie, ino) else { return };
+        let Ok(v) = env.read(TCP_MODERATE_RCVBUF, cookie, ino) else {
+            return;
+        };
         if v.ints() == Some(&[1]) {
             return;
         }
@@ -224,10 +255,16 @@ impl TcpBuffer {
 
     fn mem(&mut self, ev: &Event, env: &mut dyn TunerEnv) {
         let (cookie, ino) = (ev.netns_cookie, ev.netns_ino);
-        let Ok(live_v) = env.read(TCP_MEM, cookie, ino) else { return };
+        let Ok(live_v) = env.read(TCP_MEM, cookie, ino) else {
+            return;
+        };
         let Some(live) = Self::ints3(&live_v) else { return };
         if live != ev.old {
-            tracing::debug!("tcp_buffer: stale tcp_mem event (kernel saw {:?}, live {:?})", ev.old, live);
+            tracing::debug!(
+                "tcp_buffer: stale tcp_mem event (kernel saw {:?}, live {:?})",
+                ev.old,
+                live
+            );
             return;
         }
         let exhausted = ev.flags & F_NEAR_EXHAUSTION != 0;
@@ -257,7 +294,9 @@ impl TcpBuffer {
     }
 
     fn set_low_mem_value(&mut self, tunable: usize, cookie: u64, ino: u64, new: i64, env: &mut dyn TunerEnv) {
-        let Ok(before) = env.read(tunable, cookie, ino) else { return };
+        let Ok(before) = env.read(tunable, cookie, ino) else {
+            return;
+        };
         let set = SysctlValue::Ints(vec![new]);
         if before == set {
             return;
@@ -274,7 +313,13 @@ impl TcpBuffer {
             event_ts_ns: 0,
         });
         if out == Outcome::Applied {
-            self.low_mem.push(LowMemChange { tunable, cookie, ino, before, set });
+            self.low_mem.push(LowMemChange {
+                tunable,
+                cookie,
+                ino,
+                before,
+                set,
+            });
         }
     }
 
@@ -283,7 +328,11 @@ impl TcpBuffer {
             return;
         }
         self.in_low_mem = true;
-        for t in [TCP_NO_METRICS_SAVE, TCP_NO_SSTHRESH_METRICS_SAVE, HIGH_ORDER_ALLOC_DISABLE] {
+        for t in [
+            TCP_NO_METRICS_SAVE,
+            TCP_NO_SSTHRESH_METRICS_SAVE,
+            HIGH_ORDER_ALLOC_DISABLE,
+        ] {
             self.set_low_mem_value(t, cookie, ino, 1, env);
         }
         if let Ok(v) = env.read(TCP_MAX_SYN_BACKLOG, cookie, ino) {
@@ -317,12 +366,18 @@ impl TcpBuffer {
 
     fn syn(&mut self, ev: &Event, env: &mut dyn TunerEnv) {
         let (cookie, ino) = (ev.netns_cookie, ev.netns_ino);
-        let Ok(max_v) = env.read(TCP_MAX_SYN_BACKLOG, cookie, ino) else { return };
+        let Ok(max_v) = env.read(TCP_MAX_SYN_BACKLOG, cookie, ino) else {
+            return;
+        };
         let Some(&[max]) = max_v.ints() else { return };
         if max != ev.old[0] {
             return;
         }
-        let cookies = env.read(TCP_SYNCOOKIES, cookie, ino).ok().and_then(|v| v.ints().and_then(|x| x.first().copied())).unwrap_or(ev.aux[2] as i64);
+        let cookies = env
+            .read(TCP_SYNCOOKIES, cookie, ino)
+            .ok()
+            .and_then(|v| v.ints().and_then(|x| x.first().copied()))
+            .unwrap_or(ev.aux[2] as i64);
         let floods = self.syn_events.entry(cookie).or_insert(0);
         *floods += 1;
         let floods = *floods;
@@ -331,12 +386,23 @@ impl TcpBuffer {
         corr.update(floods as f64, accepted as f64);
         let corr = *corr;
         let (failed, recv) = if cookies != 0 {
-            (env.net_counter(cookie, ino, "SyncookiesFailed").unwrap_or(0), env.net_counter(cookie, ino, "SyncookiesRecv").unwrap_or(0))
+            (
+                env.net_counter(cookie, ino, "SyncookiesFailed").unwrap_or(0),
+                env.net_counter(cookie, ino, "SyncookiesRecv").unwrap_or(0),
+            )
         } else {
             (0, 0)
         };
-        let obs = SynObs { max_syn_backlog: max, syncookies: cookies, low_mem: self.in_low_mem, cookies_failed: failed, cookies_recv: recv };
-        let Some(action) = policy::syn_decision(env.rate(), obs, &corr) else { return };
+        let obs = SynObs {
+            max_syn_backlog: max,
+            syncookies: cookies,
+            low_mem: self.in_low_mem,
+            cookies_failed: failed,
+            cookies_recv: recv,
+        };
+        let Some(action) = policy::syn_decision(env.rate(), obs, &corr) else {
+            return;
+        };
         let cookies_name = TUNABLES[TCP_SYNCOOKIES].name;
         let max_name = TUNABLES[TCP_MAX_SYN_BACKLOG].name;
         let (tunable, scenario, expect, value, message) = match action {
@@ -358,8 +424,18 @@ impl TcpBuffer {
     }
 }
 
-fn load_skel(storage: &'static mut MaybeUninit<OpenObject>, ctx: &StartCtx<'_>) -> Result<TcpBufferSkel<'static>, libbpf_rs::Error> {
-    let open = crate::open_skel!(TcpBufferSkelBuilder, storage, ctx.shared, ctx.config, ctx.tuner_id, ctx.programs);
+fn load_skel(
+    storage: &'static mut MaybeUninit<OpenObject>,
+    ctx: &StartCtx<'_>,
+) -> Result<TcpBufferSkel<'static>, libbpf_rs::Error> {
+    let open = crate::open_skel!(
+        TcpBufferSkelBuilder,
+        storage,
+        ctx.shared,
+        ctx.config,
+        ctx.tuner_id,
+        ctx.programs
+    );
     open.load()
 }
 
@@ -380,20 +456,31 @@ impl Tuner for TcpBuffer {
         SLOTS
     }
 
-    fn try_load(&self, shared: &SharedMaps, config: &LoadConfig, programs: &[&'static str]) -> Result<(), libbpf_rs::Error> {
+    fn try_load(
+        &self,
+        shared: &SharedMaps,
+        config: &LoadConfig,
+        programs: &[&'static str],
+    ) -> Result<(), libbpf_rs::Error> {
         let mut storage = MaybeUninit::<OpenObject>::uninit();
         let open = crate::open_skel!(TcpBufferSkelBuilder, &mut storage, shared, config, 0, programs);
         open.load().map(drop)
     }
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let load = |e| TunerError::Load { tuner: "tcp_buffer", source: e };
+        let load = |e| TunerError::Load {
+            tuner: "tcp_buffer",
+            source: e,
+        };
         // The skeleton lives as long as the daemon; its small open-object slot is
         // leaked on purpose so the skeleton can be 'static.
         let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
         let skel = load_skel(storage, &ctx).map_err(load)?;
         ctx.shared.adopt(skel.object()).map_err(load)?;
-        self.links = attach_all(skel.object()).map_err(|e| TunerError::Attach { tuner: "tcp_buffer", source: e })?;
+        self.links = attach_all(skel.object()).map_err(|e| TunerError::Attach {
+            tuner: "tcp_buffer",
+            source: e,
+        })?;
         self.skel = Some(skel);
         Ok(())
     }
@@ -416,7 +503,9 @@ impl Tuner for TcpBuffer {
         let gc = 0;
         let Ok(mem) = env.read(TCP_MEM, gc, 0) else { return };
         let Some(mem) = Self::ints3(&mem) else { return };
-        let used = std::fs::read_to_string("/proc/net/sockstat").ok().and_then(|t| sockstat_tcp_mem(&t));
+        let used = std::fs::read_to_string("/proc/net/sockstat")
+            .ok()
+            .and_then(|t| sockstat_tcp_mem(&t));
         if let Some(used) = used {
             if !env.rate().nearly_full(used, mem[1]) {
                 self.leave_low_mem(env);
@@ -425,12 +514,18 @@ impl Tuner for TcpBuffer {
     }
 
     fn samples(&self) -> Vec<SampleReport> {
-        let Some(bss) = self.skel.as_ref().and_then(|s| s.maps.bss_data.as_deref()) else { return Vec::new() };
+        let Some(bss) = self.skel.as_ref().and_then(|s| s.maps.bss_data.as_deref()) else {
+            return Vec::new();
+        };
         bss.samples
             .iter()
             .zip(SAMPLE_NAMES)
             .filter(|(s, _)| s.count > 0)
-            .map(|(s, name)| SampleReport { name, calls: s.count, every: s.rate.max(4) })
+            .map(|(s, name)| SampleReport {
+                name,
+                calls: s.count,
+                every: s.rate.max(4),
+            })
             .collect()
     }
 
@@ -458,14 +553,22 @@ mod tests {
 
     #[test]
     fn sockstat_parse() {
-        assert_eq!(sockstat_tcp_mem("sockets: used 5\nTCP: inuse 5 orphan 0 tw 0 alloc 7 mem 3\nUDP: inuse 1 mem 2\n"), Some(3));
+        assert_eq!(
+            sockstat_tcp_mem(
+                "sockets: used 5\nTCP: inuse 5 orphan 0 tw 0 alloc 7 mem 3\nUDP: inuse 1 mem 2\n"
+            ),
+            Some(3)
+        );
         assert_eq!(sockstat_tcp_mem("UDP: inuse 1 mem 2\n"), None);
     }
 
     #[test]
     fn descriptors_match_the_c_header() {
         let h = include_str!("tcp_buffer.h");
-        for (name, idx) in [("TCP_BUFFER_TCP_WMEM", TCP_WMEM), ("TCP_BUFFER_TCP_MAX_SYN_BACKLOG", TCP_MAX_SYN_BACKLOG)] {
+        for (name, idx) in [
+            ("TCP_BUFFER_TCP_WMEM", TCP_WMEM),
+            ("TCP_BUFFER_TCP_MAX_SYN_BACKLOG", TCP_MAX_SYN_BACKLOG),
+        ] {
             assert!(h.contains(name));
             let _ = idx;
         }

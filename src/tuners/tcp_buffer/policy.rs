@@ -26,7 +26,13 @@ pub enum BufferAction {
 
 /// rmem/wmem: `live` is the namespace's current (min default max), `sockbuf` the
 /// socket's buffer when the kernel saw it at the limit.
-pub fn buffer_decision(rate: Rate, live: [i64; 3], sockbuf: i64, corr: &Corr, low_mem: bool) -> Option<BufferAction> {
+pub fn buffer_decision(
+    rate: Rate,
+    live: [i64; 3],
+    sockbuf: i64,
+    corr: &Corr,
+    low_mem: bool,
+) -> Option<BufferAction> {
     if low_mem || live[2] <= 0 {
         return None;
     }
@@ -111,7 +117,8 @@ pub fn syn_decision(rate: Rate, o: SynObs, corr: &Corr) -> Option<SynAction> {
     if o.syncookies != 0 {
         // With syncookies on the SYN queue is not what limits a flood; only check that
         // cookies do work.
-        return (o.cookies_failed >= SYNCOOKIES_BAD_COUNT && o.cookies_recv == 0).then_some(SynAction::DisableSyncookies);
+        return (o.cookies_failed >= SYNCOOKIES_BAD_COUNT && o.cookies_recv == 0)
+            .then_some(SynAction::DisableSyncookies);
     }
     if o.low_mem {
         return Some(SynAction::EnableSyncookies);
@@ -142,75 +149,160 @@ mod tests {
     #[test]
     fn grows_when_socket_at_the_max() {
         let live = [4096, 131072, 1310720];
-        assert_eq!(buffer_decision(R, live, 1310720, &Corr::default(), false), Some(BufferAction::Increase([4096, 131072, 1638400])));
-        assert_eq!(buffer_decision(R, live, 1000000, &Corr::default(), false), Some(BufferAction::Increase([4096, 131072, 1638400])));
+        assert_eq!(
+            buffer_decision(R, live, 1310720, &Corr::default(), false),
+            Some(BufferAction::Increase([4096, 131072, 1638400]))
+        );
+        assert_eq!(
+            buffer_decision(R, live, 1000000, &Corr::default(), false),
+            Some(BufferAction::Increase([4096, 131072, 1638400]))
+        );
     }
 
     #[test]
     fn stale_event_after_growth_is_ignored() {
         // The socket saw 1310720 but the max was raised to 3 MB meanwhile.
-        assert_eq!(buffer_decision(R, [4096, 131072, 3_000_000], 1310720, &Corr::default(), false), None);
+        assert_eq!(
+            buffer_decision(R, [4096, 131072, 3_000_000], 1310720, &Corr::default(), false),
+            None
+        );
     }
 
     #[test]
     fn no_growth_in_low_memory() {
-        assert_eq!(buffer_decision(R, [4096, 131072, 1310720], 1310720, &Corr::default(), true), None);
+        assert_eq!(
+            buffer_decision(R, [4096, 131072, 1310720], 1310720, &Corr::default(), true),
+            None
+        );
     }
 
     #[test]
     fn capped_below_int_max() {
         let live = [4096, 131072, 2_000_000_000];
-        assert_eq!(buffer_decision(R, live, 2_000_000_000, &Corr::default(), false), Some(BufferAction::Increase([4096, 131072, BUFFER_CAP])));
-        assert_eq!(buffer_decision(R, [4096, 131072, BUFFER_CAP], BUFFER_CAP, &Corr::default(), false), None);
+        assert_eq!(
+            buffer_decision(R, live, 2_000_000_000, &Corr::default(), false),
+            Some(BufferAction::Increase([4096, 131072, BUFFER_CAP]))
+        );
+        assert_eq!(
+            buffer_decision(R, [4096, 131072, BUFFER_CAP], BUFFER_CAP, &Corr::default(), false),
+            None
+        );
     }
 
     #[test]
     fn latency_correlation_shrinks_but_not_below_default() {
         let c = correlated(1.0);
         assert!(c.r() > 0.9);
-        assert_eq!(buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false), Some(BufferAction::DecreaseLatency([4096, 131072, 6_000_000])));
-        assert_eq!(buffer_decision(R, [4096, 131072, 160_000], 160_000, &c, false), None);
+        assert_eq!(
+            buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false),
+            Some(BufferAction::DecreaseLatency([4096, 131072, 6_000_000]))
+        );
+        assert_eq!(
+            buffer_decision(R, [4096, 131072, 160_000], 160_000, &c, false),
+            None
+        );
     }
 
     #[test]
     fn jitter_is_not_bufferbloat() {
         let c = correlated(0.05);
         assert!(c.r() > 0.9, "strong r on tiny jitter");
-        assert!(matches!(buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false), Some(BufferAction::Increase(_))));
+        assert!(matches!(
+            buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false),
+            Some(BufferAction::Increase(_))
+        ));
     }
 
     #[test]
     fn tcp_mem_pressure_and_exhaustion() {
         let nr_free = 1_000_000;
-        assert_eq!(tcp_mem_decision(R, [768, 1024, 1536], 1500, nr_free), Some(MemAction::Exhaustion([768, 1024, 1920])));
-        assert_eq!(tcp_mem_decision(R, [768, 1024, 100_000], 1000, nr_free), Some(MemAction::Pressure([960, 1280, 125_000])));
+        assert_eq!(
+            tcp_mem_decision(R, [768, 1024, 1536], 1500, nr_free),
+            Some(MemAction::Exhaustion([768, 1024, 1920]))
+        );
+        assert_eq!(
+            tcp_mem_decision(R, [768, 1024, 100_000], 1000, nr_free),
+            Some(MemAction::Pressure([960, 1280, 125_000]))
+        );
         assert_eq!(tcp_mem_decision(R, [768, 1024, 100_000], 100, nr_free), None);
     }
 
     #[test]
     fn tcp_mem_capped_at_quarter_of_free_pages() {
         let nr_free = 1000;
-        assert_eq!(tcp_mem_decision(R, [50, 100, 240], 240, nr_free), Some(MemAction::Exhaustion([50, 100, 250])));
+        assert_eq!(
+            tcp_mem_decision(R, [50, 100, 240], 240, nr_free),
+            Some(MemAction::Exhaustion([50, 100, 250]))
+        );
         assert_eq!(tcp_mem_decision(R, [50, 100, 250], 250, nr_free), None);
         // Above the cap already (admin's choice): never lowered.
         assert_eq!(tcp_mem_decision(R, [50, 100, 400], 400, nr_free), None);
         // Pressure: min capped at 1/16, pressure at 1/8.
-        assert_eq!(tcp_mem_decision(R, [60, 120, 240], 120, nr_free), Some(MemAction::Pressure([62, 125, 250])));
+        assert_eq!(
+            tcp_mem_decision(R, [60, 120, 240], 120, nr_free),
+            Some(MemAction::Pressure([62, 125, 250]))
+        );
     }
 
     #[test]
     fn syn_backlog_policy() {
-        let base = SynObs { max_syn_backlog: 512, syncookies: 0, low_mem: false, cookies_failed: 0, cookies_recv: 0 };
-        assert_eq!(syn_decision(R, base, &Corr::default()), Some(SynAction::Increase(640)));
-        assert_eq!(syn_decision(R, SynObs { low_mem: true, ..base }, &Corr::default()), Some(SynAction::EnableSyncookies));
+        let base = SynObs {
+            max_syn_backlog: 512,
+            syncookies: 0,
+            low_mem: false,
+            cookies_failed: 0,
+            cookies_recv: 0,
+        };
+        assert_eq!(
+            syn_decision(R, base, &Corr::default()),
+            Some(SynAction::Increase(640))
+        );
+        assert_eq!(
+            syn_decision(
+                R,
+                SynObs {
+                    low_mem: true,
+                    ..base
+                },
+                &Corr::default()
+            ),
+            Some(SynAction::EnableSyncookies)
+        );
         let mut flat = Corr::default();
         for i in 0..12 {
             flat.update(i as f64, 7.0);
         }
         assert_eq!(syn_decision(R, base, &flat), Some(SynAction::Decrease(384)));
-        assert_eq!(syn_decision(R, SynObs { max_syn_backlog: 150, ..base }, &flat), None);
-        let cookies = SynObs { syncookies: 1, cookies_failed: 2000, ..base };
-        assert_eq!(syn_decision(R, cookies, &Corr::default()), Some(SynAction::DisableSyncookies));
-        assert_eq!(syn_decision(R, SynObs { cookies_recv: 3, ..cookies }, &Corr::default()), None);
+        assert_eq!(
+            syn_decision(
+                R,
+                SynObs {
+                    max_syn_backlog: 150,
+                    ..base
+                },
+                &flat
+            ),
+            None
+        );
+        let cookies = SynObs {
+            syncookies: 1,
+            cookies_failed: 2000,
+            ..base
+        };
+        assert_eq!(
+            syn_decision(R, cookies, &Corr::default()),
+            Some(SynAction::DisableSyncookies)
+        );
+        assert_eq!(
+            syn_decision(
+                R,
+                SynObs {
+                    cookies_recv: 3,
+                    ..cookies
+                },
+                &Corr::default()
+            ),
+            None
+        );
     }
 }

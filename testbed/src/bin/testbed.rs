@@ -24,9 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bpftune_testbed::{
-    cleanup_stale, iperf3_run, DelayConfig, DelayLine, IperfServer, Netns, VethPair,
-};
+use bpftune_testbed::{cleanup_stale, iperf3_run, DelayConfig, DelayLine, IperfServer, Netns, VethPair};
 
 const USAGE: &str = "usage:
   bpftune-testbed delayline [--delay-ms N | --delay-us N] [--loss PCT] [--mtu N]
@@ -50,11 +48,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 fn install_signal_handlers() -> Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is
         // async-signal-safe; no other handler for these signals is relied on.
@@ -82,9 +76,7 @@ impl Opts {
             if flag_names.contains(&key) {
                 flags.push(key.to_string());
             } else if value_names.contains(&key) {
-                let v = it
-                    .next()
-                    .ok_or_else(|| anyhow!("{a} needs a value\n{USAGE}"))?;
+                let v = it.next().ok_or_else(|| anyhow!("{a} needs a value\n{USAGE}"))?;
                 vals.insert(key.to_string(), v.clone());
             } else {
                 bail!("unknown option {a:?}\n{USAGE}");
@@ -203,14 +195,7 @@ fn cmd_delayline(args: &[String]) -> Result<()> {
     let o = Opts::parse(
         args,
         &["hold"],
-        &[
-            "delay-ms",
-            "delay-us",
-            "loss",
-            "mtu",
-            "max-lifetime-s",
-            "prefix",
-        ],
+        &["delay-ms", "delay-us", "loss", "mtu", "max-lifetime-s", "prefix"],
     )?;
     let cfg = delay_config(&o)?;
     note_hold(&o);

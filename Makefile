@@ -1,0 +1,34 @@
+# bpftune: the two commands a newcomer needs are `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: deps build run test lint bench bench-smoke clean
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace
+
+# Build and run the daemon in the foreground, logging to stderr (Ctrl-C stops it and
+# prints the summary).
+run: build
+	./target/release/bpftune -s
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# Whole test suite: lint, unit tests, root integration tests (real BPF, real traffic in
+# network namespaces), benchmark smoke run. Needs root.
+test: build lint
+	$(CARGO) test --release --workspace -- --test-threads=1
+	$(MAKE) bench-smoke
+
+bench: build
+	./bench/run.sh
+
+bench-smoke: build
+	./bench/run.sh --smoke
+
+clean:
+	$(CARGO) clean
