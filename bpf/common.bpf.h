@@ -110,7 +110,7 @@ static __always_inline bool sample_proceed(struct bpftune_sample *s)
 static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,
 					     __u32 tunable, const long *old,
 					     const long *new, int nvals, __u64 aux0,
-					     __u64 aux1, __u32 flags)
+					     __u64 aux1, __u64 aux2, __u32 flags)
 {
 	struct bpftune_event *ev;
 	__u64 cookie = netns_cookie(net);
@@ -144,6 +144,7 @@ static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,
 	}
 	ev->aux[0] = aux0;
 	ev->aux[1] = aux1;
+	ev->aux[2] = aux2;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

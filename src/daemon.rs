@@ -295,6 +295,22 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); kept for a later rollback (-R)");
         }
     }
+    // Like C bpftune, the query server comes up before the tuners; failing to start it
+    // (typically: another bpftune is running) is fatal.
+    let backend: Arc<dyn QueryBackend> = Arc::new(Backend {
+        ledger: ledger.clone(),
+        sysctl: ProcSysctl::default(),
+    });
+    let server = match QueryServer::start(&opts.run_dir, opts.port, backend) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("could not start query server: {e:#}");
+            if let Some(c) = cgroup {
+                c.teardown();
+            }
+            return Ok(1);
+        }
+    };
     let nr_free = std::fs::read_to_string("/proc/zoneinfo")
         .map(|t| procfs::free_buffer_pages(&t))
         .unwrap_or(0);
@@ -313,6 +329,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     let active: Vec<&'static str> = tuners.iter().flatten().map(|t| t.name()).collect();
     let Some(ringbuf) = shared.ring_buffer().filter(|_| !active.is_empty()) else {
         tracing::error!("no ringbuf events to watch, exiting.");
+        server.stop();
         if let Some(c) = cgroup {
             c.teardown();
         }
@@ -332,18 +349,6 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         })?;
     }
     let rb = builder.build()?;
-
-    let backend: Arc<dyn QueryBackend> = Arc::new(Backend {
-        ledger: ledger.clone(),
-        sysctl: ProcSysctl::default(),
-    });
-    let server = match QueryServer::start(&opts.run_dir, opts.port, backend) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!("could not start query server: {e:#}");
-            None
-        }
-    };
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -409,9 +414,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         t.stop();
     }
     drop(shared);
-    if let Some(s) = server {
-        s.stop();
-    }
+    server.stop();
     if let Some(c) = cgroup {
         c.teardown();
     }

@@ -143,6 +143,8 @@ impl Engine {
     pub fn forget_netns(&mut self, cookie: u64) {
         self.ns_state.retain(|(_, c), _| *c != cookie);
         self.admin_owned.retain(|(c, _)| *c != cookie);
+        let suffix = format!(":{cookie}");
+        self.said.retain(|k| !k.ends_with(&suffix));
         if let Err(e) = self.store.forget_netns(cookie) {
             tracing::debug!("could not update {}: {e}", self.store.path().display());
         }

@@ -57,7 +57,7 @@ static __always_inline __u32 tcp_mem_check(struct sock *sk)
 		/* tcp_mem is global: post against the initial netns key (cookie of this
 		 * socket's netns is still reported for attribution). */
 		send_sysctl_event(sk_net(sk), scenario, TCP_BUFFER_TCP_MEM, mem, newv, 3,
-				  allocated, pressure, flags);
+				  allocated, pressure, 0, flags);
 	}
 	if (flags != tcp_mem_flags)
 		tcp_mem_flags = flags;
@@ -89,7 +89,7 @@ static __always_inline int rmem_body(struct sock *sk)
 	if (newv[2] >= 2147483647L)
 		return 0;
 	if (!send_sysctl_event(net, TCP_BUFFER_INCREASE, TCP_BUFFER_TCP_RMEM, rmem, newv, 3,
-			       srtt_us(sk), rcvbuf, 0)) {
+			       srtt_us(sk), rcvbuf, 0, 0)) {
 		bpftune_log("tcp_buffer: rcvbuf %d near rmem max %ld\n", rcvbuf, rmem[2]);
 	}
 	return 0;
@@ -120,7 +120,7 @@ static __always_inline int wmem_body(struct sock *sk)
 	if (newv[2] >= 2147483647L)
 		return 0;
 	send_sysctl_event(net, TCP_BUFFER_INCREASE, TCP_BUFFER_TCP_WMEM, wmem, newv, 3,
-			  srtt_us(sk), sndbuf, 0);
+			  srtt_us(sk), sndbuf, 0, 0);
 	return 0;
 }
 
@@ -146,35 +146,8 @@ static __always_inline int synack_body(struct sock *sk)
 		return 0;
 	old[0] = max_syn;
 	newv[0] = grow(max_syn);
-	{
-		struct bpftune_event *ev;
-		__u64 cookie = netns_cookie(net);
-		__u64 key = cookie ^ ((__u64)TCP_BUFFER_TCP_MAX_SYN_BACKLOG << 48) ^
-			    ((__u64)tuner_id << 56);
-		__u64 now = bpf_ktime_get_ns();
-		__u64 *last = bpf_map_lookup_elem(&last_event_map, &key);
-
-		if (last && now - *last < BPFTUNE_RATE_LIMIT_NS)
-			return 0;
-		bpf_map_update_elem(&last_event_map, &key, &now, BPF_ANY);
-		ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
-		if (!ev)
-			return 0;
-		__builtin_memset(ev, 0, sizeof(*ev));
-		ev->tuner_id = tuner_id;
-		ev->scenario_id = TCP_MAX_SYN_BACKLOG_INCREASE;
-		ev->netns_cookie = cookie;
-		ev->netns_ino = netns_ino(net);
-		ev->pid = bpf_get_current_pid_tgid() >> 32;
-		ev->ts_ns = now;
-		ev->tunable_id = TCP_BUFFER_TCP_MAX_SYN_BACKLOG;
-		ev->old[0] = old[0];
-		ev->new[0] = newv[0];
-		ev->aux[0] = qlen;
-		ev->aux[1] = backlog;
-		ev->aux[2] = cookies;
-		bpf_ringbuf_submit(ev, 0);
-	}
+	send_sysctl_event(net, TCP_MAX_SYN_BACKLOG_INCREASE, TCP_BUFFER_TCP_MAX_SYN_BACKLOG, old,
+			  newv, 1, qlen, backlog, cookies, 0);
 	return 0;
 }
 

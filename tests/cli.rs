@@ -1,0 +1,114 @@
+//! Command-line behaviour that needs no running daemon (C bpftune's flags and exit codes).
+
+mod common;
+
+use common::{run_bpftune, setup, TempDir};
+
+/// The words of the `-S` table row for `tuner`/`hook` (after the "bpftune: " prefix).
+fn support_row<'a>(stderr: &'a str, tuner: &str, hook: &str) -> Option<Vec<&'a str>> {
+    stderr.lines().find_map(|l| {
+        let w: Vec<&str> = l.trim_start_matches("bpftune:").split_whitespace().collect();
+        (w.len() >= 3 && w[0] == tuner && w[1] == hook).then_some(w)
+    })
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let (code, out, err) = run_bpftune(&["-V"]);
+    assert_eq!(code, 0, "bpftune -V exit code; stderr: {err}");
+    let line = out.lines().next().unwrap_or("");
+    let mut w = line.split_whitespace();
+    let argv0 = w.next().unwrap_or("");
+    let ver = w.next().unwrap_or("");
+    assert!(
+        argv0.ends_with("bpftune"),
+        "-V should start with argv[0]: {out:?}"
+    );
+    assert!(
+        ver.starts_with('v') && ver.len() > 1,
+        "-V should print \"bpftune v<version>\": {out:?}"
+    );
+}
+
+#[test]
+fn print_libdir() {
+    let (code, out, err) = run_bpftune(&["-P"]);
+    assert_eq!(code, 0, "bpftune -P exit code; stderr: {err}");
+    assert_eq!(out.trim_end(), "/usr/lib64/bpftune/", "-P output");
+}
+
+#[test]
+fn help_exits_zero() {
+    let (code, out, err) = run_bpftune(&["-h"]);
+    assert_eq!(code, 0, "bpftune -h exit code");
+    let text = format!("{out}{err}");
+    for flag in ["-q", "-R", "-S", "-c"] {
+        assert!(text.contains(flag), "help text should mention {flag}:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let (code, out, err) = run_bpftune(&["-x"]);
+    assert_eq!(code, 1, "bad flag exit code; stdout {out:?} stderr {err:?}");
+    assert!(
+        err.contains("-x"),
+        "the message should name the bad flag: {err:?}"
+    );
+    let (code, _, err) = run_bpftune(&["--no-such-option"]);
+    assert_eq!(code, 1, "bad long flag exit code; stderr {err:?}");
+    assert!(!err.trim().is_empty(), "a bad flag needs a message");
+}
+
+#[test]
+fn learning_rate_out_of_range() {
+    for bad in ["5", "42", "x"] {
+        let (code, _, err) = run_bpftune(&["-r", bad]);
+        assert_eq!(code, 1, "-r {bad} exit code; stderr {err:?}");
+        assert!(
+            err.contains("values 0-4 are supported"),
+            "-r {bad}: stderr {err:?}"
+        );
+    }
+}
+
+#[test]
+fn support_levels() {
+    let Some(_g) = setup("support_levels") else { return };
+    let (code, _, err) = run_bpftune(&["-S"]);
+    assert_eq!(code, 0, "bpftune -S exit code; stderr:\n{err}");
+    assert!(err.contains("bpftune works fully"), "-S on this kernel:\n{err}");
+    assert!(
+        err.contains("bpftune supports per-netns policy (via netns cookie)"),
+        "-S:\n{err}"
+    );
+    let row = support_row(&err, "tcp_buffer", "rmem")
+        .unwrap_or_else(|| panic!("no tcp_buffer rmem row in -S:\n{err}"));
+    assert_eq!(row[2], "tp_btf", "tcp_buffer rmem should use tp_btf: {row:?}");
+    let row = support_row(&err, "tcp_buffer", "wmem")
+        .unwrap_or_else(|| panic!("no tcp_buffer wmem row in -S:\n{err}"));
+    assert_eq!(row[2], "tp_btf", "tcp_buffer wmem should use tp_btf: {row:?}");
+
+    let (code, _, err) = run_bpftune(&["-S", "-L"]);
+    assert_eq!(code, 0, "bpftune -S -L exit code; stderr:\n{err}");
+    assert!(err.contains("bpftune works in legacy mode"), "-S -L:\n{err}");
+    assert!(!err.contains("bpftune works fully"), "-S -L:\n{err}");
+    let row = support_row(&err, "tcp_buffer", "rmem")
+        .unwrap_or_else(|| panic!("no tcp_buffer rmem row in -S -L:\n{err}"));
+    assert_eq!(row[2], "raw_tp", "legacy mode should choose raw_tp: {row:?}");
+}
+
+#[test]
+fn query_without_daemon_fails() {
+    let Some(_g) = setup("query_without_daemon_fails") else {
+        return;
+    };
+    let dir = TempDir::new("nodaemon");
+    let (code, out, err) = common::client(&dir.path().join("run"), &["-q", "status"]);
+    assert_ne!(
+        code, 0,
+        "-q status without a daemon must fail; stdout {out:?} stderr {err:?}"
+    );
+    assert!(out.trim().is_empty(), "no reply expected: {out:?}");
+    assert!(!err.trim().is_empty(), "an error message is expected");
+}
