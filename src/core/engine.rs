@@ -132,13 +132,6 @@ impl Engine {
         ) && self.ns_state(tuner, cookie) == NsState::Active
     }
 
-    /// A namespace vanished: every tuner's state there becomes gone.
-    pub fn netns_gone(&mut self, cookie: u64) {
-        for t in 0..self.metas.len() {
-            self.ns_state.insert((t, cookie), NsState::Gone);
-        }
-    }
-
     /// Drops bookkeeping for namespaces that are gone (keeps maps bounded under churn).
     pub fn forget_netns(&mut self, cookie: u64) {
         self.ns_state.retain(|(_, c), _| *c != cookie);
@@ -204,10 +197,10 @@ impl Engine {
         };
         let tname = self.metas[tuner].name;
         let Some((cookie, target)) = self.target_for(&desc, p.netns_cookie, p.netns_ino) else {
-            self.ns_state
-                .insert((tuner, self.norm(p.netns_cookie)), NsState::Gone);
+            // Not found *now* (e.g. a brand-new container, rate-limited rescans): drop
+            // this event only; "gone" is decided by the registry's vanish reports.
             tracing::debug!(
-                "netns (cookie {}) not found for '{}'; marking it gone for '{tname}'",
+                "netns (cookie {}) not found for '{}'; dropping the event for '{tname}'",
                 p.netns_cookie,
                 desc.name
             );
@@ -766,7 +759,7 @@ mod tests {
             f.engine.ctx(0).apply(proposal(0, 77, None, v(1))),
             Outcome::NoNamespace
         );
-        assert!(!f.engine.deliverable(0, 77));
+        assert!(f.engine.deliverable(0, 77), "not found now is not gone");
     }
 
     #[test]
