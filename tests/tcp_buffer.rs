@@ -13,7 +13,9 @@ const SMALL_WMEM: &str = "4096 16384 262144";
 
 #[test]
 fn small_rmem_and_wmem_are_raised_in_their_namespace_only() {
-    let Some(_g) = setup("small_rmem_and_wmem_are_raised_in_their_namespace_only") else { return };
+    let Some(_g) = setup("small_rmem_and_wmem_are_raised_in_their_namespace_only") else {
+        return;
+    };
     let pair = Pair::new();
     let idle = netns("idle");
     // Configure every namespace before the daemon starts: later writes would be
@@ -45,16 +47,50 @@ fn small_rmem_and_wmem_are_raised_in_their_namespace_only() {
     let tx_wmem = ns_ints(&pair.tx, "net.ipv4.tcp_wmem");
     let log = d.log();
     let tail = common::tail(&log, 50);
-    assert!(rx_rmem[2] > 262144, "receiver tcp_rmem max not raised: {rx_rmem:?}\n{tail}");
-    assert_eq!(&rx_rmem[..2], &[4096, 131072], "receiver tcp_rmem min/default must not change: {rx_rmem:?}");
-    assert!(tx_wmem[2] > 262144, "sender tcp_wmem max not raised: {tx_wmem:?}\n{tail}");
-    assert_eq!(&tx_wmem[..2], &[4096, 16384], "sender tcp_wmem min/default must not change: {tx_wmem:?}");
+    assert!(
+        rx_rmem[2] > 262144,
+        "receiver tcp_rmem max not raised: {rx_rmem:?}\n{tail}"
+    );
+    assert_eq!(
+        &rx_rmem[..2],
+        &[4096, 131072],
+        "receiver tcp_rmem min/default must not change: {rx_rmem:?}"
+    );
+    assert!(
+        tx_wmem[2] > 262144,
+        "sender tcp_wmem max not raised: {tx_wmem:?}\n{tail}"
+    );
+    assert_eq!(
+        &tx_wmem[..2],
+        &[4096, 16384],
+        "sender tcp_wmem min/default must not change: {tx_wmem:?}"
+    );
     // The receiver only sends ACKs: its send buffer never reaches its max.
-    assert_eq!(rx_wmem, common::ints(SMALL_WMEM), "receiver tcp_wmem should be untouched");
-    assert_eq!(ns_ints(&idle, "net.ipv4.tcp_rmem"), common::ints(SMALL_RMEM), "idle namespace tcp_rmem changed");
-    assert_eq!(ns_ints(&idle, "net.ipv4.tcp_wmem"), common::ints(SMALL_WMEM), "idle namespace tcp_wmem changed");
-    assert_eq!(global_ints("net.ipv4.tcp_rmem"), global_rmem, "global tcp_rmem changed by namespace traffic");
-    assert_eq!(global_ints("net.ipv4.tcp_wmem"), global_wmem, "global tcp_wmem changed by namespace traffic");
+    assert_eq!(
+        rx_wmem,
+        common::ints(SMALL_WMEM),
+        "receiver tcp_wmem should be untouched"
+    );
+    assert_eq!(
+        ns_ints(&idle, "net.ipv4.tcp_rmem"),
+        common::ints(SMALL_RMEM),
+        "idle namespace tcp_rmem changed"
+    );
+    assert_eq!(
+        ns_ints(&idle, "net.ipv4.tcp_wmem"),
+        common::ints(SMALL_WMEM),
+        "idle namespace tcp_wmem changed"
+    );
+    assert_eq!(
+        global_ints("net.ipv4.tcp_rmem"),
+        global_rmem,
+        "global tcp_rmem changed by namespace traffic"
+    );
+    assert_eq!(
+        global_ints("net.ipv4.tcp_wmem"),
+        global_wmem,
+        "global tcp_wmem changed by namespace traffic"
+    );
     assert!(
         log.contains("Scenario 'need to increase TCP buffer size(s)' occurred for tunable 'net.ipv4.tcp_rmem' in non-global ns."),
         "rmem scenario line (non-global):\n{tail}"
@@ -71,7 +107,11 @@ fn small_rmem_and_wmem_are_raised_in_their_namespace_only() {
     }
 
     let (st, log) = d.stop();
-    assert!(st.success(), "daemon exit status {st}; log tail:\n{}", common::tail(&log, 40));
+    assert!(
+        st.success(),
+        "daemon exit status {st}; log tail:\n{}",
+        common::tail(&log, 40)
+    );
     assert!(
         log.contains("# Summary: scenario 'need to increase TCP buffer size(s)' occurred"),
         "exit summary missing:\n{}",
@@ -84,7 +124,9 @@ fn small_rmem_and_wmem_are_raised_in_their_namespace_only() {
 /// auto-tuning, so the tuner also sets tcp_moderate_rcvbuf=1 — in that namespace.
 #[test]
 fn raising_rmem_enables_moderate_rcvbuf_in_that_namespace() {
-    let Some(_g) = setup("raising_rmem_enables_moderate_rcvbuf_in_that_namespace") else { return };
+    let Some(_g) = setup("raising_rmem_enables_moderate_rcvbuf_in_that_namespace") else {
+        return;
+    };
     let pair = Pair::new();
     let idle = netns("idle");
     ns_set(&pair.rx, "net.ipv4.tcp_rmem", "4096 131072 131072");
@@ -104,10 +146,25 @@ fn raising_rmem_enables_moderate_rcvbuf_in_that_namespace() {
         Duration::from_secs(3),
         "tcp_moderate_rcvbuf enabled after raising tcp_rmem",
     );
-    assert_eq!(ns_ints(&pair.rx, "net.ipv4.tcp_moderate_rcvbuf"), vec![1], "receiver tcp_moderate_rcvbuf");
-    assert!(ns_ints(&pair.rx, "net.ipv4.tcp_rmem")[2] > 131072, "receiver tcp_rmem max");
-    assert_eq!(ns_ints(&idle, "net.ipv4.tcp_moderate_rcvbuf"), vec![0], "idle namespace tcp_moderate_rcvbuf changed");
-    assert_eq!(global_ints("net.ipv4.tcp_moderate_rcvbuf"), global_moderate, "global tcp_moderate_rcvbuf changed");
+    assert_eq!(
+        ns_ints(&pair.rx, "net.ipv4.tcp_moderate_rcvbuf"),
+        vec![1],
+        "receiver tcp_moderate_rcvbuf"
+    );
+    assert!(
+        ns_ints(&pair.rx, "net.ipv4.tcp_rmem")[2] > 131072,
+        "receiver tcp_rmem max"
+    );
+    assert_eq!(
+        ns_ints(&idle, "net.ipv4.tcp_moderate_rcvbuf"),
+        vec![0],
+        "idle namespace tcp_moderate_rcvbuf changed"
+    );
+    assert_eq!(
+        global_ints("net.ipv4.tcp_moderate_rcvbuf"),
+        global_moderate,
+        "global tcp_moderate_rcvbuf changed"
+    );
     let log = d.log();
     assert!(
         log.contains("Scenario 'match receive buffer size with throughput needs' occurred for tunable 'net.ipv4.tcp_moderate_rcvbuf' in non-global ns."),
@@ -116,7 +173,16 @@ fn raising_rmem_enables_moderate_rcvbuf_in_that_namespace() {
     );
 
     let (st, log) = d.stop();
-    assert!(st.success(), "daemon exit status {st}; log tail:\n{}", common::tail(&log, 40));
+    assert!(
+        st.success(),
+        "daemon exit status {st}; log tail:\n{}",
+        common::tail(&log, 40)
+    );
     // -R restores the namespace's own setting too.
-    assert_eq!(ns_ints(&pair.rx, "net.ipv4.tcp_moderate_rcvbuf"), vec![0], "rollback of tcp_moderate_rcvbuf; log:\n{}", common::tail(&log, 30));
+    assert_eq!(
+        ns_ints(&pair.rx, "net.ipv4.tcp_moderate_rcvbuf"),
+        vec![0],
+        "rollback of tcp_moderate_rcvbuf; log:\n{}",
+        common::tail(&log, 30)
+    );
 }

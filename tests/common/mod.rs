@@ -48,6 +48,8 @@ pub fn setup(test: &str) -> Option<MutexGuard<'static, ()>> {
         return None;
     }
     let guard = lock();
+    // Before any measurement or sysctl setup: another daemon would tune our namespaces.
+    wait_for_exclusive_host();
     if let Ok(removed) = bpftune_testbed::cleanup_stale(PREFIX) {
         if !removed.is_empty() {
             eprintln!("{test}: removed stale test objects {removed:?}");
@@ -162,7 +164,16 @@ fn interesting(line: &str) -> bool {
 pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().filter(|l| interesting(l)).collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..].join("\n")
+    let mut t = lines[start..].join("\n");
+    if let Some(l) = log
+        .lines()
+        .find(|l| l.contains("modified sysctl") && l.contains("bpftune'"))
+    {
+        t.push_str(&format!(
+            "\nNOTE: another bpftune daemon wrote sysctls during this test, e.g.: {l}"
+        ));
+    }
+    t
 }
 
 /// A running `bpftune` daemon.
@@ -172,6 +183,7 @@ pub struct Daemon {
     dir: Option<TempDir>,
     run_dir: PathBuf,
     state_dir: PathBuf,
+    cgroup: PathBuf,
     log_path: PathBuf,
 }
 
@@ -188,13 +200,33 @@ impl Daemon {
         Self::start_inner(args, Some(state_dir))
     }
 
+    /// Like [`Daemon::start`] with the packaged layout: the cgroup2 mount inside the run
+    /// directory (`<run>/cgroupv2`, as `/var/run/bpftune/cgroupv2`).
+    pub fn start_packaged_layout(args: &[&str]) -> Daemon {
+        Self::start_inner_with(args, None, true)
+    }
+
+    /// The cgroup-v2 directory passed with `-c`.
+    pub fn cgroup_dir(&self) -> &Path {
+        &self.cgroup
+    }
+
     fn start_inner(args: &[&str], state: Option<&Path>) -> Daemon {
+        Self::start_inner_with(args, state, false)
+    }
+
+    fn start_inner_with(args: &[&str], state: Option<&Path>, cgroup_in_run: bool) -> Daemon {
+        wait_for_exclusive_host();
         let dir = TempDir::new("daemon");
         let run_dir = dir.path().join("run");
         let state_dir = state
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.path().join("state"));
-        let cgroup = dir.path().join("cgroupv2");
+        let cgroup = if cgroup_in_run {
+            run_dir.join("cgroupv2")
+        } else {
+            dir.path().join("cgroupv2")
+        };
         let log_path = dir.path().join("bpftune.log");
         let log = fs::File::create(&log_path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
@@ -224,6 +256,7 @@ impl Daemon {
             dir: Some(dir),
             run_dir,
             state_dir,
+            cgroup,
             log_path,
         };
         if !d.wait_for("bpftune started", Duration::from_secs(10)) {
@@ -267,9 +300,15 @@ impl Daemon {
         s
     }
 
-    /// The last `n` interesting log lines (for panic messages).
+    /// The last `n` interesting log lines (for panic messages), with a note if another
+    /// bpftune daemon interfered.
     pub fn tail(&self, n: usize) -> String {
-        tail(&self.log(), n)
+        let log = self.log();
+        let mut t = tail(&log, n);
+        if let Some(note) = interference(&log, self.pid).filter(|_| !t.contains("NOTE: another")) {
+            t.push_str(&format!("\n{note}"));
+        }
+        t
     }
 
     /// Polls the log until it contains `pattern`; false on timeout or daemon exit.
@@ -332,10 +371,16 @@ impl Daemon {
 
     /// SIGTERM and wait (≤ 15 s, then SIGKILL and panic): (exit status, full log).
     pub fn stop(self) -> (ExitStatus, String) {
+        let st = self.terminate();
+        (st, self.log())
+    }
+
+    /// Like [`Daemon::stop`] but keeps `self` (and its directories) for inspection.
+    pub fn terminate(&self) -> ExitStatus {
         let mut child = self.take_child().expect("daemon already stopped");
         signal(self.pid, libc::SIGTERM);
         match wait_timeout(&mut child, Duration::from_secs(15)) {
-            Some(st) => (st, self.log()),
+            Some(st) => st,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -372,6 +417,64 @@ impl Drop for Daemon {
         // TempDir's drop unmounts a cgroup2 mount a killed daemon left behind.
         self.dir.take();
     }
+}
+
+/// Other `bpftune` processes on the host (pid, command line).
+pub fn other_bpftunes() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "bpftune" || !bpftune_testbed::names::pid_alive(pid) {
+            continue;
+        }
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        out.push((pid, cmd.trim().to_string()));
+    }
+    out
+}
+
+/// Waits (up to 3 min) until no other bpftune daemon runs: a second daemon on the host
+/// tunes our namespaces too and its writes look like an administrator's to ours.
+pub fn wait_for_exclusive_host() {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut said = false;
+    loop {
+        let others = other_bpftunes();
+        if others.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("harness: WARNING: other bpftune processes still running, results may be disturbed: {others:?}");
+            return;
+        }
+        if !said {
+            eprintln!("harness: waiting for other bpftune processes to exit: {others:?}");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A note if the log shows sysctl writes by another bpftune (our own are never logged).
+pub fn interference(log: &str, own: u32) -> Option<String> {
+    let foreign: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("modified sysctl") && l.contains("bpftune'"))
+        .take(3)
+        .collect();
+    let others: Vec<(u32, String)> = other_bpftunes().into_iter().filter(|(p, _)| *p != own).collect();
+    if foreign.is_empty() && others.is_empty() {
+        return None;
+    }
+    Some(format!("NOTE: another bpftune daemon was active during this test (running now: {others:?}); its writes: {foreign:#?}"))
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
