@@ -276,27 +276,10 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     bpf::route_libbpf_log();
     std::fs::create_dir_all(&opts.run_dir)
         .with_context(|| format!("cannot create {}", opts.run_dir.display()))?;
-    let cgroup = match CgroupDir::setup(&opts.cgroup, &opts.run_dir) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!("{e}");
-            return Ok(1);
-        }
-    };
-    let registry = NetnsRegistry::new(PathBuf::from("/proc"), PathBuf::from("/run/netns"))
-        .context("cannot identify our network namespace")?;
-    let global_cookie = registry.global_cookie();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let (store, inherited) = StateStore::open(&opts.state_dir, &boot_id());
-    if let Some((n, pid)) = inherited {
-        if opts.rollback {
-            tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); they will be restored on exit");
-        } else {
-            tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); kept for a later rollback (-R)");
-        }
-    }
-    // Like C bpftune, the query server comes up before the tuners; failing to start it
-    // (typically: another bpftune is running) is fatal.
+    // The query server comes up first: failing to start it (typically: another bpftune
+    // is running) is fatal, and must happen before we touch the cgroup mount that the
+    // running daemon uses.
     let backend: Arc<dyn QueryBackend> = Arc::new(Backend {
         ledger: ledger.clone(),
         sysctl: ProcSysctl::default(),
@@ -305,12 +288,28 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("could not start query server: {e:#}");
-            if let Some(c) = cgroup {
-                c.teardown();
-            }
             return Ok(1);
         }
     };
+    let cgroup = match CgroupDir::setup(&opts.cgroup, &opts.run_dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!("{e}");
+            server.stop();
+            return Ok(1);
+        }
+    };
+    let registry = NetnsRegistry::new(PathBuf::from("/proc"), PathBuf::from("/run/netns"))
+        .context("cannot identify our network namespace")?;
+    let global_cookie = registry.global_cookie();
+    let (store, inherited) = StateStore::open(&opts.state_dir, &boot_id());
+    if let Some((n, pid)) = inherited {
+        if opts.rollback {
+            tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); they will be restored on exit");
+        } else {
+            tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); kept for a later rollback (-R)");
+        }
+    }
     let nr_free = std::fs::read_to_string("/proc/zoneinfo")
         .map(|t| procfs::free_buffer_pages(&t))
         .unwrap_or(0);

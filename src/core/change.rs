@@ -170,7 +170,9 @@ impl Ledger {
                     .iter()
                     .find(|(w, s)| w.tuner == tuner && w.tunable == ti && s.global)
                     .map(|(_, s)| s);
-                if let Some(s) = span {
+                // A value that went back where it started (e.g. low-memory measures
+                // undone) has nothing to replicate.
+                if let Some(s) = span.filter(|s| s.original != s.latest) {
                     out.push(format!(
                         "# sysctl '{}' changed from ({}) -> ({})",
                         desc.name,

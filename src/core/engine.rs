@@ -375,10 +375,16 @@ impl Engine {
 
     /// Another process wrote `path` in netns `cookie`: every tuner managing that sysctl
     /// hands that namespace over to the administrator.
-    pub fn admin_write(&mut self, cookie: u64, path: &str, pid: i32) {
+    pub fn admin_write(&mut self, cookie: u64, path: &str, pid: i32, comm: &str) {
         let name = sysctl_name(path);
         let cookie = self.norm(cookie);
-        let cmd = cmdline(pid);
+        let cmd = cmdline(pid).unwrap_or_else(|| {
+            if comm.is_empty() {
+                "?".to_string()
+            } else {
+                comm.to_string()
+            }
+        });
         let mut any = false;
         for t in 0..self.metas.len() {
             let meta = &self.metas[t];
@@ -497,8 +503,8 @@ fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), String> {
     }
 }
 
-/// First element of /proc/<pid>/cmdline, "?" when unavailable.
-fn cmdline(pid: i32) -> String {
+/// First element of /proc/<pid>/cmdline, if the process still exists.
+fn cmdline(pid: i32) -> Option<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .and_then(|b| {
@@ -507,7 +513,6 @@ fn cmdline(pid: i32) -> String {
                 .map(|s| String::from_utf8_lossy(s).into_owned())
         })
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "?".to_string())
 }
 
 /// The [`TunerEnv`] one tuner sees.
@@ -541,8 +546,8 @@ impl TunerEnv for EngineCtx<'_> {
         self.engine.note(self.tuner, tunable, scenario, cookie, message)
     }
 
-    fn admin_write(&mut self, cookie: u64, _ino: u64, path: &str, pid: i32) {
-        self.engine.admin_write(cookie, path, pid)
+    fn admin_write(&mut self, cookie: u64, path: &str, pid: i32, comm: &str) {
+        self.engine.admin_write(cookie, path, pid, comm)
     }
 
     fn net_counter(&mut self, cookie: u64, ino: u64, name: &str) -> Option<u64> {
@@ -723,7 +728,7 @@ mod tests {
     #[test]
     fn admin_write_disables_that_namespace_only() {
         let mut f = fixture("admin");
-        f.engine.admin_write(NS, "net/ipv4/tcp_rmem", 1);
+        f.engine.admin_write(NS, "net/ipv4/tcp_rmem", 1, "sysctl");
         assert!(!f.engine.deliverable(0, NS));
         assert!(f.engine.deliverable(0, GLOBAL));
         assert_eq!(
@@ -732,7 +737,7 @@ mod tests {
         );
         assert_eq!(f.engine.tuner_state(0), Some(TunerState::Active));
         // Global: cookie 0 means the initial namespace too.
-        f.engine.admin_write(0, "net/ipv4/tcp_mem", 1);
+        f.engine.admin_write(0, "net/ipv4/tcp_mem", 1, "sysctl");
         assert_eq!(f.engine.tuner_state(0), Some(TunerState::Manual));
         assert!(!f.engine.deliverable(0, GLOBAL));
         assert_eq!(
@@ -742,7 +747,7 @@ mod tests {
             Outcome::Disabled
         );
         // A sysctl no tuner manages changes nothing.
-        f.engine.admin_write(NS, "net/core/somaxconn", 1);
+        f.engine.admin_write(NS, "net/core/somaxconn", 1, "sysctl");
         assert!(f.mem.writes().is_empty());
     }
 

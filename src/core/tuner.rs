@@ -124,8 +124,9 @@ pub trait TunerEnv {
     fn apply(&mut self, proposal: Proposal) -> Outcome;
     /// Log and count a scenario without writing anything (informational).
     fn note(&mut self, tunable: usize, scenario: usize, netns_cookie: u64, message: &str);
-    /// Another process wrote sysctl `path` (`net/ipv4/tcp_rmem`) in the given netns.
-    fn admin_write(&mut self, netns_cookie: u64, netns_ino: u64, path: &str, pid: i32);
+    /// Another process (`pid`, command name `comm`) wrote sysctl `path`
+    /// (`net/ipv4/tcp_rmem`) in the given netns.
+    fn admin_write(&mut self, netns_cookie: u64, path: &str, pid: i32, comm: &str);
     /// `name` counter (e.g. "PassiveOpens") from `/proc/net/{snmp,netstat}` in the
     /// event's namespace.
     fn net_counter(&mut self, netns_cookie: u64, netns_ino: u64, name: &str) -> Option<u64>;

@@ -115,7 +115,12 @@ impl Tuner for SysctlTuner {
     }
 
     fn handle(&mut self, ev: &Event, env: &mut dyn TunerEnv) {
-        env.admin_write(ev.netns_cookie, ev.netns_ino, &ev.text, ev.pid);
+        let comm: Vec<u8> = ev.aux[2..4]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .take_while(|&b| b != 0)
+            .collect();
+        env.admin_write(ev.netns_cookie, &ev.text, ev.pid, &String::from_utf8_lossy(&comm));
     }
 
     fn stop(&mut self) {

@@ -39,6 +39,9 @@ int bpftune_sysctl_write(struct bpf_sysctl *ctx)
 	ev->netns_ino = netns_ino(net);
 	ev->pid = pid_tgid >> 32;
 	ev->ts_ns = bpf_ktime_get_ns();
+	/* The writer (e.g. sysctl(8)) has often exited before user space reads its
+	 * cmdline: keep its comm in aux[2..3] (16 bytes). */
+	bpf_get_current_comm(&ev->aux[2], 16);
 	bpf_ringbuf_submit(ev, 0);
 	return 1;
 }

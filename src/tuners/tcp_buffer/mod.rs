@@ -197,7 +197,9 @@ impl TcpBuffer {
         let corr = self.corr.entry((idx, cookie)).or_default();
         corr.update(live[2] as f64, ev.aux[0] as f64);
         let sockbuf = ev.aux[1] as i64;
-        let Some(action) = policy::buffer_decision(env.rate(), live, sockbuf, corr, ev.flags != 0) else {
+        let cap = Self::buffer_cap(env);
+        let Some(action) = policy::buffer_decision(env.rate(), live, sockbuf, corr, ev.flags != 0, cap)
+        else {
             return;
         };
         let (scenario, new, reason) = match action {
@@ -226,9 +228,24 @@ impl TcpBuffer {
             ),
             event_ts_ns: ev.ts_ns,
         });
+        if out == Outcome::Applied && scenario == DECREASE_LATENCY {
+            // Each decrease needs fresh evidence: the old samples still correlate after
+            // a shrink (smaller buffer, lower RTT) and would shrink again and again.
+            self.corr.remove(&(idx, cookie));
+        }
         if out == Outcome::Applied && idx == TCP_RMEM {
             self.ensure_moderate_rcvbuf(cookie, ino, env);
         }
+    }
+
+    /// Growth bound from the global TCP memory limit (policy::buffer_cap).
+    fn buffer_cap(env: &mut dyn TunerEnv) -> i64 {
+        let mem_max = env
+            .read(TCP_MEM, 0, 0)
+            .ok()
+            .and_then(|v| Self::ints3(&v))
+            .map_or(i64::MAX, |m| m[2]);
+        policy::buffer_cap(mem_max, page_size())
     }
 
     /// Raising rcvbuf limits only helps if receive-buffer auto-tuning is on, in the
@@ -535,6 +552,16 @@ impl Tuner for TcpBuffer {
     }
 }
 
+fn page_size() -> i64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as i64
+    } else {
+        4096
+    }
+}
+
 /// Pages in use by TCP: "TCP: inuse 5 orphan 0 tw 0 alloc 7 mem 3".
 fn sockstat_tcp_mem(text: &str) -> Option<i64> {
     let line = text.lines().find(|l| l.starts_with("TCP:"))?;
@@ -550,6 +577,125 @@ fn sockstat_tcp_mem(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::sysctl::SysctlError;
+    use crate::core::tunable::Rate;
+
+    /// A TunerEnv over plain values, applying proposals like the engine does.
+    #[derive(Default)]
+    struct FakeEnv {
+        values: HashMap<usize, SysctlValue>,
+        applied: Vec<Proposal>,
+    }
+
+    impl TunerEnv for FakeEnv {
+        fn rate(&self) -> Rate {
+            Rate::DEFAULT
+        }
+        fn read(&mut self, tunable: usize, _c: u64, _i: u64) -> Result<SysctlValue, SysctlError> {
+            self.values
+                .get(&tunable)
+                .cloned()
+                .ok_or_else(|| SysctlError::NotFound(TUNABLES[tunable].name.into()))
+        }
+        fn apply(&mut self, p: Proposal) -> Outcome {
+            let live = self.values.get(&p.tunable).cloned();
+            if p.expect.is_some() && p.expect != live {
+                return Outcome::Stale;
+            }
+            if live.as_ref() == Some(&p.value) {
+                return Outcome::Unchanged;
+            }
+            self.values.insert(p.tunable, p.value.clone());
+            self.applied.push(p);
+            Outcome::Applied
+        }
+        fn note(&mut self, _t: usize, _s: usize, _c: u64, _m: &str) {}
+        fn admin_write(&mut self, _c: u64, _p: &str, _pid: i32, _comm: &str) {}
+        fn net_counter(&mut self, _c: u64, _i: u64, _n: &str) -> Option<u64> {
+            None
+        }
+        fn nr_free_buffer_pages(&self) -> u64 {
+            1_000_000
+        }
+        fn is_global(&self, c: u64) -> bool {
+            c == 0
+        }
+    }
+
+    fn rmem_event(max: i64, sockbuf: u64, srtt: u64) -> Event {
+        Event {
+            tuner_id: 1,
+            scenario_id: INCREASE as u32,
+            netns_cookie: 9,
+            netns_ino: 1,
+            pid: 0,
+            ts_ns: 1,
+            tunable_id: TCP_RMEM as u32,
+            flags: 0,
+            old: [4096, 131072, max],
+            new: [4096, 131072, max + max / 4],
+            aux: [srtt, sockbuf, 0, 0],
+            text: String::new(),
+        }
+    }
+
+    fn env(max: i64) -> FakeEnv {
+        let mut e = FakeEnv::default();
+        e.values
+            .insert(TCP_RMEM, SysctlValue::Ints(vec![4096, 131072, max]));
+        e.values.insert(TCP_MODERATE_RCVBUF, SysctlValue::Ints(vec![0]));
+        e.values
+            .insert(TCP_MEM, SysctlValue::Ints(vec![287898, 383867, 575796]));
+        e
+    }
+
+    fn rmem_max(e: &FakeEnv) -> i64 {
+        e.values[&TCP_RMEM].ints().map_or(0, |v| v[2])
+    }
+
+    #[test]
+    fn raise_rmem_and_enable_moderate_rcvbuf() {
+        let mut e = env(1310720);
+        let mut t = TcpBuffer::new();
+        t.handle(&rmem_event(1310720, 1310720, 40_000), &mut e);
+        assert_eq!(rmem_max(&e), 1638400);
+        assert_eq!(e.values[&TCP_MODERATE_RCVBUF], SysctlValue::Ints(vec![1]));
+        assert_eq!(e.applied.len(), 2);
+        assert!(e.applied[0]
+            .message
+            .contains("from (4096 131072 1310720) -> (4096 131072 1638400)"));
+        // The same (now stale) event again changes nothing (C bpftune #155).
+        t.handle(&rmem_event(1310720, 1310720, 40_000), &mut e);
+        assert_eq!(e.applied.len(), 2);
+    }
+
+    #[test]
+    fn latency_shrink_needs_fresh_evidence_each_time() {
+        let mut e = env(1_000_000);
+        let mut t = TcpBuffer::new();
+        let mut shrinks_in_a_row = 0;
+        let mut max_run = 0;
+        // RTT grows with the buffer (bufferbloat): growth, then a shrink, then growth
+        // again — never a collapse towards the default.
+        for _ in 0..200 {
+            let max = rmem_max(&e);
+            let srtt = 40_000 + (max / 100) as u64;
+            let before = max;
+            t.handle(&rmem_event(max, max as u64, srtt), &mut e);
+            if rmem_max(&e) < before {
+                shrinks_in_a_row += 1;
+                max_run = max_run.max(shrinks_in_a_row);
+            } else {
+                shrinks_in_a_row = 0;
+            }
+        }
+        assert!(
+            e.applied.iter().any(|p| p.scenario == DECREASE_LATENCY),
+            "bloat detected"
+        );
+        assert_eq!(max_run, 1, "no consecutive latency shrinks");
+        assert!(rmem_max(&e) > 131072 * 4, "no collapse: {}", rmem_max(&e));
+    }
 
     #[test]
     fn sockstat_parse() {

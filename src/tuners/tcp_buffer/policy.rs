@@ -6,6 +6,19 @@ use crate::core::tunable::{Rate, INT_MAX};
 
 /// Buffers never reach 2^31 (the kernel's int limit; C bpftune #36/#93).
 pub const BUFFER_CAP: i64 = INT_MAX - 1;
+/// One socket's buffer limit never exceeds this fraction of all TCP memory
+/// (tcp_mem[2]): 1/8, so a handful of bulk flows cannot starve everything else.
+pub const BUFFER_SHARE_OF_TCP_MEM: i64 = 8;
+
+/// Upper bound for tcp_rmem[2]/tcp_wmem[2] given tcp_mem[2] (pages) and the page size.
+pub fn buffer_cap(tcp_mem_max_pages: i64, page_size: i64) -> i64 {
+    tcp_mem_max_pages
+        .checked_mul(page_size)
+        .map_or(BUFFER_CAP, |bytes| {
+            (bytes / BUFFER_SHARE_OF_TCP_MEM).min(BUFFER_CAP)
+        })
+}
+
 /// Never shrink tcp_max_syn_backlog below this (C bpftune's TCP_SYN_BACKLOG_MIN).
 pub const SYN_BACKLOG_MIN: i64 = 128;
 /// Upper bound for tcp_max_syn_backlog growth.
@@ -26,12 +39,14 @@ pub enum BufferAction {
 
 /// rmem/wmem: `live` is the namespace's current (min default max), `sockbuf` the
 /// socket's buffer when the kernel saw it at the limit.
+/// `cap` bounds growth (see [`buffer_cap`]).
 pub fn buffer_decision(
     rate: Rate,
     live: [i64; 3],
     sockbuf: i64,
     corr: &Corr,
     low_mem: bool,
+    cap: i64,
 ) -> Option<BufferAction> {
     if low_mem || live[2] <= 0 {
         return None;
@@ -48,7 +63,7 @@ pub fn buffer_decision(
         }
         return Some(BufferAction::DecreaseLatency([live[0], live[1], new_max]));
     }
-    let new_max = rate.grow(live[2])?.min(BUFFER_CAP);
+    let new_max = rate.grow(live[2])?.min(cap).min(BUFFER_CAP);
     (new_max > live[2]).then_some(BufferAction::Increase([live[0], live[1], new_max]))
 }
 
@@ -150,11 +165,11 @@ mod tests {
     fn grows_when_socket_at_the_max() {
         let live = [4096, 131072, 1310720];
         assert_eq!(
-            buffer_decision(R, live, 1310720, &Corr::default(), false),
+            buffer_decision(R, live, 1310720, &Corr::default(), false, BUFFER_CAP),
             Some(BufferAction::Increase([4096, 131072, 1638400]))
         );
         assert_eq!(
-            buffer_decision(R, live, 1000000, &Corr::default(), false),
+            buffer_decision(R, live, 1000000, &Corr::default(), false, BUFFER_CAP),
             Some(BufferAction::Increase([4096, 131072, 1638400]))
         );
     }
@@ -163,7 +178,14 @@ mod tests {
     fn stale_event_after_growth_is_ignored() {
         // The socket saw 1310720 but the max was raised to 3 MB meanwhile.
         assert_eq!(
-            buffer_decision(R, [4096, 131072, 3_000_000], 1310720, &Corr::default(), false),
+            buffer_decision(
+                R,
+                [4096, 131072, 3_000_000],
+                1310720,
+                &Corr::default(),
+                false,
+                BUFFER_CAP
+            ),
             None
         );
     }
@@ -171,7 +193,14 @@ mod tests {
     #[test]
     fn no_growth_in_low_memory() {
         assert_eq!(
-            buffer_decision(R, [4096, 131072, 1310720], 1310720, &Corr::default(), true),
+            buffer_decision(
+                R,
+                [4096, 131072, 1310720],
+                1310720,
+                &Corr::default(),
+                true,
+                BUFFER_CAP
+            ),
             None
         );
     }
@@ -180,13 +209,37 @@ mod tests {
     fn capped_below_int_max() {
         let live = [4096, 131072, 2_000_000_000];
         assert_eq!(
-            buffer_decision(R, live, 2_000_000_000, &Corr::default(), false),
+            buffer_decision(R, live, 2_000_000_000, &Corr::default(), false, BUFFER_CAP),
             Some(BufferAction::Increase([4096, 131072, BUFFER_CAP]))
         );
         assert_eq!(
-            buffer_decision(R, [4096, 131072, BUFFER_CAP], BUFFER_CAP, &Corr::default(), false),
+            buffer_decision(
+                R,
+                [4096, 131072, BUFFER_CAP],
+                BUFFER_CAP,
+                &Corr::default(),
+                false,
+                BUFFER_CAP
+            ),
             None
         );
+    }
+
+    #[test]
+    fn growth_bounded_by_share_of_tcp_memory() {
+        // tcp_mem[2] = 575796 pages of 4 KiB: one socket gets at most 1/8 (~295 MB).
+        let cap = buffer_cap(575_796, 4096);
+        assert_eq!(cap, 575_796 * 4096 / 8);
+        let live = [4096, 131072, 280_000_000];
+        assert_eq!(
+            buffer_decision(R, live, 280_000_000, &Corr::default(), false, cap),
+            Some(BufferAction::Increase([4096, 131072, cap]))
+        );
+        assert_eq!(
+            buffer_decision(R, [4096, 131072, cap], cap, &Corr::default(), false, cap),
+            None
+        );
+        assert_eq!(buffer_cap(i64::MAX, 4096), BUFFER_CAP);
     }
 
     #[test]
@@ -194,11 +247,11 @@ mod tests {
         let c = correlated(1.0);
         assert!(c.r() > 0.9);
         assert_eq!(
-            buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false),
+            buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false, BUFFER_CAP),
             Some(BufferAction::DecreaseLatency([4096, 131072, 6_000_000]))
         );
         assert_eq!(
-            buffer_decision(R, [4096, 131072, 160_000], 160_000, &c, false),
+            buffer_decision(R, [4096, 131072, 160_000], 160_000, &c, false, BUFFER_CAP),
             None
         );
     }
@@ -208,7 +261,7 @@ mod tests {
         let c = correlated(0.05);
         assert!(c.r() > 0.9, "strong r on tiny jitter");
         assert!(matches!(
-            buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false),
+            buffer_decision(R, [4096, 131072, 8_000_000], 8_000_000, &c, false, BUFFER_CAP),
             Some(BufferAction::Increase(_))
         ));
     }

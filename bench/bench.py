@@ -1,0 +1,1209 @@
+#!/usr/bin/env python3
+"""bpftune benchmark suite (python3 stdlib only; run through bench/run.sh, as root).
+
+Benchmarks (see BENCHMARKS.md for what each figure means and the targets):
+
+  startup   process spawn -> "bpftune started: tuners ... attached" on stderr
+  idle      daemon CPU and wake-ups per second with no traffic
+  overhead  loopback iperf3 throughput with the daemon running / without (alternating
+            pairs, fresh namespace per run), daemon CPU per second of traffic, RSS
+  reaction  kernel limiting event -> sysctl write, from the daemon's change records,
+            for the tcp_rmem and tcp_wmem scenarios on the 40 ms delay line
+  outcome   throughput of new 2 s connections after the daemon starts, as a fraction
+            of the well-tuned (16 MB) throughput measured in the same run; time to
+            90 % and 95 %
+
+Every figure is measured in the same run as its baseline; the headline is the median
+over >= 5 trials (1 in --smoke) with min and max. Missed targets never change the
+exit status: it is non-zero only when a benchmark could not run at all.
+
+Hygiene: every daemon runs with -R (rolls back what it changed) and private
+BPFTUNE_RUN_DIR/BPFTUNE_STATE_DIR/cgroup directories; per-namespace sysctls are only
+written while no daemon of ours runs (a write while it runs hands the namespace to the
+administrator); only our own uniquely named namespaces carry traffic; an init_net sysctl
+our daemon changed and that still holds its value after the daemon stopped is restored
+(with a warning) -- values other processes set are never touched; everything we start
+is stopped on exit, error, Ctrl-C or SIGTERM.
+
+Shared hosts: HostWatch flags measurements during which another bpftune daemon ran or
+a global TCP memory/buffer limit was lowered by another process (e.g. a concurrent
+`cargo test`); such throughput runs are repeated within a time budget, else flagged,
+and the final table marks the benchmarks affected with '*'.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(os.environ.get("BPFTUNE_BENCH_BIN_DIR", ROOT / "target" / "release"))
+BPFTUNE = BIN_DIR / "bpftune"
+TESTBED = BIN_DIR / "bpftune-testbed"
+PREFIX = "bnch"  # testbed namespace prefix (names carry our pid)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MiB = 1 << 20
+
+RMEM_LIMITED = "4096 131072 1310720"
+WMEM_LIMITED = "4096 16384 1048576"
+RMEM_TUNED = "4096 131072 16777216"
+WMEM_TUNED = "4096 16384 16777216"
+WMEM_SENDER_BIG = "4096 16384 33554432"
+OVERHEAD_BUF_MAX = 1 << 28  # loopback never gets near it: nothing for the daemon to change
+
+# Global (init_net) sysctls a tuner may touch: checked around every daemon run.
+GLOBAL_SYSCTLS = [
+    "net.ipv4.tcp_mem", "net.ipv4.udp_mem", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_moderate_rcvbuf", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_syncookies",
+    "net.ipv4.tcp_no_metrics_save", "net.ipv4.tcp_no_ssthresh_metrics_save",
+    "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_max_orphans",
+    "net.ipv4.ipfrag_high_thresh", "net.ipv4.ipfrag_low_thresh",
+    "net.core.rmem_max", "net.core.wmem_max", "net.core.rmem_default", "net.core.wmem_default",
+    "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
+    "net.core.high_order_alloc_disable", "net.core.somaxconn",
+    "net.ipv4.neigh.default.gc_thresh1", "net.ipv4.neigh.default.gc_thresh2",
+    "net.ipv4.neigh.default.gc_thresh3", "net.ipv6.neigh.default.gc_thresh1",
+    "net.ipv6.neigh.default.gc_thresh2", "net.ipv6.neigh.default.gc_thresh3",
+]
+
+
+class BenchError(Exception):
+    """A benchmark could not run (as opposed to: it ran and missed its target)."""
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+def warn(msg):
+    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+def now_ns():
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def fmt_bps(bps):
+    return f"{bps / 1e9:.2f} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.0f} Mbit/s"
+
+
+def stats(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+# --------------------------------------------------------------------------- cleanup
+
+class Registry:
+    """Everything we started, so that it can be stopped on any exit path."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items = []  # objects with .close()
+
+    def add(self, obj):
+        with self.lock:
+            self.items.append(obj)
+        return obj
+
+    def remove(self, obj):
+        with self.lock:
+            if obj in self.items:
+                self.items.remove(obj)
+
+    def close_all(self):
+        while True:
+            with self.lock:
+                if not self.items:
+                    return
+                obj = self.items.pop()
+            try:
+                obj.close()
+            except Exception as e:  # keep cleaning up
+                warn(f"cleanup of {obj!r} failed: {e}")
+
+
+REG = Registry()
+
+
+class HostWatch:
+    """Notices what other processes on the host do that would distort our figures: a
+    global TCP memory/buffer limit lowered below its value at bench start (e.g. a tcp_mem
+    pressure test), or another bpftune daemon running (it would tune our namespaces)."""
+
+    LIMITS = ["net.ipv4.tcp_mem", "net.core.rmem_max", "net.core.wmem_max"]
+
+    def __init__(self):
+        self.base = {n: self._ints(read_global(n)) for n in self.LIMITS}
+        self.own = set()
+        self.events = []  # (monotonic ns, [reasons])
+        self.seen = set()
+        self.retry_budget = 0.0  # seconds we may spend re-measuring (set by main)
+        self.daemon_wait_budget = 0.0  # seconds we may wait for other daemons to go
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _ints(v):
+        try:
+            return [int(x) for x in (v or "").split()]
+        except ValueError:
+            return []
+
+    def check(self):
+        reasons = []
+        for n, base in self.base.items():
+            cur = self._ints(read_global(n))
+            if cur and base and any(c < b for c, b in zip(cur, base)):
+                reasons.append(f"global {n} lowered to {' '.join(map(str, cur))} by another process")
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) in self.own:
+                continue
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() != "bpftune":
+                    continue
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not any(a in (b"-q", b"--query", b"-V", b"-S", b"-h") or a.startswith(b"-q") for a in argv):
+                reasons.append(f"another bpftune daemon (pid {pid}) is running")
+        return reasons
+
+    def _loop(self):
+        while not self.stop_ev.wait(1.0):
+            r = self.check()
+            if r:
+                self.events.append((now_ns(), r))
+                self.seen.update(r)
+
+    def disturbed(self, t0, t1):
+        r = set(self.check())
+        for t, rs in self.events:
+            if t0 - 1_100_000_000 <= t <= t1 + 100_000_000:
+                r.update(rs)
+        self.seen.update(r)
+        return sorted(r)
+
+    def wait_quiet(self, timeout=30):
+        """Wait (within the run's retry budget) until nothing disturbs the host."""
+        t0 = time.monotonic()
+        end = t0 + min(timeout, self.retry_budget)
+        while self.check() and time.monotonic() < end:
+            time.sleep(0.5)
+        self.retry_budget -= time.monotonic() - t0 + 3  # + the repeated measurement
+
+    def foreign_daemons(self):
+        return [r for r in self.check() if "daemon" in r]
+
+    def wait_no_daemon(self):
+        if self.daemon_wait_budget <= 0 or not self.foreign_daemons():
+            return
+        t0 = time.monotonic()
+        warn(f"another bpftune daemon is running; waiting up to {self.daemon_wait_budget:.0f} s "
+             "before starting ours")
+        while self.foreign_daemons() and time.monotonic() - t0 < self.daemon_wait_budget:
+            time.sleep(0.5)
+        self.daemon_wait_budget = max(0.0, self.daemon_wait_budget - (time.monotonic() - t0))
+
+    def summary(self):
+        """self.seen condensed: one line per kind of disturbance."""
+        daemons = sorted({re.search(r"pid (\d+)", r).group(1) for r in self.seen if "daemon" in r})
+        lowered = {}
+        for r in self.seen:
+            m = re.match(r"global (\S+) lowered to (.*) by", r)
+            if m:
+                lowered.setdefault(m.group(1), []).append(m.group(2))
+        out = []
+        if daemons:
+            out.append(f"{len(daemons)} other bpftune daemon(s) ran (pids {', '.join(daemons[:6])}"
+                       f"{', ...' if len(daemons) > 6 else ''}) -- e.g. a concurrent `cargo test`")
+        for name, vals in sorted(lowered.items()):
+            lowest = min(vals, key=lambda v: [int(x) for x in v.split()])
+            out.append(f"global {name} was lowered by another process {len(vals)} time(s) "
+                       f"(lowest {lowest!r}, bench start {' '.join(map(str, self.base[name]))!r})")
+        return out
+
+    def close(self):
+        self.stop_ev.set()
+
+
+WATCH = None  # HostWatch, set in main()
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def kill_proc(p, term_timeout=10.0, sig=signal.SIGTERM):
+    if p is None or p.poll() is not None:
+        return
+    try:
+        p.send_signal(sig)
+        p.wait(timeout=term_timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def run(cmd, timeout=30, check=True):
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise BenchError(f"{' '.join(map(str, cmd))} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    return r
+
+
+# --------------------------------------------------------------------------- sysctls
+
+def sysctl_path(name):
+    return Path("/proc/sys") / name.replace(".", "/")
+
+
+def read_global(name):
+    try:
+        return " ".join(sysctl_path(name).read_text().split())
+    except OSError:
+        return None
+
+
+def snapshot_globals():
+    return {n: v for n in GLOBAL_SYSCTLS if (v := read_global(n)) is not None}
+
+
+def restore_globals(snap, who):
+    """Put back init_net sysctls a (stopped) daemon left changed; returns names fixed."""
+    fixed = []
+    for name, old in snap.items():
+        cur = read_global(name)
+        if cur is not None and cur != old:
+            warn(f"{who} left global {name} = {cur!r} (was {old!r}); restoring")
+            try:
+                sysctl_path(name).write_text(old + "\n")
+                fixed.append(name)
+            except OSError as e:
+                warn(f"could not restore {name}: {e}")
+    return fixed
+
+
+def _sysctl_str(v):
+    """A change record's value (list of ints, int or string) as /proc/sys prints it."""
+    if isinstance(v, list):
+        return " ".join(str(x) for x in v)
+    if isinstance(v, dict):  # e.g. {"Ints": [...]} / {"Str": "..."}
+        return _sysctl_str(next(iter(v.values()), ""))
+    return None if v is None else " ".join(str(v).split())
+
+
+def ns_exec(ns, *cmd):
+    return ["ip", "netns", "exec", ns, *map(str, cmd)]
+
+
+def ns_sysctl_set(ns, name, value):
+    run(ns_exec(ns, "sysctl", "-q", "-w", f"{name}={value}"))
+    got = " ".join(run(ns_exec(ns, "sysctl", "-n", name)).stdout.split())
+    if got != " ".join(value.split()):
+        raise BenchError(f"{ns}: {name} reads {got!r} after writing {value!r}")
+
+
+def ns_sysctl_get(ns, name):
+    return " ".join(run(ns_exec(ns, "sysctl", "-n", name)).stdout.split())
+
+
+# --------------------------------------------------------------------------- /proc
+
+def proc_cpu_ticks(pid):
+    """utime + stime of the whole process (all threads), in clock ticks."""
+    s = Path(f"/proc/{pid}/stat").read_text()
+    rest = s[s.rfind(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def proc_threads(pid):
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+
+
+def proc_sched_ns(pid):
+    """Per-thread on-CPU ns from schedstat (finer than clock ticks): {tid: ns}."""
+    out = {}
+    for tid in proc_threads(pid):
+        try:
+            out[tid] = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def proc_ctxsw(pid):
+    """Per-thread (voluntary, nonvoluntary) context switches: {tid: (v, n)}."""
+    out = {}
+    for tid in proc_threads(pid):
+        try:
+            txt = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        v = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", txt, re.M).group(1))
+        n = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", txt, re.M).group(1))
+        out[tid] = (v, n)
+    return out
+
+
+def per_thread_delta(a, b):
+    """Sum of per-thread increases; threads born in between count from 0."""
+    total = 0
+    for tid, vb in b.items():
+        va = a.get(tid)
+        if isinstance(vb, tuple):
+            total += sum(vb) - (sum(va) if va else 0)
+        else:
+            total += vb - (va or 0)
+    return total
+
+
+def proc_status_kib(pid, field):
+    txt = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(rf"^{field}:\s+(\d+) kB", txt, re.M)
+    return int(m.group(1)) if m else None
+
+
+class ProcSample:
+    """CPU/ctx-switch counters of a process at one instant."""
+
+    def __init__(self, pid):
+        self.t = now_ns()
+        self.ticks = proc_cpu_ticks(pid)
+        self.sched = proc_sched_ns(pid)
+        self.ctx = proc_ctxsw(pid)
+
+    def until(self, later):
+        secs = (later.t - self.t) / 1e9
+        return {
+            "secs": secs,
+            "ticks": later.ticks - self.ticks,
+            "cpu_pct": 100.0 * (later.ticks - self.ticks) / CLK_TCK / secs,
+            "cpu_pct_sched": 100.0 * per_thread_delta(self.sched, later.sched) / 1e9 / secs,
+            "wakeups_per_s": per_thread_delta(self.ctx, later.ctx) / secs,
+            "voluntary_per_s": sum(v[0] - self.ctx.get(t, (0, 0))[0] for t, v in later.ctx.items()) / secs,
+        }
+
+
+# --------------------------------------------------------------------------- daemon
+
+def _mounted_under(path):
+    p = str(path)
+    try:
+        with open("/proc/self/mounts") as f:
+            return [line.split()[1] for line in f if line.split()[1].startswith(p)]
+    except OSError:
+        return []
+
+
+class Daemon:
+    """One bpftune daemon with private run/state/cgroup directories (-s -R)."""
+
+    READY = re.compile(r"bpftune started: tuners (.*?) attached in (\d+) ms")
+
+    def __init__(self, label="bpftune", extra_args=()):
+        self.label = label
+        self.tmp = Path(tempfile.mkdtemp(prefix="bpftune-bench-"))
+        (self.tmp / "run").mkdir()
+        (self.tmp / "state").mkdir()
+        self.env = dict(os.environ, BPFTUNE_RUN_DIR=str(self.tmp / "run"),
+                        BPFTUNE_STATE_DIR=str(self.tmp / "state"))
+        self.lines = []  # (monotonic ns, line)
+        self.ready = threading.Event()
+        self.ready_ns = None
+        self.attach_ms = None
+        self.tuners = None
+        if WATCH is not None:
+            # Our daemon tunes the whole host: do not start it next to another one (it
+            # would tune the other's test namespaces, and the other ours).
+            WATCH.wait_no_daemon()
+        self.global_snapshot = snapshot_globals()  # init_net values before we start
+        REG.add(self)
+        self.spawn_ns = now_ns()
+        self.proc = subprocess.Popen(
+            [str(BPFTUNE), "-s", "-R", "-c", str(self.tmp / "cgroupv2"), *extra_args],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, bufsize=1)
+        if WATCH is not None:
+            WATCH.own.add(self.proc.pid)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def __repr__(self):
+        return f"<Daemon {self.label} pid={self.proc.pid}>"
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _read(self):
+        for line in self.proc.stderr:
+            t = now_ns()
+            line = line.rstrip("\n")
+            self.lines.append((t, line))
+            if not self.ready.is_set():
+                m = self.READY.search(line)
+                if m:
+                    self.ready_ns = t
+                    self.tuners = m.group(1)
+                    self.attach_ms = int(m.group(2))
+                    self.ready.set()
+
+    def tail(self, n=15):
+        return "\n".join(f"    {l}" for _, l in self.lines[-n:])
+
+    def wait_ready(self, timeout=20.0):
+        end = time.monotonic() + timeout
+        while not self.ready.wait(0.05):
+            if self.proc.poll() is not None:
+                self.reader.join(2)
+                raise BenchError(f"bpftune exited ({self.proc.returncode}) before it was ready:\n{self.tail()}")
+            if time.monotonic() > end:
+                raise BenchError(f"bpftune not ready after {timeout:.0f} s:\n{self.tail()}")
+        return self
+
+    def query(self, what, timeout=10):
+        r = subprocess.run([str(BPFTUNE), "-q", what], env=self.env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise BenchError(f"bpftune -q {what} failed ({r.returncode}): {r.stderr.strip()}")
+        return r.stdout
+
+    def changes(self):
+        out = self.query("jchanges").strip()
+        try:
+            return json.loads(out) if out else []
+        except json.JSONDecodeError as e:
+            raise BenchError(f"bpftune -q jchanges: not JSON ({e}): {out[:300]!r}")
+
+    def _global_writes(self):
+        """{sysctl: (value before our daemon, last value it wrote)} for init_net changes."""
+        out = {}
+        try:
+            recs = self.changes() if self.proc.poll() is None and self.ready.is_set() else []
+        except (BenchError, subprocess.SubprocessError, OSError):
+            recs = []
+        for c in sorted(recs, key=lambda c: c.get("write_ts_ns") or 0):
+            if c.get("global") and c.get("applied") and c.get("tunable") in self.global_snapshot:
+                name = c["tunable"]
+                first = out.get(name, (_sysctl_str(c.get("old")) or self.global_snapshot[name], None))[0]
+                out[name] = (first, _sysctl_str(c.get("new")))
+        return out
+
+    def close(self):
+        REG.remove(self)
+        wrote = self._global_writes()
+        kill_proc(self.proc, term_timeout=15)
+        self.reader.join(3)
+        if self.proc.returncode not in (0, None, -signal.SIGTERM):
+            warn(f"{self.label} exited with {self.proc.returncode}:\n{self.tail(8)}")
+        # Safety net behind -R: put back an init_net sysctl only if it still holds the
+        # value our daemon wrote (never touch what other processes on the host set).
+        restore_globals({n: old for n, (old, new) in wrote.items() if read_global(n) == new},
+                        self.label)
+        mounts = _mounted_under(self.tmp)
+        for m in sorted(mounts, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        if _mounted_under(self.tmp):
+            warn(f"leaving {self.tmp} in place: still mounted")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    stop = close
+
+
+# --------------------------------------------------------------------------- topology
+
+class Topology:
+    """A testbed topology (delayline/veth) held by a bpftune-testbed process."""
+
+    def __init__(self, kind, *args):
+        self.kind = kind
+        self.stderr = []
+        REG.add(self)
+        self.proc = subprocess.Popen(
+            [str(TESTBED), kind, *map(str, args), "--prefix", PREFIX, "--hold"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain, daemon=True).start()
+        r, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if r else ""
+        if "left=" not in line:
+            self.close()
+            time.sleep(0.2)
+            raise BenchError(f"bpftune-testbed {kind} did not come up: {line!r} {' '.join(self.stderr)[-500:]}")
+        kv = dict(f.split("=", 1) for f in line.split())
+        self.left, self.right = kv["left"], kv["right"]
+        self.left_addr, self.right_addr = kv["left_addr"], kv["right_addr"]
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip())
+
+    @property
+    def stats(self):
+        """The forwarder's counters printed at teardown (delay line only)."""
+        return next((l.split("stats ", 1)[1] for l in self.stderr if " stats " in l), "")
+
+    def __repr__(self):
+        return f"<Topology {self.kind} pid={self.proc.pid}>"
+
+    def close(self):
+        REG.remove(self)
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                kill_proc(self.proc)
+        time.sleep(0.05)  # let the drain thread read the teardown lines
+
+
+class LoopbackNs:
+    """A fresh network namespace of our own with only lo up."""
+
+    count = 0
+
+    def __init__(self):
+        LoopbackNs.count += 1
+        self.name = f"bench-lo-{os.getpid()}-{LoopbackNs.count}"
+        REG.add(self)
+        run(["ip", "netns", "add", self.name])
+        run(ns_exec(self.name, "ip", "link", "set", "lo", "up"))
+
+    def __repr__(self):
+        return f"<netns {self.name}>"
+
+    def close(self):
+        REG.remove(self)
+        run(["ip", "netns", "del", self.name], check=False)
+
+
+# --------------------------------------------------------------------------- iperf3
+
+class IperfServer:
+    def __init__(self, ns, port=5201):
+        self.ns, self.port = ns, port
+        REG.add(self)
+        self.proc = subprocess.Popen(ns_exec(ns, "iperf3", "-s", "-p", port),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 10
+        while True:
+            out = run(ns_exec(ns, "ss", "-Hltn", f"sport = :{port}"), check=False).stdout
+            if out.strip():
+                break
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.close()
+                raise BenchError(f"iperf3 server in {ns} did not start")
+            time.sleep(0.02)
+
+    def __repr__(self):
+        return f"<iperf3 -s {self.ns}:{self.port}>"
+
+    def restart(self):
+        self.close()
+        self.__init__(self.ns, self.port)
+
+    def close(self):
+        REG.remove(self)
+        kill_proc(self.proc, term_timeout=5)
+
+
+def iperf_client(ns, addr, port, secs, server=None, guard=True):
+    """One iperf3 connection; returns dict(start_ns, end_ns, bps, retrans, disturbed).
+
+    guard: if the host was disturbed during the run (see HostWatch), wait for it to be
+    quiet and measure again (up to 3 times); otherwise only report it in 'disturbed'."""
+    failures = 0
+    tries = 0
+    while True:
+        tries += 1
+        t0 = now_ns()
+        r = subprocess.run(ns_exec(ns, "iperf3", "-c", addr, "-p", port, "-t", secs, "-J"),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=secs + 30)
+        t1 = now_ns()
+        try:
+            j = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            j = {"error": (r.stdout + r.stderr).strip()[-300:] or f"exit {r.returncode}"}
+        if "error" in j:
+            failures += 1
+            warn(f"iperf3 client in {ns}: {j['error']} (attempt {failures})")
+            if failures >= 3:
+                raise BenchError(f"iperf3 client in {ns} failed 3 times: {j['error']}")
+            if server is not None:
+                server.restart()
+            time.sleep(0.5)
+            continue
+        res = {"start_ns": t0, "end_ns": t1,
+               "bps": float(j["end"]["sum_received"]["bits_per_second"]),
+               "retrans": j["end"].get("sum_sent", {}).get("retransmits"),
+               "disturbed": WATCH.disturbed(t0, t1) if WATCH else []}
+        if res["disturbed"] and guard and tries < 4 and WATCH.retry_budget > 0:
+            warn(f"host disturbed during a measurement ({'; '.join(res['disturbed'])}); measuring again")
+            WATCH.wait_quiet()
+            continue
+        if res["disturbed"]:
+            warn(f"host disturbed during a measurement ({'; '.join(res['disturbed'])}); kept, flagged")
+        return res
+
+
+def flush_metrics(*namespaces):
+    for ns in namespaces:
+        run(ns_exec(ns, "ip", "tcp_metrics", "flush", "all"), check=False)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+class Ctx:
+    def __init__(self, smoke, pairs, trials):
+        self.smoke = smoke
+        self.pairs = pairs  # alternating without/with pairs (overhead), start-up runs
+        self.trials = trials  # outcome trials: ~20 s each
+        self.results = {}  # bench -> dict
+        self.rows = []  # (figure, value str, min, max, target str, PASS/MISS/INFO, note)
+
+    def row(self, figure, st, unit, target=None, cmp=None, fmt="{:.3f}", note=""):
+        """st: stats dict or None; cmp(value) -> bool for PASS."""
+        if st is None:
+            self.rows.append((figure, "n/a", "", "", target or "", "MISS" if target else "", note))
+            return
+        f = lambda v: "never" if v == float("inf") else fmt.format(v) + unit
+        verdict = ("PASS" if cmp(st["median"]) else "MISS") if cmp else ""
+        self.rows.append((figure, f(st["median"]), f(st["min"]), f(st["max"]), target or "",
+                          verdict, note))
+
+
+def bench_startup(ctx):
+    log("== startup: process spawn -> 'bpftune started: tuners ... attached'")
+    n = ctx.pairs
+    walls, attach, exec_base = [], [], []
+    for i in range(n):
+        # Context: what a bare exec of the same binary costs (bpftune -V).
+        t0 = now_ns()
+        subprocess.run([str(BPFTUNE), "-V"], capture_output=True, timeout=10)
+        exec_base.append((now_ns() - t0) / 1e6)
+        d = Daemon(f"startup#{i}")
+        try:
+            d.wait_ready()
+            wall = (d.ready_ns - d.spawn_ns) / 1e6
+            walls.append(wall)
+            attach.append(d.attach_ms)
+            log(f"  run {i + 1}/{n}: spawn->ready {wall:.1f} ms (daemon reports {d.attach_ms} ms; "
+                f"tuners: {d.tuners}); bare exec {exec_base[-1]:.1f} ms")
+        finally:
+            d.stop()
+        time.sleep(0.2)
+    res = {"wall_ms": stats(walls), "reported_ms": stats(attach), "exec_ms": stats(exec_base),
+           "runs": walls}
+    ctx.results["startup"] = res
+    ctx.row("start-up: spawn -> all tuners attached", res["wall_ms"], " ms", "<= 300 ms",
+            lambda v: v <= 300, "{:.0f}", f"daemon-reported {res['reported_ms']['median']:.0f} ms")
+
+
+def bench_idle(ctx):
+    secs = 3 if ctx.smoke else 10
+    windows = 3 if ctx.smoke else 5
+    log(f"== idle: daemon with no traffic of ours, {secs} s in {windows} windows")
+    d = Daemon("idle")
+    try:
+        d.wait_ready()
+        time.sleep(1.0)  # let start-up work (netns scan, first tick) settle
+        samples = []
+        prev = ProcSample(d.pid)
+        for i in range(windows):
+            time.sleep(secs / windows)
+            cur = ProcSample(d.pid)
+            s = prev.until(cur)
+            samples.append(s)
+            log(f"  window {i + 1}/{windows}: CPU {s['cpu_pct']:.3f} % (stat ticks {s['ticks']}; "
+                f"schedstat {s['cpu_pct_sched']:.4f} %), wake-ups {s['wakeups_per_s']:.1f}/s "
+                f"(voluntary {s['voluntary_per_s']:.1f}/s)")
+            prev = cur
+        rss = proc_status_kib(d.pid, "VmRSS")
+        threads = len(proc_threads(d.pid))
+    finally:
+        d.stop()
+    total_ticks = sum(s["ticks"] for s in samples)
+    total_secs = sum(s["secs"] for s in samples)
+    res = {"cpu_pct": stats([s["cpu_pct"] for s in samples]),
+           "cpu_pct_sched": stats([s["cpu_pct_sched"] for s in samples]),
+           "cpu_pct_total": 100.0 * total_ticks / CLK_TCK / total_secs,
+           "wakeups_per_s": stats([s["wakeups_per_s"] for s in samples]),
+           "rss_kib": rss, "threads": threads}
+    ctx.results["idle"] = res
+    ctx.row("idle: daemon CPU (% of a core)", res["cpu_pct_sched"], " %", fmt="{:.4f}",
+            note=f"stat ticks: {res['cpu_pct_total']:.3f} % over {total_secs:.0f} s")
+    ctx.row("idle: daemon wake-ups", res["wakeups_per_s"], "/s", fmt="{:.1f}",
+            note=f"{threads} threads, RSS {rss / 1024:.1f} MiB")
+
+
+def bench_overhead(ctx):
+    secs = 1 if ctx.smoke else 5
+    n = ctx.pairs
+    log(f"== overhead: loopback iperf3 in a fresh namespace per run (tcp_rmem/wmem max "
+        f"{OVERHEAD_BUF_MAX >> 20} MB), {secs} s runs, {n} alternating pair(s) without/with the daemon")
+    pairs = []
+    for i in range(n):
+        order = ("without", "with") if i % 2 == 0 else ("with", "without")
+        pair = {}
+        for mode in order:
+            ns = LoopbackNs()
+            srv = None
+            d = None
+            try:
+                # Generous buffer limits, written before any daemon starts: the daemon
+                # finds nothing to tune, so the ratio is the cost of its hooks alone
+                # (with the defaults it raises tcp_rmem/wmem on lo, which speeds lo up).
+                ns_sysctl_set(ns.name, "net.ipv4.tcp_rmem", f"4096 131072 {OVERHEAD_BUF_MAX}")
+                ns_sysctl_set(ns.name, "net.ipv4.tcp_wmem", f"4096 16384 {OVERHEAD_BUF_MAX}")
+                srv = IperfServer(ns.name)
+                if mode == "with":
+                    d = Daemon(f"overhead#{i}").wait_ready()
+                    time.sleep(0.3)
+                for attempt in range(4):
+                    before = ProcSample(d.pid) if d else None
+                    r = iperf_client(ns.name, "127.0.0.1", 5201, secs, srv, guard=False)
+                    after = ProcSample(d.pid) if d else None
+                    if not (r["disturbed"] and attempt < 3 and WATCH.retry_budget > 0):
+                        break
+                    warn(f"host disturbed during overhead run ({'; '.join(r['disturbed'])}); measuring again")
+                    WATCH.wait_quiet()
+                entry = {"bps": r["bps"], "disturbed": r["disturbed"]}
+                if d is not None:
+                    s = before.until(after)
+                    entry.update(cpu_pct=s["cpu_pct"], cpu_pct_sched=s["cpu_pct_sched"],
+                                 ticks=s["ticks"], secs=s["secs"],
+                                 rss_kib=proc_status_kib(d.pid, "VmRSS"),
+                                 hwm_kib=proc_status_kib(d.pid, "VmHWM"),
+                                 changes=len([c for c in d.changes() if c.get("applied")]))
+                pair[mode] = entry
+            finally:
+                if d is not None:
+                    d.stop()
+                if srv is not None:
+                    srv.close()
+                ns.close()
+        pair["ratio"] = pair["with"]["bps"] / pair["without"]["bps"]
+        w = pair["with"]
+        log(f"  pair {i + 1}/{n} ({order[0]} first): without {fmt_bps(pair['without']['bps'])}, "
+            f"with {fmt_bps(w['bps'])}, ratio {pair['ratio']:.4f}; daemon CPU {w['cpu_pct']:.3f} % "
+            f"(ticks {w['ticks']}, schedstat {w['cpu_pct_sched']:.4f} %), RSS {w['rss_kib'] / 1024:.1f} MiB, "
+            f"{w['changes']} change(s)")
+        pairs.append(pair)
+    withs = [p["with"] for p in pairs]
+    tot_ticks = sum(w["ticks"] for w in withs)
+    tot_secs = sum(w["secs"] for w in withs)
+    res = {"ratio": stats([p["ratio"] for p in pairs]),
+           "cpu_pct": stats([w["cpu_pct"] for w in withs]),
+           "cpu_pct_total": 100.0 * tot_ticks / CLK_TCK / tot_secs,
+           "cpu_pct_sched": stats([w["cpu_pct_sched"] for w in withs]),
+           "rss_mib": stats([w["rss_kib"] / 1024 for w in withs]),
+           "hwm_mib": stats([w["hwm_kib"] / 1024 for w in withs]),
+           "without_bps": stats([p["without"]["bps"] for p in pairs]),
+           "with_bps": stats([p["with"]["bps"] for p in pairs]),
+           "pairs": pairs}
+    ctx.results["overhead"] = res
+    ctx.row("overhead: throughput with / without daemon", res["ratio"], "", ">= 0.995",
+            lambda v: v >= 0.995, "{:.4f}",
+            f"without {fmt_bps(res['without_bps']['median'])}")
+    ctx.row("overhead: daemon CPU under load, /proc/PID/stat", res["cpu_pct"], " %", "<= 0.2 %",
+            lambda v: v <= 0.2, "{:.2f}",
+            f"1 tick = {100.0 / CLK_TCK / secs:.2f} % per {secs} s run; all runs together "
+            f"{res['cpu_pct_total']:.3f} %")
+    ctx.row("overhead: daemon CPU under load, schedstat ns", res["cpu_pct_sched"], " %", "<= 0.2 %",
+            lambda v: v <= 0.2, "{:.3f}", "same CPU time at ns resolution (all threads)")
+    ctx.row("overhead: daemon RSS under load", res["rss_mib"], " MiB", "<= 8 MiB",
+            lambda v: v <= 8, "{:.1f}", f"peak (VmHWM) {res['hwm_mib']['max']:.1f} MiB")
+
+
+SCENARIOS = {
+    # name: (tunable, namespace side that gets limited, limited sysctls, well-tuned sysctls)
+    # sysctls: {side: (name, value)}, side = "sender" (left) / "receiver" (right)
+    "rmem": ("net.ipv4.tcp_rmem",
+             "receiver",
+             {"receiver": ("net.ipv4.tcp_rmem", RMEM_LIMITED), "sender": ("net.ipv4.tcp_wmem", WMEM_SENDER_BIG)},
+             {"receiver": ("net.ipv4.tcp_rmem", RMEM_TUNED), "sender": ("net.ipv4.tcp_wmem", WMEM_SENDER_BIG)}),
+    "wmem": ("net.ipv4.tcp_wmem",
+             "sender",
+             {"sender": ("net.ipv4.tcp_wmem", WMEM_LIMITED), "receiver": ("net.ipv4.tcp_rmem", RMEM_TUNED)},
+             {"sender": ("net.ipv4.tcp_wmem", WMEM_TUNED), "receiver": ("net.ipv4.tcp_rmem", RMEM_TUNED)}),
+}
+
+
+class DelayBed:
+    """40 ms RTT delay line (sender = left, receiver = right) with an iperf3 server."""
+
+    def __init__(self):
+        self.topo = Topology("delayline", "--delay-ms", 20, "--loss", 0, "--mtu", 9000)
+        self.sender, self.receiver = self.topo.left, self.topo.right
+        self.addr = self.topo.right_addr
+        self.server = IperfServer(self.receiver)
+
+    def ns(self, side):
+        return self.sender if side == "sender" else self.receiver
+
+    def apply(self, settings):
+        """Only while no daemon of ours runs (a write would hand the netns to the admin)."""
+        for side, (name, value) in settings.items():
+            ns_sysctl_set(self.ns(side), name, value)
+        flush_metrics(self.sender, self.receiver)
+
+    def conn(self, secs, guard=True):
+        return iperf_client(self.sender, self.addr, 5201, secs, self.server, guard)
+
+    def close(self):
+        self.server.close()
+        self.topo.close()
+
+
+def first_change(changes, tunable, ns_name):
+    recs = [c for c in changes if c.get("tunable") == tunable and c.get("applied")
+            and not c.get("global") and c.get("netns") == ns_name]
+    return min(recs, key=lambda c: c.get("write_ts_ns") or 0) if recs else None
+
+
+def bench_reaction(ctx):
+    secs = 1 if ctx.smoke else 3
+    n = ctx.pairs
+    log(f"== reaction: first limiting event -> sysctl write, delay line 40 ms RTT, {n} trial(s), "
+        f"{secs} s of traffic each")
+    res = {}
+    for scen, (tunable, side, limited, _tuned) in SCENARIOS.items():
+        bed = DelayBed()
+        trials = []
+        try:
+            target_ns = bed.ns(side)
+            for i in range(n):
+                bed.apply(limited)
+                d = Daemon(f"reaction-{scen}#{i}").wait_ready()
+                try:
+                    t_traffic = now_ns()
+                    r = bed.conn(secs, guard=False)
+                    time.sleep(0.2)
+                    changes = d.changes()
+                finally:
+                    d.stop()
+                c = first_change(changes, tunable, target_ns)
+                if c is None or not c.get("event_ts_ns"):
+                    seen = sorted({(x.get("tunable"), x.get("netns")) for x in changes})
+                    log(f"  {scen} trial {i + 1}/{n}: no {tunable} change in {target_ns} "
+                        f"({len(changes)} record(s): {seen}); {fmt_bps(r['bps'])}"
+                        + (" [host disturbed]" if r["disturbed"] else ""))
+                    trials.append(None)
+                    continue
+                react = (c["write_ts_ns"] - c["event_ts_ns"]) / 1e6
+                from_traffic = (c["write_ts_ns"] - t_traffic) / 1e6
+                count = len([x for x in changes if x.get("tunable") == tunable and x.get("applied")])
+                trials.append({"reaction_ms": react, "traffic_to_write_ms": from_traffic,
+                               "event_after_traffic_ms": (c["event_ts_ns"] - t_traffic) / 1e6,
+                               "old": c.get("old"), "new": c.get("new"), "changes": count,
+                               "bps": r["bps"]})
+                log(f"  {scen} trial {i + 1}/{n}: event->write {react:.3f} ms, traffic start->write "
+                    f"{from_traffic:.0f} ms, first {c.get('old')} -> {c.get('new')}, "
+                    f"{count} {tunable} change(s) in {secs} s")
+        finally:
+            bed.close()
+        ok = [t for t in trials if t]
+        res[scen] = {"reaction_ms": stats([t["reaction_ms"] for t in ok]),
+                     "traffic_to_write_ms": stats([t["traffic_to_write_ms"] for t in ok]),
+                     "missing": len(trials) - len(ok), "trials": trials}
+        miss_note = f"; {res[scen]['missing']} trial(s) without a change" if res[scen]["missing"] else ""
+        tt = res[scen]["traffic_to_write_ms"]
+        ctx.row(f"reaction {scen}: event -> {tunable.split('.')[-1]} write", res[scen]["reaction_ms"],
+                " ms", "<= 50 ms", lambda v: v <= 50, "{:.2f}",
+                (f"traffic start -> write {tt['median']:.0f} ms" if tt else "") + miss_note)
+    ctx.results["reaction"] = res
+
+
+def change_summary(changes, tunable):
+    """Applied changes of one tunable: count per scenario, highest and last value written."""
+    recs = sorted((c for c in changes if c.get("tunable") == tunable and c.get("applied")),
+                  key=lambda c: c.get("write_ts_ns") or 0)
+    per = {}
+    for c in recs:
+        per[c.get("scenario")] = per.get(c.get("scenario"), 0) + 1
+    maxes = [c["new"][-1] for c in recs if isinstance(c.get("new"), list) and c["new"]]
+    return {"count": len(recs), "scenarios": per, "highest_max": max(maxes) if maxes else None}
+
+
+def bench_outcome(ctx):
+    secs = 1 if ctx.smoke else 2
+    series = 3.0 if ctx.smoke else 12.0
+    n = ctx.trials
+    log(f"== outcome: new {secs} s connections for {series:.0f} s after the daemon starts, as a "
+        f"fraction of the well-tuned (16 MB) reference measured just before; {n} trial(s)")
+    res = {}
+    for scen, (tunable, side, limited, tuned) in SCENARIOS.items():
+        bed = DelayBed()
+        trials = []
+        try:
+            for i in range(n):
+                # Reference: well-tuned, no daemon (median of 2 runs; 1 in smoke).
+                bed.apply(tuned)
+                refs = [bed.conn(secs)["bps"] for _ in range(1 if ctx.smoke else 2)]
+                ref = statistics.median(refs)
+                # Untuned baseline: limited, no daemon.
+                bed.apply(limited)
+                base = bed.conn(secs)["bps"]
+                flush_metrics(bed.sender, bed.receiver)
+                d = Daemon(f"outcome-{scen}#{i}")
+                conns = []
+                try:
+                    d.wait_ready()
+                    while (now_ns() - d.spawn_ns) / 1e9 < series:
+                        r = bed.conn(secs, guard=False)
+                        conns.append({"start_s": (r["start_ns"] - d.spawn_ns) / 1e9,
+                                      "end_s": (r["end_ns"] - d.spawn_ns) / 1e9,
+                                      "bps": r["bps"], "fraction": r["bps"] / ref,
+                                      "retrans": r["retrans"], "disturbed": r["disturbed"]})
+                    changes = d.changes()
+                    final = ns_sysctl_get(bed.ns(side), tunable)
+                finally:
+                    d.stop()
+                # A connection during which the host was disturbed does not count.
+                ok = [c for c in conns if not c["disturbed"]]
+                t90 = next((c["start_s"] for c in ok if c["fraction"] >= 0.90), None)
+                t95 = next((c["start_s"] for c in ok if c["fraction"] >= 0.95), None)
+                held = min((c["fraction"] for c in ok if t95 is not None and c["start_s"] >= t95),
+                           default=None)
+                chg = change_summary(changes, tunable)
+                trials.append({"ref_bps": ref, "refs": refs, "untuned_bps": base, "conns": conns,
+                               "t90_s": t90, "t95_s": t95, "held_fraction": held, "final": final,
+                               "changes": chg, "ready_s": (d.ready_ns - d.spawn_ns) / 1e9})
+                series_txt = " ".join(f"{c['start_s']:.1f}s:{c['fraction']:.2f}"
+                                      + ("(disturbed)" if c["disturbed"] else "") for c in conns)
+                log(f"  {scen} trial {i + 1}/{n}: reference {fmt_bps(ref)}, untuned {fmt_bps(base)} "
+                    f"({base / ref:.2f}); with daemon [start:fraction] {series_txt}")
+                hm = chg["highest_max"]
+                log(f"      90 % at {_fmt_t(t90)}, 95 % at {_fmt_t(t95)}, worst from then on "
+                    f"{'-' if held is None else f'{held:.2f}'}; {chg['count']} {tunable} change(s) "
+                    f"{chg['scenarios']}, highest max {hm if hm is None else f'{hm / MiB:.0f} MiB'}, "
+                    f"final {final!r}")
+        finally:
+            bed.close()
+            if bed.topo.stats:
+                log(f"  delay line ({scen}): {bed.topo.stats}")
+        r = {"t90_s": _stats_missing(trials, "t90_s"),
+             "t95_s": _stats_missing(trials, "t95_s"),
+             "held": stats([t["held_fraction"] for t in trials]),
+             "ref_bps": stats([t["ref_bps"] for t in trials]),
+             "untuned_fraction": stats([t["untuned_bps"] / t["ref_bps"] for t in trials]),
+             "last_fraction": stats([t["conns"][-1]["fraction"] for t in trials if t["conns"]]),
+             "reached95": sum(1 for t in trials if t["t95_s"] is not None),
+             "trials": trials}
+        res[scen] = r
+        note = (f"ref {fmt_bps(r['ref_bps']['median'])}, untuned {r['untuned_fraction']['median']:.2f} of it; "
+                f"95 % reached in {r['reached95']}/{len(trials)} trial(s)")
+        ctx.row(f"outcome {scen}: time to 90 % of tuned", r["t90_s"], " s", fmt="{:.1f}",
+                note="'never' = not within the series" if any(t["t90_s"] is None for t in trials) else "")
+        ctx.row(f"outcome {scen}: time to 95 % of tuned", r["t95_s"], " s", "<= 5 s",
+                lambda v: v <= 5.0, "{:.1f}", note)
+        ctx.row(f"outcome {scen}: worst fraction after reaching 95 %", r["held"], "", ">= 0.95",
+                lambda v: v >= 0.95, "{:.2f}",
+                f"last connection {r['last_fraction']['median']:.2f}" if r["last_fraction"] else "")
+    ctx.results["outcome"] = res
+
+
+def _fmt_t(t):
+    return "never" if t is None else f"{t:.1f} s"
+
+
+def _stats_missing(trials, key):
+    """Median with 'never reached' counted as +inf (reported as > series length)."""
+    vals = [t[key] if t[key] is not None else float("inf") for t in trials]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+BENCHES = {
+    "startup": bench_startup,
+    "idle": bench_idle,
+    "overhead": bench_overhead,
+    "reaction": bench_reaction,
+    "outcome": bench_outcome,
+}
+
+
+# --------------------------------------------------------------------------- report
+
+def machine_info():
+    def sh(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout.strip()
+        except Exception:
+            return "?"
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    os_name = "?"
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
+        mem = f"{kb / MiB:.0f} GiB"
+    except (OSError, AttributeError):
+        pass
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "os": os_name,
+            "kernel": platform.release(), "nproc": os.cpu_count(), "cpu": model, "mem": mem,
+            "bpftune": sh(str(BPFTUNE), "-V"),
+            "git": sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")}
+
+
+def print_table(ctx, info, failed, elapsed):
+    log("")
+    log("=" * 100)
+    log(f"bpftune benchmarks ({'smoke' if ctx.smoke else 'full'}, {ctx.pairs} pair(s) / {ctx.trials} "
+        f"delay-line trial(s) per figure, "
+        f"{elapsed:.0f} s)")
+    log(f"machine: {info['os']}, kernel {info['kernel']}, nproc {info['nproc']}, {info['cpu']}, "
+        f"{info['mem']}; {info['date']}; {info['bpftune']} (git {info['git']})")
+    hdr = ("figure", "median", "min", "max", "target", "")
+    rows = [hdr] + [r[:6] for r in ctx.rows]
+    w = [max(len(str(r[i])) for r in rows) for i in range(6)]
+    for k, r in enumerate(rows):
+        log("  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)).rstrip())
+        if k == 0:
+            log("  ".join("-" * x for x in w))
+    notes = [(r[0], r[6]) for r in ctx.rows if r[6]]
+    if notes:
+        log("notes:")
+        for fig, note in notes:
+            log(f"  {fig}: {note}")
+    for name, err in failed:
+        log(f"COULD NOT RUN: {name}: {err}")
+    if WATCH is not None and WATCH.seen:
+        log("HOST NOT QUIET during this run (* = during that benchmark; disturbed throughput "
+            "measurements were repeated while the retry budget lasted, else kept and flagged):")
+        for r in WATCH.summary():
+            log(f"  {r}")
+    if ctx.smoke:
+        log("(smoke run: 1 pair of 1 s runs -- figures are not meaningful, PASS/MISS is informational)")
+    log("=" * 100)
+
+
+def preflight(only):
+    if os.geteuid() != 0:
+        raise BenchError("needs root (BPF, network namespaces)")
+    need = [BPFTUNE] + ([TESTBED] if set(only) & {"overhead", "reaction", "outcome"} else [])
+    for b in need:
+        if not os.access(b, os.X_OK):
+            raise BenchError(f"{b} missing: run `cargo build --release --workspace` (or `make bench`)")
+    for tool in ("ip", "iperf3", "sysctl", "ss"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found")
+    # Namespaces left by an earlier run that was killed hard (owner pid dead).
+    if os.access(TESTBED, os.X_OK):
+        subprocess.run([str(TESTBED), "cleanup", "--prefix", PREFIX], capture_output=True, timeout=60)
+    for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+        m = re.fullmatch(r"bench-lo-(\d+)-\d+", name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="bpftune benchmark suite (see BENCHMARKS.md)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="very short run (1 pair, 1 s runs) that exercises every benchmark")
+    ap.add_argument("--only", action="append", choices=list(BENCHES), metavar="NAME",
+                    help=f"run only this benchmark (repeatable): {'|'.join(BENCHES)}")
+    ap.add_argument("--pairs", type=int,
+                    help="pairs/trials per figure (default: 6 for start-up/overhead/reaction, 5 "
+                         "for outcome; smoke 1)")
+    ap.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
+    args = ap.parse_args()
+    only = args.only or list(BENCHES)
+    pairs = args.pairs or (1 if args.smoke else 6)
+    ctx = Ctx(args.smoke, pairs, args.pairs or (1 if args.smoke else 5))
+
+    global WATCH
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    started = time.monotonic()
+    WATCH = HostWatch()
+    WATCH.retry_budget = 0.0 if args.smoke else 60.0
+    WATCH.daemon_wait_budget = 15.0 if args.smoke else 60.0
+    failed = []
+    interrupted = False
+    info = None
+    try:
+        preflight(only)
+        info = machine_info()
+        log(f"bpftune bench: {', '.join(only)}; {info['kernel']}, nproc {info['nproc']}, {info['date']}")
+        for name in only:
+            t0, first_row = now_ns(), len(ctx.rows)
+            try:
+                BENCHES[name](ctx)
+                why = WATCH.disturbed(t0, now_ns())
+                if why:
+                    ctx.results.setdefault(name, {})["host_disturbed"] = why
+                    for k in range(first_row, len(ctx.rows)):
+                        r = ctx.rows[k]
+                        ctx.rows[k] = (r[0] + " *",) + r[1:]
+            except (BenchError, subprocess.SubprocessError, OSError, KeyError, ValueError) as e:
+                traceback.print_exc() if not isinstance(e, BenchError) else None
+                warn(f"{name} could not run: {e}")
+                failed.append((name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            finally:
+                REG.close_all()
+    except KeyboardInterrupt:
+        interrupted = True
+        warn("interrupted; cleaning up")
+    except BenchError as e:
+        warn(str(e))
+        failed.append(("preflight", str(e)))
+        info = None
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        REG.close_all()
+        WATCH.close()
+    if interrupted:
+        return 130
+    if info is not None:
+        print_table(ctx, info, failed, time.monotonic() - started)
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"machine": info, "smoke": ctx.smoke, "pairs": pairs, "results": ctx.results,
+                 "table": ctx.rows, "failed": failed, "host_disturbances": sorted(WATCH.seen)},
+                indent=1, default=str))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
