@@ -3,13 +3,15 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::core::bpf::{self, LoadConfig, SharedMaps};
 use crate::core::cgroup::CgroupDir;
@@ -44,7 +46,9 @@ pub struct Options {
 /// by unshare/clone have no /run/netns entry).
 const NETNS_RESCAN: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_secs(1);
-const POLL: Duration = Duration::from_millis(100);
+const WAKE_RINGBUF: u64 = 0;
+const WAKE_SIGNAL: u64 = 1;
+const WAKE_NETNS: u64 = 2;
 
 /// The query server's view: the ledger plus live reads.
 struct Backend {
@@ -349,11 +353,27 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     }
     let rb = builder.build()?;
 
-    let term = Arc::new(AtomicBool::new(false));
+    // One epoll set: the ring buffer's own epoll fd, a self-pipe written by the signal
+    // handler, and the /run/netns watcher. The loop sleeps until one of them fires or a
+    // timer (tick, netns rescan) is due: about one wake-up a second when idle, and
+    // SIGTERM is handled at once whichever thread the kernel delivered it to.
+    let (sig_rx, sig_tx) = UnixStream::pair().context("creating signal pipe")?;
+    sig_rx.set_nonblocking(true)?;
+    sig_tx.set_nonblocking(true)?;
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, term.clone()).context("installing signal handler")?;
+        let tx = sig_tx.try_clone().context("cloning signal pipe")?;
+        signal_hook::low_level::pipe::register(sig, tx).context("installing signal handler")?;
     }
     let watcher = RunNetnsWatcher::new(Path::new("/run/netns")).ok();
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
+    // SAFETY: the ring buffer (and so its epoll fd) outlives `epoll`, which is dropped
+    // before `rb` below.
+    let rb_fd = unsafe { BorrowedFd::borrow_raw(rb.epoll_fd()) };
+    epoll.add(rb_fd, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_RINGBUF))?;
+    epoll.add(&sig_rx, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_SIGNAL))?;
+    if let Some(w) = &watcher {
+        epoll.add(w.fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_NETNS))?;
+    }
     let known = engine.refresh_netns().created.len();
     tracing::info!(
         "bpftune started: tuners {} attached in {} ms; watching {} network namespace(s) besides the initial one (cookie {global_cookie})",
@@ -362,12 +382,29 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         known
     );
 
-    let mut last_scan = Instant::now();
-    let mut last_tick = Instant::now();
-    while !term.load(Ordering::Relaxed) {
-        if let Err(e) = rb.poll(POLL) {
-            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                tracing::debug!("ring buffer poll: {e}");
+    let mut next_scan = Instant::now() + NETNS_RESCAN;
+    let mut next_tick = Instant::now() + TICK;
+    let mut ready = [EpollEvent::empty(); 4];
+    'main: loop {
+        let now = Instant::now();
+        let wait = next_tick.min(next_scan).saturating_duration_since(now);
+        let timeout = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let n = match epoll.wait(&mut ready, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(e).context("epoll_wait"),
+        };
+        let mut rescan = false;
+        for ev in &ready[..n] {
+            match ev.data() {
+                WAKE_SIGNAL => break 'main,
+                WAKE_RINGBUF => {
+                    if let Err(e) = rb.consume() {
+                        tracing::debug!("ring buffer consume: {e}");
+                    }
+                }
+                WAKE_NETNS => rescan |= watcher.as_ref().is_some_and(|w| w.drain()),
+                _ => {}
             }
         }
         loop {
@@ -375,20 +412,21 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             let Some(ev) = next else { break };
             dispatch(&ev, &mut tuners, &mut engine);
         }
-        let hinted = watcher.as_ref().is_some_and(|w| w.drain());
-        if hinted || last_scan.elapsed() >= NETNS_RESCAN {
+        let now = Instant::now();
+        if rescan || now >= next_scan {
             engine.refresh_netns();
-            last_scan = Instant::now();
+            next_scan = now + NETNS_RESCAN;
         }
-        if last_tick.elapsed() >= TICK {
+        if now >= next_tick {
             for (id, t) in tuners.iter_mut().enumerate() {
                 if let Some(t) = t {
                     t.tick(&mut engine.ctx(id));
                 }
             }
-            last_tick = Instant::now();
+            next_tick = now + TICK;
         }
     }
+    drop(epoll);
 
     // Orderly shutdown: summaries, rollback, detach everything, unmount.
     drop(rb);
