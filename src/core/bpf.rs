@@ -345,6 +345,39 @@ macro_rules! open_skel {
     }};
 }
 
+/// Defines a tuner's two skeleton loaders: `try_load_skel` (a throw-away load with
+/// exactly the given programs, for flavour probing) and `load_skel` (the real one).
+#[macro_export]
+macro_rules! skel_loaders {
+    ($builder:ty, $skel:ident) => {
+        fn try_load_skel(
+            shared: &$crate::core::bpf::SharedMaps,
+            config: &$crate::core::bpf::LoadConfig,
+            programs: &[&'static str],
+        ) -> Result<(), libbpf_rs::Error> {
+            let mut storage = std::mem::MaybeUninit::<libbpf_rs::OpenObject>::uninit();
+            let open = $crate::open_skel!($builder, &mut storage, shared, config, 0, programs);
+            libbpf_rs::skel::OpenSkel::load(open).map(drop)
+        }
+
+        /// The skeleton lives as long as the daemon: its small open-object slot is
+        /// leaked on purpose so that the skeleton can be 'static.
+        fn load_skel(ctx: &$crate::core::tuner::StartCtx<'_>) -> Result<$skel<'static>, libbpf_rs::Error> {
+            let storage: &'static mut std::mem::MaybeUninit<libbpf_rs::OpenObject> =
+                Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+            let open = $crate::open_skel!(
+                $builder,
+                storage,
+                ctx.shared,
+                ctx.config,
+                ctx.tuner_id,
+                ctx.programs
+            );
+            libbpf_rs::skel::OpenSkel::load(open)
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

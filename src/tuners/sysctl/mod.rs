@@ -2,10 +2,8 @@
 //! that a tuner manages, and hands that namespace over to the administrator. See
 //! sysctl.bpf.c for the cgroup/sysctl program.
 
-use std::mem::MaybeUninit;
-
-use libbpf_rs::skel::{OpenSkel as _, Skel as _};
-use libbpf_rs::{Link, OpenObject};
+use libbpf_rs::skel::Skel as _;
+use libbpf_rs::Link;
 
 use crate::core::bpf::{Candidate, Flavour, LoadConfig, SharedMaps, Slot};
 use crate::core::events::Event;
@@ -40,20 +38,7 @@ impl SysctlTuner {
     }
 }
 
-fn load_skel(
-    storage: &'static mut MaybeUninit<OpenObject>,
-    ctx: &StartCtx<'_>,
-) -> Result<SysctlSkel<'static>, libbpf_rs::Error> {
-    let open = crate::open_skel!(
-        SysctlSkelBuilder,
-        storage,
-        ctx.shared,
-        ctx.config,
-        ctx.tuner_id,
-        ctx.programs
-    );
-    open.load()
-}
+crate::skel_loaders!(SysctlSkelBuilder, SysctlSkel);
 
 impl Tuner for SysctlTuner {
     fn name(&self) -> &'static str {
@@ -78,9 +63,7 @@ impl Tuner for SysctlTuner {
         config: &LoadConfig,
         programs: &[&'static str],
     ) -> Result<(), libbpf_rs::Error> {
-        let mut storage = MaybeUninit::<OpenObject>::uninit();
-        let open = crate::open_skel!(SysctlSkelBuilder, &mut storage, shared, config, 0, programs);
-        open.load().map(drop)
+        try_load_skel(shared, config, programs)
     }
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
@@ -94,9 +77,7 @@ impl Tuner for SysctlTuner {
                 "no cgroup-v2 directory to attach to".into(),
             ));
         };
-        // Lives as long as the daemon (see tcp_buffer).
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = load_skel(storage, &ctx).map_err(load)?;
+        let skel = load_skel(&ctx).map_err(load)?;
         ctx.shared.adopt(skel.object()).map_err(load)?;
         // A BPF link (not a legacy attachment): it goes away with our process, so a
         // crashed daemon leaves nothing attached to the cgroup.

@@ -4,11 +4,9 @@
 
 pub mod policy;
 
+use libbpf_rs::skel::Skel as _;
+use libbpf_rs::Link;
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
-
-use libbpf_rs::skel::{OpenSkel as _, Skel as _};
-use libbpf_rs::{Link, OpenObject};
 
 use crate::core::bpf::{attach_all, Candidate, Flavour, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
@@ -441,20 +439,7 @@ impl TcpBuffer {
     }
 }
 
-fn load_skel(
-    storage: &'static mut MaybeUninit<OpenObject>,
-    ctx: &StartCtx<'_>,
-) -> Result<TcpBufferSkel<'static>, libbpf_rs::Error> {
-    let open = crate::open_skel!(
-        TcpBufferSkelBuilder,
-        storage,
-        ctx.shared,
-        ctx.config,
-        ctx.tuner_id,
-        ctx.programs
-    );
-    open.load()
-}
+crate::skel_loaders!(TcpBufferSkelBuilder, TcpBufferSkel);
 
 impl Tuner for TcpBuffer {
     fn name(&self) -> &'static str {
@@ -479,9 +464,7 @@ impl Tuner for TcpBuffer {
         config: &LoadConfig,
         programs: &[&'static str],
     ) -> Result<(), libbpf_rs::Error> {
-        let mut storage = MaybeUninit::<OpenObject>::uninit();
-        let open = crate::open_skel!(TcpBufferSkelBuilder, &mut storage, shared, config, 0, programs);
-        open.load().map(drop)
+        try_load_skel(shared, config, programs)
     }
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
@@ -489,10 +472,7 @@ impl Tuner for TcpBuffer {
             tuner: "tcp_buffer",
             source: e,
         };
-        // The skeleton lives as long as the daemon; its small open-object slot is
-        // leaked on purpose so the skeleton can be 'static.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let skel = load_skel(storage, &ctx).map_err(load)?;
+        let skel = load_skel(&ctx).map_err(load)?;
         ctx.shared.adopt(skel.object()).map_err(load)?;
         self.links = attach_all(skel.object()).map_err(|e| TunerError::Attach {
             tuner: "tcp_buffer",
