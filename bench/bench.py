@@ -143,9 +143,12 @@ REG = Registry()
 class HostWatch:
     """Notices what other processes on the host do that would distort our figures: a
     global TCP memory/buffer limit lowered below its value at bench start (e.g. a tcp_mem
-    pressure test), or another bpftune daemon running (it would tune our namespaces)."""
+    pressure test), another bpftune daemon running (it would tune our namespaces), or a
+    compiler running (it takes the CPU the traffic needs)."""
 
     LIMITS = ["net.ipv4.tcp_mem", "net.core.rmem_max", "net.core.wmem_max"]
+    # Compilers eat the CPU that loopback iperf3 and the delay line need.
+    BUILDERS = {"rustc", "cargo", "cc1", "cc1plus", "clang", "ld", "ld.lld", "cc"}
 
     def __init__(self):
         self.base = {n: self._ints(read_global(n)) for n in self.LIMITS}
@@ -171,17 +174,23 @@ class HostWatch:
             cur = self._ints(read_global(n))
             if cur and base and any(c < b for c, b in zip(cur, base)):
                 reasons.append(f"global {n} lowered to {' '.join(map(str, cur))} by another process")
+        builds = set()
         for pid in os.listdir("/proc"):
             if not pid.isdigit() or int(pid) in self.own:
                 continue
             try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() != "bpftune":
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                if comm in self.BUILDERS:
+                    builds.add(comm)
+                if comm != "bpftune":
                     continue
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             if not any(a in (b"-q", b"--query", b"-V", b"-S", b"-h") or a.startswith(b"-q") for a in argv):
                 reasons.append(f"another bpftune daemon (pid {pid}) is running")
+        if builds:
+            reasons.append(f"a build is running ({', '.join(sorted(builds))})")
         return reasons
 
     def _loop(self):
@@ -232,6 +241,9 @@ class HostWatch:
         if daemons:
             out.append(f"{len(daemons)} other bpftune daemon(s) ran (pids {', '.join(daemons[:6])}"
                        f"{', ...' if len(daemons) > 6 else ''}) -- e.g. a concurrent `cargo test`")
+        builds = sorted({r for r in self.seen if r.startswith("a build")})
+        if builds:
+            out.append("; ".join(builds))
         for name, vals in sorted(lowered.items()):
             lowest = min(vals, key=lambda v: [int(x) for x in v.split()])
             out.append(f"global {name} was lowered by another process {len(vals)} time(s) "
@@ -260,6 +272,16 @@ def kill_proc(p, term_timeout=10.0, sig=signal.SIGTERM):
         p.wait(timeout=10)
     except ProcessLookupError:
         pass
+
+
+SETPRIV = shutil.which("setpriv")
+
+
+def guarded(cmd):
+    """cmd, run so that it gets SIGTERM if the bench dies without cleaning up (SIGKILL):
+    a daemon then rolls back, a testbed tears its topology down, iperf3 exits."""
+    cmd = [str(c) for c in cmd]
+    return [SETPRIV, "--pdeathsig", "TERM", *cmd] if SETPRIV else cmd
 
 
 def run(cmd, timeout=30, check=True):
@@ -423,7 +445,7 @@ class Daemon:
 
     def __init__(self, label="bpftune", extra_args=()):
         self.label = label
-        self.tmp = Path(tempfile.mkdtemp(prefix="bpftune-bench-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bpftune-bench-{os.getpid()}-"))
         (self.tmp / "run").mkdir()
         (self.tmp / "state").mkdir()
         self.env = dict(os.environ, BPFTUNE_RUN_DIR=str(self.tmp / "run"),
@@ -441,7 +463,7 @@ class Daemon:
         REG.add(self)
         self.spawn_ns = now_ns()
         self.proc = subprocess.Popen(
-            [str(BPFTUNE), "-s", "-R", "-c", str(self.tmp / "cgroupv2"), *extra_args],
+            guarded([BPFTUNE, "-s", "-R", "-c", self.tmp / "cgroupv2", *extra_args]),
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True, bufsize=1)
         if WATCH is not None:
@@ -542,7 +564,7 @@ class Topology:
         self.stderr = []
         REG.add(self)
         self.proc = subprocess.Popen(
-            [str(TESTBED), kind, *map(str, args), "--prefix", PREFIX, "--hold"],
+            guarded([TESTBED, kind, *args, "--prefix", PREFIX, "--hold"]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._drain, daemon=True).start()
         r, _, _ = select.select([self.proc.stdout], [], [], 30)
@@ -607,7 +629,7 @@ class IperfServer:
     def __init__(self, ns, port=5201):
         self.ns, self.port = ns, port
         REG.add(self)
-        self.proc = subprocess.Popen(ns_exec(ns, "iperf3", "-s", "-p", port),
+        self.proc = subprocess.Popen(guarded(ns_exec(ns, "iperf3", "-s", "-p", port)),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         end = time.monotonic() + 10
@@ -642,7 +664,7 @@ def iperf_client(ns, addr, port, secs, server=None, guard=True):
     while True:
         tries += 1
         t0 = now_ns()
-        r = subprocess.run(ns_exec(ns, "iperf3", "-c", addr, "-p", port, "-t", secs, "-J"),
+        r = subprocess.run(guarded(ns_exec(ns, "iperf3", "-c", addr, "-p", port, "-t", secs, "-J")),
                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=secs + 30)
         t1 = now_ns()
@@ -762,75 +784,154 @@ def bench_idle(ctx):
             note=f"{threads} threads, RSS {rss / 1024:.1f} MiB")
 
 
+def bpf_enable_stats():
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run_time_ns/run_cnt are counted while the
+    returned fd is open (the kernel undoes it when the fd closes, even if we crash; no
+    global sysctl is written). None if unsupported."""
+    import ctypes
+    nr = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+    if nr is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint8 * 64)()  # union bpf_attr; enable_stats.type = 0 (RUN_TIME)
+    fd = libc.syscall(nr, 32, ctypes.byref(attr), ctypes.c_uint(4))  # 32 = BPF_ENABLE_STATS
+    return fd if fd >= 0 else None
+
+
+def bpf_prog_stats(pid):
+    """{prog_id: (run_cnt, run_time_ns)} for the BPF programs the process holds."""
+    out = {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            kv = dict(l.split(":", 1) for l in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+                      if ":" in l)
+        except OSError:
+            continue
+        if "run_time_ns" in kv and "prog_id" in kv:
+            out[int(kv["prog_id"])] = (int(kv["run_cnt"]), int(kv["run_time_ns"]))
+    return out
+
+
+def bpf_prog_name(prog_id):
+    try:
+        r = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
+                           capture_output=True, text=True, timeout=5)
+        return json.loads(r.stdout).get("name", f"id {prog_id}")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return f"id {prog_id}"
+
+
+def overhead_run(label, secs, with_daemon, profile=False):
+    """One loopback iperf3 run in a fresh namespace; with_daemon: our daemon runs."""
+    ns = LoopbackNs()
+    srv = d = stats_fd = None
+    try:
+        # Generous buffer limits, written before any daemon starts: the daemon finds
+        # nothing to tune, so a ratio is the cost of its hooks alone (with the defaults
+        # it raises tcp_rmem/wmem on lo, which speeds lo up by several per cent).
+        ns_sysctl_set(ns.name, "net.ipv4.tcp_rmem", f"4096 131072 {OVERHEAD_BUF_MAX}")
+        ns_sysctl_set(ns.name, "net.ipv4.tcp_wmem", f"4096 16384 {OVERHEAD_BUF_MAX}")
+        srv = IperfServer(ns.name)
+        if with_daemon:
+            d = Daemon(label).wait_ready()
+            time.sleep(0.3)
+        if profile:
+            stats_fd = bpf_enable_stats()
+            if stats_fd is None:
+                return None
+        for attempt in range(4):
+            before = ProcSample(d.pid) if d else None
+            progs0 = bpf_prog_stats(d.pid) if profile else {}
+            r = iperf_client(ns.name, "127.0.0.1", 5201, secs, srv, guard=False)
+            progs1 = bpf_prog_stats(d.pid) if profile else {}
+            after = ProcSample(d.pid) if d else None
+            if not (r["disturbed"] and attempt < 3 and WATCH.retry_budget > 0):
+                break
+            warn(f"host disturbed during overhead run ({'; '.join(r['disturbed'])}); measuring again")
+            WATCH.wait_quiet()
+        entry = {"bps": r["bps"], "disturbed": r["disturbed"]}
+        if d is not None:
+            s = before.until(after)
+            entry.update(cpu_pct=s["cpu_pct"], cpu_pct_sched=s["cpu_pct_sched"],
+                         ticks=s["ticks"], secs=s["secs"],
+                         rss_kib=proc_status_kib(d.pid, "VmRSS"),
+                         hwm_kib=proc_status_kib(d.pid, "VmHWM"),
+                         changes=len([c for c in d.changes() if c.get("applied")]))
+        if profile:
+            wsecs = (r["end_ns"] - r["start_ns"]) / 1e9
+            entry["progs"] = {
+                bpf_prog_name(pid_): {"runs_per_s": (c1 - progs0.get(pid_, (0, 0))[0]) / wsecs,
+                                      "ns_per_run": (t1 - progs0.get(pid_, (0, 0))[1])
+                                      / max(1, c1 - progs0.get(pid_, (0, 0))[0]),
+                                      "cpu_pct": 100.0 * (t1 - progs0.get(pid_, (0, 0))[1]) / 1e9 / wsecs}
+                for pid_, (c1, t1) in progs1.items()}
+        return entry
+    finally:
+        if stats_fd is not None:
+            os.close(stats_fd)
+        if d is not None:
+            d.stop()
+        if srv is not None:
+            srv.close()
+        ns.close()
+
+
 def bench_overhead(ctx):
     secs = 1 if ctx.smoke else 5
     n = ctx.pairs
     log(f"== overhead: loopback iperf3 in a fresh namespace per run (tcp_rmem/wmem max "
-        f"{OVERHEAD_BUF_MAX >> 20} MB), {secs} s runs, {n} alternating pair(s) without/with the daemon")
+        f"{OVERHEAD_BUF_MAX >> 20} MB), {secs} s runs; {n} triple(s) without / with / without "
+        f"the daemon: ratio = with / mean(withouts), noise floor = without' / without")
     pairs = []
     for i in range(n):
-        order = ("without", "with") if i % 2 == 0 else ("with", "without")
-        pair = {}
-        for mode in order:
-            ns = LoopbackNs()
-            srv = None
-            d = None
-            try:
-                # Generous buffer limits, written before any daemon starts: the daemon
-                # finds nothing to tune, so the ratio is the cost of its hooks alone
-                # (with the defaults it raises tcp_rmem/wmem on lo, which speeds lo up).
-                ns_sysctl_set(ns.name, "net.ipv4.tcp_rmem", f"4096 131072 {OVERHEAD_BUF_MAX}")
-                ns_sysctl_set(ns.name, "net.ipv4.tcp_wmem", f"4096 16384 {OVERHEAD_BUF_MAX}")
-                srv = IperfServer(ns.name)
-                if mode == "with":
-                    d = Daemon(f"overhead#{i}").wait_ready()
-                    time.sleep(0.3)
-                for attempt in range(4):
-                    before = ProcSample(d.pid) if d else None
-                    r = iperf_client(ns.name, "127.0.0.1", 5201, secs, srv, guard=False)
-                    after = ProcSample(d.pid) if d else None
-                    if not (r["disturbed"] and attempt < 3 and WATCH.retry_budget > 0):
-                        break
-                    warn(f"host disturbed during overhead run ({'; '.join(r['disturbed'])}); measuring again")
-                    WATCH.wait_quiet()
-                entry = {"bps": r["bps"], "disturbed": r["disturbed"]}
-                if d is not None:
-                    s = before.until(after)
-                    entry.update(cpu_pct=s["cpu_pct"], cpu_pct_sched=s["cpu_pct_sched"],
-                                 ticks=s["ticks"], secs=s["secs"],
-                                 rss_kib=proc_status_kib(d.pid, "VmRSS"),
-                                 hwm_kib=proc_status_kib(d.pid, "VmHWM"),
-                                 changes=len([c for c in d.changes() if c.get("applied")]))
-                pair[mode] = entry
-            finally:
-                if d is not None:
-                    d.stop()
-                if srv is not None:
-                    srv.close()
-                ns.close()
-        pair["ratio"] = pair["with"]["bps"] / pair["without"]["bps"]
-        w = pair["with"]
-        log(f"  pair {i + 1}/{n} ({order[0]} first): without {fmt_bps(pair['without']['bps'])}, "
-            f"with {fmt_bps(w['bps'])}, ratio {pair['ratio']:.4f}; daemon CPU {w['cpu_pct']:.3f} % "
-            f"(ticks {w['ticks']}, schedstat {w['cpu_pct_sched']:.4f} %), RSS {w['rss_kib'] / 1024:.1f} MiB, "
-            f"{w['changes']} change(s)")
+        a = overhead_run(f"overhead#{i}", secs, False)
+        w = overhead_run(f"overhead#{i}", secs, True)
+        a2 = overhead_run(f"overhead#{i}", secs, False)
+        pair = {"without": a, "with": w, "without2": a2,
+                "ratio": w["bps"] / ((a["bps"] + a2["bps"]) / 2), "noise": a2["bps"] / a["bps"]}
+        log(f"  triple {i + 1}/{n}: without {fmt_bps(a['bps'])}, with {fmt_bps(w['bps'])}, without "
+            f"{fmt_bps(a2['bps'])}: ratio {pair['ratio']:.4f} (A/A {pair['noise']:.4f}); daemon CPU "
+            f"{w['cpu_pct']:.3f} % (ticks {w['ticks']}, schedstat {w['cpu_pct_sched']:.4f} %), "
+            f"RSS {w['rss_kib'] / 1024:.1f} MiB, {w['changes']} change(s)")
         pairs.append(pair)
+    # The daemon's BPF programs run in the traffic's own context (softirq, iperf3): their
+    # cost is in the throughput, not in the daemon's CPU. Measure it directly once.
+    prof = overhead_run("overhead-profile", secs, True, profile=True)
+    if prof is None:
+        log("  BPF run-time profile: BPF_ENABLE_STATS not available, skipped")
+    else:
+        for name, p in sorted(prof["progs"].items(), key=lambda kv: -kv[1]["cpu_pct"]):
+            log(f"  BPF profile: {name:26s} {p['runs_per_s']:10.0f} runs/s x {p['ns_per_run']:6.1f} ns "
+                f"= {p['cpu_pct']:.3f} % of a core")
     withs = [p["with"] for p in pairs]
     tot_ticks = sum(w["ticks"] for w in withs)
     tot_secs = sum(w["secs"] for w in withs)
     res = {"ratio": stats([p["ratio"] for p in pairs]),
+           "noise": stats([p["noise"] for p in pairs]),
            "cpu_pct": stats([w["cpu_pct"] for w in withs]),
            "cpu_pct_total": 100.0 * tot_ticks / CLK_TCK / tot_secs,
            "cpu_pct_sched": stats([w["cpu_pct_sched"] for w in withs]),
            "rss_mib": stats([w["rss_kib"] / 1024 for w in withs]),
            "hwm_mib": stats([w["hwm_kib"] / 1024 for w in withs]),
-           "without_bps": stats([p["without"]["bps"] for p in pairs]),
+           "without_bps": stats([p["without"]["bps"] for p in pairs] + [p["without2"]["bps"] for p in pairs]),
            "with_bps": stats([p["with"]["bps"] for p in pairs]),
+           "bpf_profile": prof and prof["progs"],
+           "bpf_cpu_pct": prof and sum(p["cpu_pct"] for p in prof["progs"].values()),
            "pairs": pairs}
     ctx.results["overhead"] = res
+    below = sum(1 for p in pairs if p["ratio"] < 1)
     ctx.row("overhead: throughput with / without daemon", res["ratio"], "", ">= 0.995",
             lambda v: v >= 0.995, "{:.4f}",
-            f"without {fmt_bps(res['without_bps']['median'])}")
+            f"without {fmt_bps(res['without_bps']['median'])}; {below}/{n} ratios below 1")
+    ctx.row("overhead: noise floor, without / without (A/A)", res["noise"], "", fmt="{:.4f}",
+            note="the ratio above is only resolved to about this spread")
+    if prof is not None:
+        ctx.row("overhead: BPF programs' own run time", stats([res["bpf_cpu_pct"]]), " %", fmt="{:.3f}",
+                note=f"% of a core at {fmt_bps(prof['bps'])}, 1 profiled run (BPF_ENABLE_STATS)")
     ctx.row("overhead: daemon CPU under load, /proc/PID/stat", res["cpu_pct"], " %", "<= 0.2 %",
             lambda v: v <= 0.2, "{:.2f}",
             f"1 tick = {100.0 / CLK_TCK / secs:.2f} % per {secs} s run; all runs together "
@@ -1130,6 +1231,11 @@ def preflight(only):
     # Namespaces left by an earlier run that was killed hard (owner pid dead).
     if os.access(TESTBED, os.X_OK):
         subprocess.run([str(TESTBED), "cleanup", "--prefix", PREFIX], capture_output=True, timeout=60)
+    tmp = Path(tempfile.gettempdir())
+    for d in tmp.glob("bpftune-bench-*"):
+        m = re.match(r"bpftune-bench-(\d+)-", d.name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}") and not _mounted_under(d):
+            shutil.rmtree(d, ignore_errors=True)
     for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
         m = re.fullmatch(r"bench-lo-(\d+)-\d+", name)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
@@ -1176,7 +1282,8 @@ def main():
                         r = ctx.rows[k]
                         ctx.rows[k] = (r[0] + " *",) + r[1:]
             except (BenchError, subprocess.SubprocessError, OSError, KeyError, ValueError) as e:
-                traceback.print_exc() if not isinstance(e, BenchError) else None
+                if not isinstance(e, BenchError):
+                    traceback.print_exc()
                 warn(f"{name} could not run: {e}")
                 failed.append((name, str(e).splitlines()[0] if str(e) else type(e).__name__))
             finally:
