@@ -27,12 +27,14 @@ struct bpftune_event {
 	char str[BPFTUNE_STR_MAX];
 };
 
-/* Adaptive sampling state of one hot program (C bpftune's bpftune_sample). */
+/* Adaptive sampling state of one hot program on one CPU (C bpftune's bpftune_sample,
+ * made per CPU so the hot path never bounces a shared cache line): one cache line each. */
+#define BPFTUNE_SAMPLE_CPUS 64
 struct bpftune_sample {
 	__u64 count;
 	__u64 ts;
 	__u64 rate;
-	__u64 pad;
+	__u64 pad[5];
 };
 
 /* event flags */

@@ -81,21 +81,23 @@ static __always_inline struct net *sk_net(struct sock *sk)
 
 /* Adaptive sampling (C bpftune #152): only every rate-th call proceeds; if two
  * proceeding calls are < 10 ms apart the rate doubles, otherwise it halves back
- * towards the initial 4. Racy across CPUs by design: it is a heuristic. */
+ * towards the initial 4. State is per CPU (`per_cpu` has BPFTUNE_SAMPLE_CPUS slots) and
+ * rates are powers of two, so the skip path is one increment and one mask. */
 #define SAMPLE_MIN_RATE 4
-static __always_inline bool sample_proceed(struct bpftune_sample *s)
+#define SAMPLE_MAX_RATE (1ULL << 20)
+static __always_inline bool sample_proceed(struct bpftune_sample *per_cpu)
 {
-	__u64 now, rate;
+	__u32 cpu = bpf_get_smp_processor_id() & (BPFTUNE_SAMPLE_CPUS - 1);
+	struct bpftune_sample *s = &per_cpu[cpu];
+	__u64 now, rate = s->rate;
 
-	s->count++;
-	rate = s->rate;
 	if (rate < SAMPLE_MIN_RATE)
 		rate = SAMPLE_MIN_RATE;
-	if (s->count % rate)
+	if (++s->count & (rate - 1))
 		return false;
 	now = bpf_ktime_get_ns();
 	if (now - s->ts < 10ULL * 1000 * 1000) {
-		if (rate < (1ULL << 20))
+		if (rate < SAMPLE_MAX_RATE)
 			rate <<= 1;
 	} else if (rate > SAMPLE_MIN_RATE) {
 		rate >>= 1;

@@ -514,15 +514,16 @@ impl Tuner for TcpBuffer {
         let Some(bss) = self.skel.as_ref().and_then(|s| s.maps.bss_data.as_deref()) else {
             return Vec::new();
         };
+        // Per-CPU slots: total calls, and the coarsest rate any CPU reached.
         bss.samples
             .iter()
             .zip(SAMPLE_NAMES)
-            .filter(|(s, _)| s.count > 0)
-            .map(|(s, name)| SampleReport {
+            .map(|(cpus, name)| SampleReport {
                 name,
-                calls: s.count,
-                every: s.rate.max(4),
+                calls: cpus.iter().map(|s| s.count).sum(),
+                every: cpus.iter().map(|s| s.rate).max().unwrap_or(0).max(4),
             })
+            .filter(|r| r.calls > 0)
             .collect()
     }
 

@@ -14,7 +14,7 @@
 __u32 tcp_mem_flags = 0;
 
 /* Adaptive sampling state per hot hook, reported at exit. */
-struct bpftune_sample samples[3] = {};
+struct bpftune_sample samples[3][BPFTUNE_SAMPLE_CPUS] = {};
 
 static __always_inline __u32 srtt_us(struct sock *sk)
 {
@@ -168,7 +168,7 @@ int BPF_PROG(bpftune_rcvbuf_grow_raw, struct sock *sk)
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(bpftune_rcv_space_btf, struct sock *sk)
 {
-	if (!sample_proceed(&samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
+	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
 		return 0;
 	return rmem_body(sk);
 }
@@ -176,7 +176,7 @@ int BPF_PROG(bpftune_rcv_space_btf, struct sock *sk)
 SEC("raw_tp/tcp_rcv_space_adjust")
 int BPF_PROG(bpftune_rcv_space_raw, struct sock *sk)
 {
-	if (!sample_proceed(&samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
+	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
 		return 0;
 	return rmem_body(sk);
 }
@@ -184,7 +184,7 @@ int BPF_PROG(bpftune_rcv_space_raw, struct sock *sk)
 SEC("fentry/tcp_rcv_space_adjust")
 int BPF_PROG(bpftune_rcv_space_fentry, struct sock *sk)
 {
-	if (!sample_proceed(&samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
+	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
 		return 0;
 	return rmem_body(sk);
 }
@@ -194,7 +194,7 @@ int BPF_PROG(bpftune_rcv_space_fentry, struct sock *sk)
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(bpftune_sendmsg_btf, struct sock *sk)
 {
-	if (!sample_proceed(&samples[TCP_BUFFER_SAMPLE_SENDMSG]))
+	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_SENDMSG]))
 		return 0;
 	return wmem_body(sk);
 }
@@ -202,7 +202,7 @@ int BPF_PROG(bpftune_sendmsg_btf, struct sock *sk)
 SEC("raw_tp/tcp_sendmsg_locked")
 int BPF_PROG(bpftune_sendmsg_raw, struct sock *sk)
 {
-	if (!sample_proceed(&samples[TCP_BUFFER_SAMPLE_SENDMSG]))
+	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_SENDMSG]))
 		return 0;
 	return wmem_body(sk);
 }
