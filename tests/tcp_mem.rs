@@ -111,15 +111,21 @@ fn tcp_mem_pages() -> i64 {
         .unwrap_or(-1)
 }
 
+/// The server namespace and the client namespace, joined by veth.
+fn server_and_clients() -> (Netns, Netns, VethPair) {
+    let srv = netns("srv");
+    let cli = netns("cli");
+    let veth =
+        VethPair::with_prefix(&srv, &cli, &format!("{SERVER}/24"), "10.215.0.2/24", PREFIX).expect("veth");
+    (srv, cli, veth)
+}
+
 #[test]
 fn tcp_mem_pressure_raises_tcp_mem_within_the_cap() {
     let Some(_g) = setup("tcp_mem_pressure_raises_tcp_mem_within_the_cap") else {
         return;
     };
-    let srv = netns("srv");
-    let cli = netns("cli");
-    let _veth =
-        VethPair::with_prefix(&srv, &cli, &format!("{SERVER}/24"), "10.215.0.2/24", PREFIX).expect("veth");
+    let (srv, cli, _veth) = server_and_clients();
     let cap = (nr_free_buffer_pages() / 4) as i64;
     // Pressure only: tcp_mem[1] is easy to reach, tcp_mem[2] is not.
     let guard = SysctlGuard::set("net.ipv4.tcp_mem", "768 1024 100000").expect("lower tcp_mem");
@@ -185,10 +191,7 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
     let Some(_g) = setup("tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables") else {
         return;
     };
-    let srv = netns("srv");
-    let cli = netns("cli");
-    let _veth =
-        VethPair::with_prefix(&srv, &cli, &format!("{SERVER}/24"), "10.215.0.2/24", PREFIX).expect("veth");
+    let (srv, cli, _veth) = server_and_clients();
     let cap = (nr_free_buffer_pages() / 4) as i64;
     let ns_before: Vec<(i64, i64)> = [&srv, &cli]
         .iter()

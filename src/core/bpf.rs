@@ -137,14 +137,6 @@ impl Plan {
     pub fn complete(&self) -> bool {
         self.choices.iter().all(|c| !c.required || c.chosen.is_some())
     }
-
-    /// Every chosen program uses a conservative flavour.
-    pub fn legacy_only(&self) -> bool {
-        self.choices
-            .iter()
-            .filter_map(|c| c.chosen)
-            .all(|c| c.flavour.conservative())
-    }
 }
 
 /// Chooses one flavour per slot by loading throw-away objects.
@@ -429,7 +421,11 @@ mod tests {
     fn legacy_uses_raw_tp_only() {
         let p = plan(SLOTS, true, false, &mut |_| Ok(()));
         assert_eq!(p.programs(), vec!["a_raw"]);
-        assert!(p.legacy_only());
+        assert!(p
+            .choices
+            .iter()
+            .filter_map(|c| c.chosen)
+            .all(|c| c.flavour.conservative()));
     }
 
     #[test]

@@ -550,27 +550,30 @@ impl TunerEnv for EngineCtx<'_> {
         self.engine.admin_write(cookie, path, pid, comm)
     }
 
-    fn net_counter(&mut self, cookie: u64, ino: u64, name: &str) -> Option<u64> {
-        let target = if self.engine.ns.is_global(cookie) {
-            Target::Global
-        } else {
-            self.engine.ns.locate(cookie, ino)?
-        };
-        let read = || -> Option<u64> {
-            ["/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"]
+    fn net_counters(&mut self, cookie: u64, ino: u64, names: &[&str]) -> Vec<Option<u64>> {
+        let read = || -> Vec<Option<u64>> {
+            let texts: Vec<String> = ["/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"]
                 .iter()
-                .find_map(|f| {
-                    std::fs::read_to_string(f)
-                        .ok()
-                        .and_then(|t| procfs::snmp_counter(&t, None, name))
-                })
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .collect();
+            names
+                .iter()
+                .map(|name| texts.iter().find_map(|t| procfs::snmp_counter(t, None, name)))
+                .collect()
         };
-        match target {
-            Target::Global => read(),
-            Target::Netns(info) => crate::core::netns::run_in_netns(&info.path, Some(info.ino), read)
-                .ok()
-                .flatten(),
-        }
+        let target = if self.engine.ns.is_global(cookie) {
+            Some(Target::Global)
+        } else {
+            self.engine.ns.locate(cookie, ino)
+        };
+        let values = match target {
+            Some(Target::Global) => Some(read()),
+            Some(Target::Netns(info)) => {
+                crate::core::netns::run_in_netns(&info.path, Some(info.ino), read).ok()
+            }
+            None => None,
+        };
+        values.unwrap_or_else(|| vec![None; names.len()])
     }
 
     fn nr_free_buffer_pages(&self) -> u64 {

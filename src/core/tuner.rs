@@ -127,9 +127,9 @@ pub trait TunerEnv {
     /// Another process (`pid`, command name `comm`) wrote sysctl `path`
     /// (`net/ipv4/tcp_rmem`) in the given netns.
     fn admin_write(&mut self, netns_cookie: u64, path: &str, pid: i32, comm: &str);
-    /// `name` counter (e.g. "PassiveOpens") from `/proc/net/{snmp,netstat}` in the
-    /// event's namespace.
-    fn net_counter(&mut self, netns_cookie: u64, netns_ino: u64, name: &str) -> Option<u64>;
+    /// Counters (e.g. "PassiveOpens") from `/proc/net/{netstat,snmp}` in the event's
+    /// namespace, one entry per name; the namespace is entered once for all of them.
+    fn net_counters(&mut self, netns_cookie: u64, netns_ino: u64, names: &[&str]) -> Vec<Option<u64>>;
     /// nr_free_buffer_pages estimate from /proc/zoneinfo (pages).
     fn nr_free_buffer_pages(&self) -> u64;
     fn is_global(&self, netns_cookie: u64) -> bool;

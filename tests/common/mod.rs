@@ -498,23 +498,17 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 
 /// Runs `bpftune <args>` with `BPFTUNE_RUN_DIR=run_dir`: (exit code, stdout, stderr).
 pub fn client(run_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BPFTUNE)
-        .args(args)
-        .env("BPFTUNE_RUN_DIR", run_dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {BPFTUNE}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output(Command::new(BPFTUNE).args(args).env("BPFTUNE_RUN_DIR", run_dir))
 }
 
 /// Runs `bpftune <args>` (no daemon involved): (exit code, stdout, stderr).
 pub fn run_bpftune(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BPFTUNE)
-        .args(args)
+    output(Command::new(BPFTUNE).args(args))
+}
+
+/// Runs a bpftune command to completion: (exit code, stdout, stderr).
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {BPFTUNE}: {e}"));

@@ -396,15 +396,18 @@ impl TcpBuffer {
         let floods = self.syn_events.entry(cookie).or_insert(0);
         *floods += 1;
         let floods = *floods;
-        let accepted = env.net_counter(cookie, ino, "PassiveOpens").unwrap_or(0);
+        let counters = env.net_counters(
+            cookie,
+            ino,
+            &["PassiveOpens", "SyncookiesFailed", "SyncookiesRecv"],
+        );
+        let counter = |k: usize| counters.get(k).copied().flatten().unwrap_or(0);
+        let accepted = counter(0);
         let corr = self.corr.entry((TCP_MAX_SYN_BACKLOG, cookie)).or_default();
         corr.update(floods as f64, accepted as f64);
         let corr = *corr;
         let (failed, recv) = if cookies != 0 {
-            (
-                env.net_counter(cookie, ino, "SyncookiesFailed").unwrap_or(0),
-                env.net_counter(cookie, ino, "SyncookiesRecv").unwrap_or(0),
-            )
+            (counter(1), counter(2))
         } else {
             (0, 0)
         };
@@ -497,8 +500,8 @@ impl Tuner for TcpBuffer {
         if !self.in_low_mem {
             return;
         }
-        let gc = 0;
-        let Ok(mem) = env.read(TCP_MEM, gc, 0) else { return };
+        // tcp_mem is global: cookie 0 means the initial namespace.
+        let Ok(mem) = env.read(TCP_MEM, 0, 0) else { return };
         let Some(mem) = Self::ints3(&mem) else { return };
         let used = std::fs::read_to_string("/proc/net/sockstat")
             .ok()
@@ -592,8 +595,8 @@ mod tests {
         }
         fn note(&mut self, _t: usize, _s: usize, _c: u64, _m: &str) {}
         fn admin_write(&mut self, _c: u64, _p: &str, _pid: i32, _comm: &str) {}
-        fn net_counter(&mut self, _c: u64, _i: u64, _n: &str) -> Option<u64> {
-            None
+        fn net_counters(&mut self, _c: u64, _i: u64, names: &[&str]) -> Vec<Option<u64>> {
+            vec![None; names.len()]
         }
         fn nr_free_buffer_pages(&self) -> u64 {
             1_000_000
