@@ -24,7 +24,7 @@ use crate::core::query::{QueryBackend, QueryServer, StatusRow, TunableRow, Tuner
 use crate::core::state::{boot_id, StateStore};
 use crate::core::sysctl::{ProcSysctl, SysctlStore};
 use crate::core::tunable::{Rate, TunableKind};
-use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
+use crate::core::tuner::{allow_matches, MemoryFacts, Ns, StartCtx, Tuner, TunerState};
 use crate::tuners;
 
 /// Daemon settings (from the command line).
@@ -144,6 +144,12 @@ fn scan_libdir(dir: &Path) {
     }
 }
 
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
+}
+
 fn raise_memlock() {
     let inf = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -251,17 +257,15 @@ fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine: &mut Engi
         tracing::debug!("no tuner for id {id}");
         return;
     };
-    let deliver = engine.deliverable(id, ev.netns_cookie);
+    let deliver = engine.deliverable(id, ev.ns);
+    let (cookie, kind) = match ev.ns {
+        Ns::Global => (engine.global_cookie(), "global netns"),
+        Ns::Netns { cookie, .. } => (cookie, "non-global netns"),
+    };
     tracing::debug!(
-        "event scenario [{}] for tuner {}[{id}] netns {} ({}) {}",
+        "event scenario [{}] for tuner {}[{id}] netns {cookie} ({kind}) {}",
         ev.scenario_id,
         tuner.name(),
-        ev.netns_cookie,
-        if engine.is_global(ev.netns_cookie) {
-            "global netns"
-        } else {
-            "non-global netns"
-        },
         if deliver {
             "sent"
         } else {
@@ -314,16 +318,19 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             tracing::info!("found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); kept for a later rollback (-R)");
         }
     }
-    let nr_free = std::fs::read_to_string("/proc/zoneinfo")
-        .map(|t| procfs::free_buffer_pages(&t))
-        .unwrap_or(0);
+    let memory = MemoryFacts {
+        free_buffer_pages: std::fs::read_to_string("/proc/zoneinfo")
+            .map(|t| procfs::free_buffer_pages(&t))
+            .unwrap_or(0),
+        page_size: page_size(),
+    };
     let mut engine = Engine::new(
         opts.rate,
         Box::new(ProcSysctl::default()),
         Box::new(registry),
         ledger.clone(),
         store,
-        nr_free,
+        memory,
     );
 
     scan_libdir(Path::new(crate::cli::SYSTEM_LIBDIR));
@@ -344,7 +351,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     {
         let q = queue.clone();
         builder.add(ringbuf, move |data: &[u8]| {
-            match Event::parse(data) {
+            match Event::parse(data, global_cookie) {
                 Ok(ev) => q.borrow_mut().push_back(ev),
                 Err(e) => tracing::error!("{e}"),
             }

@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::core::change::{ChangeRecord, Ledger, TunerMeta};
 use crate::core::events::monotonic_ns;
 use crate::core::netns::{NetnsDiff, NetnsRegistry, Target};
-use crate::core::procfs;
 use crate::core::state::StateStore;
 use crate::core::sysctl::{SysctlError, SysctlStore};
 use crate::core::tunable::{sysctl_name, Rate, SysctlValue, TunableDesc, TunableKind};
-use crate::core::tuner::{NsState, Outcome, Proposal, TunerEnv, TunerState};
+use crate::core::tuner::{MemoryFacts, Ns, NsState, Outcome, Proposal, TunerEnv, TunerState};
 
 /// Where namespaces are found; the real one is [`NetnsRegistry`], tests use a fake.
 pub trait Namespaces {
@@ -58,7 +57,7 @@ pub struct Engine {
     admin_owned: HashSet<(u64, String)>,
     /// One-time messages already logged.
     said: HashSet<String>,
-    nr_free_pages: u64,
+    memory: MemoryFacts,
     /// Persistence failures are reported once; tuning goes on.
     persist_warned: bool,
 }
@@ -70,7 +69,7 @@ impl Engine {
         ns: Box<dyn Namespaces>,
         ledger: Arc<Mutex<Ledger>>,
         store: StateStore,
-        nr_free_pages: u64,
+        memory: MemoryFacts,
     ) -> Engine {
         Engine {
             rate,
@@ -82,7 +81,7 @@ impl Engine {
             ns_state: HashMap::new(),
             admin_owned: HashSet::new(),
             said: HashSet::new(),
-            nr_free_pages,
+            memory,
             persist_warned: false,
         }
     }
@@ -109,27 +108,31 @@ impl Engine {
         self.ns.global_cookie()
     }
 
-    fn norm(&self, cookie: u64) -> u64 {
-        if self.ns.is_global(cookie) {
-            self.ns.global_cookie()
-        } else {
-            cookie
+    /// The cookie the engine's bookkeeping is keyed by.
+    fn cookie(&self, ns: Ns) -> u64 {
+        match ns {
+            Ns::Global => self.ns.global_cookie(),
+            Ns::Netns { cookie, .. } => cookie,
         }
     }
 
-    pub fn ns_state(&self, tuner: usize, cookie: u64) -> NsState {
+    fn cookie_state(&self, tuner: usize, cookie: u64) -> NsState {
         self.ns_state
-            .get(&(tuner, self.norm(cookie)))
+            .get(&(tuner, cookie))
             .copied()
             .unwrap_or(NsState::Active)
     }
 
-    /// Should an event from `cookie` reach `tuner`? (active tuner, namespace not manual/gone)
-    pub fn deliverable(&self, tuner: usize, cookie: u64) -> bool {
+    pub fn ns_state(&self, tuner: usize, ns: Ns) -> NsState {
+        self.cookie_state(tuner, self.cookie(ns))
+    }
+
+    /// Should an event from `ns` reach `tuner`? (active tuner, namespace not manual/gone)
+    pub fn deliverable(&self, tuner: usize, ns: Ns) -> bool {
         matches!(
             self.tuner_state(tuner),
             Some(TunerState::Active | TunerState::Manual)
-        ) && self.ns_state(tuner, cookie) == NsState::Active
+        ) && self.ns_state(tuner, ns) == NsState::Active
     }
 
     /// Drops bookkeeping for namespaces that are gone (keeps maps bounded under churn).
@@ -154,10 +157,6 @@ impl Engine {
         diff
     }
 
-    pub fn is_global(&self, cookie: u64) -> bool {
-        self.ns.is_global(cookie)
-    }
-
     pub fn ctx(&mut self, tuner: usize) -> EngineCtx<'_> {
         EngineCtx { engine: self, tuner }
     }
@@ -179,12 +178,20 @@ impl Engine {
             .copied()
     }
 
-    /// Where a tunable of an event from (cookie, ino) lives.
-    fn target_for(&mut self, desc: &TunableDesc, cookie: u64, ino: u64) -> Option<(u64, Target)> {
-        if !desc.namespaced || self.ns.is_global(cookie) {
-            return Some((self.ns.global_cookie(), Target::Global));
+    /// Where a tunable of an event from `ns` lives: (bookkeeping cookie, location).
+    fn target_for(&mut self, desc: &TunableDesc, ns: Ns) -> Option<(u64, Target)> {
+        match ns {
+            Ns::Netns { cookie, ino } if desc.namespaced => self.ns.locate(cookie, ino).map(|t| (cookie, t)),
+            _ => Some((self.ns.global_cookie(), Target::Global)),
         }
-        self.ns.locate(cookie, ino).map(|t| (cookie, t))
+    }
+
+    /// Where a namespace-wide operation (e.g. reading /proc/net) happens for `ns`.
+    fn locate(&mut self, ns: Ns) -> Option<Target> {
+        match ns {
+            Ns::Global => Some(Target::Global),
+            Ns::Netns { cookie, ino } => self.ns.locate(cookie, ino),
+        }
     }
 
     fn read_desc(&mut self, desc: &TunableDesc, target: &Target) -> Result<SysctlValue, SysctlError> {
@@ -196,17 +203,17 @@ impl Engine {
             return Outcome::Failed(format!("no tunable {}", p.tunable));
         };
         let tname = self.metas[tuner].name;
-        let Some((cookie, target)) = self.target_for(&desc, p.netns_cookie, p.netns_ino) else {
+        let Some((cookie, target)) = self.target_for(&desc, p.ns) else {
             // Not found *now* (e.g. a brand-new container, rate-limited rescans): drop
             // this event only; "gone" is decided by the registry's vanish reports.
             tracing::debug!(
                 "netns (cookie {}) not found for '{}'; dropping the event for '{tname}'",
-                p.netns_cookie,
+                self.cookie(p.ns),
                 desc.name
             );
             return Outcome::NoNamespace;
         };
-        if self.ns_state(tuner, cookie) != NsState::Active
+        if self.cookie_state(tuner, cookie) != NsState::Active
             || self.admin_owned.contains(&(cookie, desc.name.to_string()))
         {
             let key = format!("skip:{tuner}:{}:{cookie}", desc.name);
@@ -257,9 +264,13 @@ impl Engine {
             return Outcome::Unchanged;
         }
         let global = matches!(target, Target::Global);
+        let ino = match &target {
+            Target::Global => 0,
+            Target::Netns(info) => info.ino,
+        };
         let original = match self
             .store
-            .before_write(desc.name, cookie, p.netns_ino, global, &live, &p.value)
+            .before_write(desc.name, cookie, ino, global, &live, &p.value)
         {
             Ok(o) => Some(o),
             Err(e) => {
@@ -338,11 +349,11 @@ impl Engine {
         Outcome::Failed(why)
     }
 
-    fn note(&mut self, tuner: usize, tunable: usize, scenario: usize, cookie: u64, message: &str) {
+    fn note(&mut self, tuner: usize, tunable: usize, scenario: usize, ns: Ns, message: &str) {
         let Some(desc) = self.desc(tuner, tunable) else {
             return;
         };
-        let global = self.ns.is_global(cookie);
+        let global = ns.is_global() || !desc.namespaced;
         let meta = &self.metas[tuner];
         let (sc_name, sc_desc) = meta
             .scenarios
@@ -360,7 +371,11 @@ impl Engine {
             tuner: meta.name.to_string(),
             tunable: desc.name.to_string(),
             scenario: sc_name.to_string(),
-            netns_cookie: self.norm(cookie),
+            netns_cookie: if global {
+                self.ns.global_cookie()
+            } else {
+                self.cookie(ns)
+            },
             global,
             netns: None,
             old: None,
@@ -373,11 +388,11 @@ impl Engine {
         lock(&self.ledger).record(tuner, tunable, scenario, None, rec);
     }
 
-    /// Another process wrote `path` in netns `cookie`: every tuner managing that sysctl
-    /// hands that namespace over to the administrator.
-    pub fn admin_write(&mut self, cookie: u64, path: &str, pid: i32, comm: &str) {
+    /// Another process wrote `path` in `ns`: every tuner managing that sysctl hands that
+    /// namespace over to the administrator.
+    pub fn admin_write(&mut self, ns: Ns, path: &str, pid: i32, comm: &str) {
         let name = sysctl_name(path);
-        let cookie = self.norm(cookie);
+        let cookie = self.cookie(ns);
         let cmd = cmdline(pid).unwrap_or_else(|| {
             if comm.is_empty() {
                 "?".to_string()
@@ -400,7 +415,7 @@ impl Engine {
             tracing::info!("pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{tname}' uses; disabling '{tname}' for namespace cookie {cookie}");
             self.ns_state.insert((t, cookie), NsState::Manual);
             tracing::debug!("setting state of netns (cookie {cookie}) to manual for '{tname}'");
-            if cookie == self.ns.global_cookie() {
+            if ns.is_global() {
                 self.set_tuner_state(t, TunerState::Manual);
             }
         }
@@ -526,14 +541,14 @@ impl TunerEnv for EngineCtx<'_> {
         self.engine.rate
     }
 
-    fn read(&mut self, tunable: usize, cookie: u64, ino: u64) -> Result<SysctlValue, SysctlError> {
+    fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
         let desc = self
             .engine
             .desc(self.tuner, tunable)
             .ok_or_else(|| SysctlError::NotFound(format!("tunable #{tunable}")))?;
         let (_, target) = self
             .engine
-            .target_for(&desc, cookie, ino)
+            .target_for(&desc, ns)
             .ok_or(SysctlError::Netns(crate::core::netns::NetnsError::Gone))?;
         self.engine.read_desc(&desc, &target)
     }
@@ -542,59 +557,58 @@ impl TunerEnv for EngineCtx<'_> {
         self.engine.apply(self.tuner, proposal)
     }
 
-    fn note(&mut self, tunable: usize, scenario: usize, cookie: u64, message: &str) {
-        self.engine.note(self.tuner, tunable, scenario, cookie, message)
+    fn note(&mut self, tunable: usize, scenario: usize, ns: Ns, message: &str) {
+        self.engine.note(self.tuner, tunable, scenario, ns, message)
     }
 
-    fn admin_write(&mut self, cookie: u64, path: &str, pid: i32, comm: &str) {
-        self.engine.admin_write(cookie, path, pid, comm)
+    fn admin_write(&mut self, ns: Ns, path: &str, pid: i32, comm: &str) {
+        self.engine.admin_write(ns, path, pid, comm)
     }
 
-    fn net_counters(&mut self, cookie: u64, ino: u64, names: &[&str]) -> Vec<Option<u64>> {
-        let read = || -> Vec<Option<u64>> {
-            let texts: Vec<String> = ["/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"]
+    fn proc_net(&mut self, ns: Ns, files: &[&str]) -> Vec<Option<String>> {
+        // Only plain file names below /proc/net: a tuner cannot read elsewhere.
+        let valid = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let read = || -> Vec<Option<String>> {
+            files
                 .iter()
-                .filter_map(|f| std::fs::read_to_string(f).ok())
-                .collect();
-            names
-                .iter()
-                .map(|name| texts.iter().find_map(|t| procfs::snmp_counter(t, None, name)))
+                .map(|f| {
+                    valid(f)
+                        .then(|| std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).ok())
+                        .flatten()
+                })
                 .collect()
         };
-        let target = if self.engine.ns.is_global(cookie) {
-            Some(Target::Global)
-        } else {
-            self.engine.ns.locate(cookie, ino)
-        };
-        let values = match target {
+        let texts = match self.engine.locate(ns) {
             Some(Target::Global) => Some(read()),
             Some(Target::Netns(info)) => {
                 crate::core::netns::run_in_netns(&info.path, Some(info.ino), read).ok()
             }
             None => None,
         };
-        values.unwrap_or_else(|| vec![None; names.len()])
+        texts.unwrap_or_else(|| vec![None; files.len()])
     }
 
-    fn nr_free_buffer_pages(&self) -> u64 {
-        self.engine.nr_free_pages
-    }
-
-    fn is_global(&self, cookie: u64) -> bool {
-        self.engine.ns.is_global(cookie)
+    fn memory(&self) -> MemoryFacts {
+        self.engine.memory
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::mem_sysctl::MemSysctl;
     use crate::core::netns::NetnsInfo;
-    use crate::core::sysctl::MemSysctl;
     use crate::core::tunable::Scenario;
     use std::path::PathBuf;
 
-    const GLOBAL: u64 = 1;
-    const NS: u64 = 42;
+    const GLOBAL_COOKIE: u64 = 1;
+    const NS_COOKIE: u64 = 42;
+    const GLOBAL: Ns = Ns::Global;
+    const NS: Ns = Ns::Netns {
+        cookie: NS_COOKIE,
+        ino: 7,
+    };
+    const UNKNOWN: Ns = Ns::Netns { cookie: 77, ino: 7 };
     static TUNABLES: &[TunableDesc] = &[
         TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true),
         TunableDesc::sysctl("net.ipv4.tcp_mem", 3, false),
@@ -608,10 +622,10 @@ mod tests {
     struct FakeNs;
     impl Namespaces for FakeNs {
         fn global_cookie(&self) -> u64 {
-            GLOBAL
+            GLOBAL_COOKIE
         }
         fn locate(&mut self, cookie: u64, ino: u64) -> Option<Target> {
-            (cookie == NS).then(|| {
+            (cookie == NS_COOKIE).then(|| {
                 Target::Netns(NetnsInfo {
                     cookie,
                     ino,
@@ -652,7 +666,7 @@ mod tests {
     fn fixture(tag: &str) -> Fixture {
         let mem = Arc::new(MemSysctl::new());
         mem.set(None, "net.ipv4.tcp_rmem", v(6291456));
-        mem.set(Some(NS), "net.ipv4.tcp_rmem", v(1310720));
+        mem.set(Some(NS_COOKIE), "net.ipv4.tcp_rmem", v(1310720));
         mem.set(None, "net.ipv4.tcp_mem", SysctlValue::Ints(vec![768, 1024, 1536]));
         mem.set_missing("net.ipv6.missing");
         let dir = std::env::temp_dir().join(format!("bpftune-engine-{tag}-{}", std::process::id()));
@@ -664,7 +678,10 @@ mod tests {
             Box::new(FakeNs),
             Arc::new(Mutex::new(Ledger::default())),
             store,
-            1_000_000,
+            MemoryFacts {
+                free_buffer_pages: 1_000_000,
+                page_size: 4096,
+            },
         );
         let id = engine.add_tuner(TunerMeta {
             name: "tcp_buffer",
@@ -676,12 +693,11 @@ mod tests {
         Fixture { engine, mem, dir }
     }
 
-    fn proposal(tunable: usize, cookie: u64, expect: Option<SysctlValue>, value: SysctlValue) -> Proposal {
+    fn proposal(tunable: usize, ns: Ns, expect: Option<SysctlValue>, value: SysctlValue) -> Proposal {
         Proposal {
             tunable,
             scenario: 0,
-            netns_cookie: cookie,
-            netns_ino: 7,
+            ns,
             expect,
             value,
             message: "why".into(),
@@ -697,7 +713,7 @@ mod tests {
             .ctx(0)
             .apply(proposal(0, NS, Some(v(1310720)), v(1638400)));
         assert_eq!(out, Outcome::Applied);
-        assert_eq!(f.mem.get(Some(NS), "net.ipv4.tcp_rmem"), Some(v(1638400)));
+        assert_eq!(f.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"), Some(v(1638400)));
         assert_eq!(f.mem.get(None, "net.ipv4.tcp_rmem"), Some(v(6291456)));
         assert_eq!(lock(f.engine.ledger()).applied_count(), 1);
     }
@@ -739,8 +755,7 @@ mod tests {
             Outcome::Disabled
         );
         assert_eq!(f.engine.tuner_state(0), Some(TunerState::Active));
-        // Global: cookie 0 means the initial namespace too.
-        f.engine.admin_write(0, "net/ipv4/tcp_mem", 1, "sysctl");
+        f.engine.admin_write(GLOBAL, "net/ipv4/tcp_mem", 1, "sysctl");
         assert_eq!(f.engine.tuner_state(0), Some(TunerState::Manual));
         assert!(!f.engine.deliverable(0, GLOBAL));
         assert_eq!(
@@ -764,10 +779,10 @@ mod tests {
             Outcome::Missing
         );
         assert_eq!(
-            f.engine.ctx(0).apply(proposal(0, 77, None, v(1))),
+            f.engine.ctx(0).apply(proposal(0, UNKNOWN, None, v(1))),
             Outcome::NoNamespace
         );
-        assert!(f.engine.deliverable(0, 77), "not found now is not gone");
+        assert!(f.engine.deliverable(0, UNKNOWN), "not found now is not gone");
     }
 
     #[test]
@@ -814,7 +829,7 @@ mod tests {
         f.mem.set(None, "net.ipv4.tcp_rmem", v(4194304));
         f.engine.rollback();
         assert_eq!(
-            f.mem.get(Some(NS), "net.ipv4.tcp_rmem"),
+            f.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"),
             Some(v(1310720)),
             "ours restored"
         );
@@ -824,5 +839,22 @@ mod tests {
             "admin's value kept"
         );
         assert!(f.engine.store().entries().is_empty());
+    }
+
+    #[test]
+    fn note_records_without_writing() {
+        let mut f = fixture("note");
+        f.engine.ctx(0).note(0, 0, NS, "can no longer update");
+        f.engine.ctx(0).note(1, 0, NS, "tcp_mem is global");
+        assert!(f.mem.writes().is_empty());
+        let l = lock(f.engine.ledger());
+        let recs: Vec<_> = l.records().collect();
+        assert_eq!(recs.len(), 2);
+        assert!(!recs[0].applied && !recs[0].global && recs[0].netns_cookie == NS_COOKIE);
+        assert!(
+            recs[1].global,
+            "a global tunable is noted against the initial namespace"
+        );
+        assert_eq!(l.applied_count(), 0);
     }
 }

@@ -7,6 +7,8 @@ pub mod corr;
 pub mod engine;
 pub mod events;
 pub mod log;
+#[cfg(test)]
+pub mod mem_sysctl;
 pub mod netns;
 pub mod probe;
 pub mod procfs;

@@ -9,7 +9,7 @@ use crate::core::bpf::{self, classify, LoadConfig, Plan, SharedMaps, Support};
 use crate::core::netns;
 use crate::core::tuner::Tuner;
 
-mod skel {
+pub(crate) mod skel {
     #![allow(clippy::all, clippy::pedantic, clippy::restriction, unsafe_op_in_unsafe_fn)]
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }

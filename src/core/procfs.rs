@@ -62,6 +62,21 @@ pub fn snmp_counter(text: &str, prefix: Option<&str>, name: &str) -> Option<u64>
     None
 }
 
+/// A field of one protocol's line in /proc/net/sockstat, e.g. ("TCP:", "mem") for the
+/// pages TCP uses in "TCP: inuse 5 orphan 0 tw 0 alloc 7 mem 3".
+pub fn sockstat_field(text: &str, proto: &str, field: &str) -> Option<i64> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(proto))?;
+    let mut it = line.split_whitespace().skip(1);
+    while let Some(k) = it.next() {
+        if k == field {
+            return it.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +103,14 @@ mod tests {
         assert_eq!(snmp_counter(text, Some("UdpLite:"), "InDatagrams"), Some(0));
         assert_eq!(snmp_counter(text, None, "ActiveOpens"), Some(3));
         assert_eq!(snmp_counter(text, None, "Nope"), None);
+    }
+
+    #[test]
+    fn sockstat_lookup() {
+        let text = "sockets: used 5\nTCP: inuse 5 orphan 0 tw 0 alloc 7 mem 3\nUDP: inuse 1 mem 2\nUDPLITE: inuse 0\n";
+        assert_eq!(sockstat_field(text, "TCP:", "mem"), Some(3));
+        assert_eq!(sockstat_field(text, "UDP:", "mem"), Some(2));
+        assert_eq!(sockstat_field(text, "UDPLITE:", "mem"), None);
+        assert_eq!(sockstat_field("UDP: inuse 1 mem 2\n", "TCP:", "mem"), None);
     }
 }

@@ -6,6 +6,7 @@ use std::os::fd::BorrowedFd;
 
 use crate::core::bpf::{LoadConfig, SharedMaps, Slot};
 use crate::core::events::Event;
+pub use crate::core::events::Ns;
 use crate::core::sysctl::SysctlError;
 use crate::core::tunable::{Rate, Scenario, SysctlValue, TunableDesc};
 
@@ -83,9 +84,9 @@ pub struct Proposal {
     pub tunable: usize,
     /// Index into the tuner's scenarios.
     pub scenario: usize,
-    /// Netns cookie of the triggering event (namespaced tunables are written there).
-    pub netns_cookie: u64,
-    pub netns_ino: u64,
+    /// Namespace of the triggering event: namespaced tunables are written there,
+    /// global ones in the initial namespace whatever this says.
+    pub ns: Ns,
     /// The premise: the value the decision was based on. If the live value differs the
     /// proposal is stale and dropped (C bpftune #155).
     pub expect: Option<SysctlValue>,
@@ -114,25 +115,35 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// The core services a tuner may use while handling an event.
+/// Memory facts the core reads once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFacts {
+    /// nr_free_buffer_pages estimate from /proc/zoneinfo (pages; 0 if unknown).
+    pub free_buffer_pages: u64,
+    /// Page size in bytes.
+    pub page_size: u64,
+}
+
+/// The core services a tuner may use while handling an event: everything a tuner reads
+/// or writes outside its own BPF maps goes through here, so that every tuner inherits
+/// the stale checks, the administrator's ownership, rollback and the change records.
 pub trait TunerEnv {
     fn rate(&self) -> Rate;
-    /// Live value of one of this tuner's tunables, in the event's namespace for
-    /// namespaced tunables, globally otherwise.
-    fn read(&mut self, tunable: usize, netns_cookie: u64, netns_ino: u64)
-        -> Result<SysctlValue, SysctlError>;
+    /// Live value of one of this tuner's tunables: in `ns` for namespaced tunables, in
+    /// the initial namespace otherwise.
+    fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError>;
     fn apply(&mut self, proposal: Proposal) -> Outcome;
-    /// Log and count a scenario without writing anything (informational).
-    fn note(&mut self, tunable: usize, scenario: usize, netns_cookie: u64, message: &str);
+    /// Logs and counts a scenario without writing anything (C bpftune's
+    /// `bpftuner_tunable_update`: e.g. "can no longer update thresholds").
+    fn note(&mut self, tunable: usize, scenario: usize, ns: Ns, message: &str);
     /// Another process (`pid`, command name `comm`) wrote sysctl `path`
-    /// (`net/ipv4/tcp_rmem`) in the given netns.
-    fn admin_write(&mut self, netns_cookie: u64, path: &str, pid: i32, comm: &str);
-    /// Counters (e.g. "PassiveOpens") from `/proc/net/{netstat,snmp}` in the event's
-    /// namespace, one entry per name; the namespace is entered once for all of them.
-    fn net_counters(&mut self, netns_cookie: u64, netns_ino: u64, names: &[&str]) -> Vec<Option<u64>>;
-    /// nr_free_buffer_pages estimate from /proc/zoneinfo (pages).
-    fn nr_free_buffer_pages(&self) -> u64;
-    fn is_global(&self, netns_cookie: u64) -> bool;
+    /// (`net/ipv4/tcp_rmem`) in `ns`.
+    fn admin_write(&mut self, ns: Ns, path: &str, pid: i32, comm: &str);
+    /// Contents of `/proc/net/<file>` files (e.g. "netstat", "snmp", "sockstat") as seen
+    /// from `ns`, one entry per name (`None` if unreadable); the namespace is entered once
+    /// for all of them. Parse them with [`crate::core::procfs`].
+    fn proc_net(&mut self, ns: Ns, files: &[&str]) -> Vec<Option<String>>;
+    fn memory(&self) -> MemoryFacts;
 }
 
 /// A tuner: descriptors, BPF hooks and event handling.

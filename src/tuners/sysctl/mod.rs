@@ -101,7 +101,7 @@ impl Tuner for SysctlTuner {
             .flat_map(|w| w.to_ne_bytes())
             .take_while(|&b| b != 0)
             .collect();
-        env.admin_write(ev.netns_cookie, &ev.text, ev.pid, &String::from_utf8_lossy(&comm));
+        env.admin_write(ev.ns, &ev.text, ev.pid, &String::from_utf8_lossy(&comm));
     }
 
     fn stop(&mut self) {
