@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::core::bpf::{self, LoadConfig, SharedMaps};
 use crate::core::cgroup::CgroupDir;
@@ -20,11 +19,12 @@ use crate::core::engine::{lock, Engine};
 use crate::core::events::Event;
 use crate::core::netns::{NetnsRegistry, RunNetnsWatcher, Target};
 use crate::core::procfs;
-use crate::core::query::{QueryBackend, QueryServer, StatusRow, TunableRow, TunerRow};
+use crate::core::query::{format, QueryBackend, QueryServer, StatusRow, TunableRow, TunerRow};
 use crate::core::state::{boot_id, StateStore};
 use crate::core::sysctl::{ProcSysctl, SysctlStore};
 use crate::core::tunable::{Rate, TunableKind};
 use crate::core::tuner::{allow_matches, MemoryFacts, Ns, StartCtx, Tuner, TunerState};
+use crate::core::wait::Waiter;
 use crate::tuners;
 
 /// Daemon settings (from the command line).
@@ -105,17 +105,15 @@ impl QueryBackend for Backend {
     }
 
     fn summary(&self) -> String {
-        lock(&self.ledger).summary_text()
+        format::summary(&lock(&self.ledger))
     }
 
     fn rollback(&self) -> String {
-        lock(&self.ledger).rollback_text()
+        format::rollback(&lock(&self.ledger))
     }
 
     fn changes_json(&self) -> String {
-        let l = lock(&self.ledger);
-        let records: Vec<_> = l.records().collect();
-        serde_json::to_string_pretty(&records).unwrap_or_else(|_| "[]".to_string())
+        format::changes_json(&lock(&self.ledger))
     }
 }
 
@@ -372,14 +370,14 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
         signal_hook::low_level::pipe::register(sig, tx).context("installing signal handler")?;
     }
     let watcher = RunNetnsWatcher::new(Path::new("/run/netns")).ok();
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
-    // SAFETY: the ring buffer (and so its epoll fd) outlives `epoll`, which is dropped
+    let waiter = Waiter::new().context("epoll_create")?;
+    // SAFETY: the ring buffer (and so its epoll fd) outlives `waiter`, which is dropped
     // before `rb` below.
     let rb_fd = unsafe { BorrowedFd::borrow_raw(rb.epoll_fd()) };
-    epoll.add(rb_fd, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_RINGBUF))?;
-    epoll.add(&sig_rx, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_SIGNAL))?;
+    waiter.add(&rb_fd, WAKE_RINGBUF)?;
+    waiter.add(&sig_rx, WAKE_SIGNAL)?;
     if let Some(w) = &watcher {
-        epoll.add(w.fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_NETNS))?;
+        waiter.add(&w.fd(), WAKE_NETNS)?;
     }
     let known = engine.refresh_netns().created.len();
     tracing::info!(
@@ -391,19 +389,13 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
 
     let mut next_scan = Instant::now() + NETNS_RESCAN;
     let mut next_tick = Instant::now() + TICK;
-    let mut ready = [EpollEvent::empty(); 4];
     'main: loop {
         let now = Instant::now();
         let wait = next_tick.min(next_scan).saturating_duration_since(now);
-        let timeout = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-        let n = match epoll.wait(&mut ready, timeout) {
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => 0,
-            Err(e) => return Err(e).context("epoll_wait"),
-        };
+        let ready = waiter.wait(Some(wait)).context("epoll_wait")?;
         let mut rescan = false;
-        for ev in &ready[..n] {
-            match ev.data() {
+        for token in ready {
+            match token {
                 WAKE_SIGNAL => break 'main,
                 WAKE_RINGBUF => {
                     if let Err(e) = rb.consume() {
@@ -433,7 +425,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             next_tick = now + TICK;
         }
     }
-    drop(epoll);
+    drop(waiter);
 
     // Orderly shutdown: summaries, rollback, detach everything, unmount.
     drop(rb);
@@ -447,7 +439,7 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
                 s.every
             );
         }
-        for line in lock(&ledger).tuner_summary(id) {
+        for line in format::tuner_summary(&lock(&ledger), id) {
             tracing::info!("{line}");
         }
     }

@@ -1,13 +1,14 @@
-//! The one structured change record, and the ledger built from it. Log lines, the
-//! `summary`/`rollback` queries and the exit summary are all rendered from here.
+//! The one structured change record, and the ledger built from it (counters, first and
+//! last values, recent records). Log lines come from the engine; the `summary`, `rollback`
+//! and `jchanges` replies and the exit summary are rendered from the ledger by
+//! `core::query::format`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::core::tunable::{Scenario, SysctlValue, TunableDesc, TunableKind};
+use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
 use crate::core::tuner::TunerState;
 
 /// How many records the ledger keeps (older ones are summarised by the counters).
@@ -138,110 +139,53 @@ impl Ledger {
         self.records.iter().filter(|r| r.applied).count()
     }
 
-    /// Per-tuner summary lines (C bpftune's format), used at exit and by `summary`.
-    pub fn tuner_summary(&self, tuner: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        let Some(meta) = self.tuners.get(tuner) else {
-            return out;
-        };
-        for global in [true, false] {
-            for (ti, desc) in meta.tunables.iter().enumerate() {
-                let mut any = false;
-                for (si, sc) in meta.scenarios.iter().enumerate() {
-                    let n = self.stats.get(&(tuner, ti, si, global)).copied().unwrap_or(0);
-                    if n == 0 {
-                        continue;
-                    }
-                    any = true;
-                    out.push(format!(
-                        "# Summary: scenario '{}' occurred {} times for tunable '{}' in {}global ns. {}",
-                        sc.name,
-                        n,
-                        desc.name,
-                        if global { "" } else { "non-" },
-                        sc.description
-                    ));
-                }
-                if !(any && global && desc.kind == TunableKind::Sysctl) {
-                    continue;
-                }
-                let span = self
-                    .spans
-                    .iter()
-                    .find(|(w, s)| w.tuner == tuner && w.tunable == ti && s.global)
-                    .map(|(_, s)| s);
-                // A value that went back where it started (e.g. low-memory measures
-                // undone) has nothing to replicate.
-                if let Some(s) = span.filter(|s| s.original != s.latest) {
-                    out.push(format!(
-                        "# sysctl '{}' changed from ({}) -> ({})",
-                        desc.name,
-                        s.original.c_style(),
-                        s.latest.c_style()
-                    ));
-                    out.push("# To replicate this change on another system, run the following as a privileged user in a terminal:".to_string());
-                    out.push(format!("sysctl -w {}=\"{}\"", desc.name, s.latest.c_style()));
-                }
-            }
-        }
-        out
+    /// How often `scenario` happened for `tunable` of `tuner` in the global (or in
+    /// non-global) namespaces.
+    pub fn count(&self, tuner: usize, tunable: usize, scenario: usize, global: bool) -> u64 {
+        self.stats
+            .get(&(tuner, tunable, scenario, global))
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Text of the `summary` query.
-    pub fn summary_text(&self) -> String {
-        let mut s = String::from("# Summary of changes made across all tuners:\n");
-        for t in 0..self.tuners.len() {
-            for line in self.tuner_summary(t) {
-                s.push_str(&line);
-                s.push('\n');
-            }
-        }
-        s
-    }
-
-    /// Text of the `rollback` query: commands restoring every sysctl we changed, in
-    /// the initial namespace and in named namespaces.
-    pub fn rollback_text(&self) -> String {
-        let mut s = String::from(
-            "# Summary of rollback operations needed to restore original state for all tuners:\n",
-        );
-        for (w, span) in &self.spans {
-            let Some(desc) = self.tuners.get(w.tuner).and_then(|t| t.tunables.get(w.tunable)) else {
-                continue;
-            };
-            if span.original == span.latest {
-                continue;
-            }
-            let cmd = format!("sysctl -w {}=\"{}\"", desc.name, span.original.c_style());
-            if span.global {
-                let _ = writeln!(
-                    s,
-                    "# To roll back changes to '{}', run the following as a privileged user in a terminal:",
-                    desc.name
-                );
-                let _ = writeln!(s, "{cmd}");
-            } else if let Some(ns) = &span.netns {
-                let _ = writeln!(s, "# To roll back changes to '{}' in network namespace '{}', run the following as a privileged user in a terminal:", desc.name, ns);
-                let _ = writeln!(s, "ip netns exec {ns} {cmd}");
-            } else {
-                let _ = writeln!(s, "# '{}' was changed in unnamed network namespace (cookie {}) from ({}); enter it (nsenter) to run: {cmd}", desc.name, w.cookie, span.original.c_style());
-            }
-        }
-        s
+    /// Every sysctl changed, with its original and latest value, in (tuner, tunable,
+    /// namespace) order.
+    pub fn spans(&self) -> impl Iterator<Item = SpanView<'_>> {
+        self.spans.iter().map(|(w, s)| SpanView {
+            tuner: w.tuner,
+            tunable: w.tunable,
+            cookie: w.cookie,
+            global: s.global,
+            netns: s.netns.as_deref(),
+            original: &s.original,
+            latest: &s.latest,
+        })
     }
 }
 
+/// One changed sysctl in one namespace (see [`Ledger::spans`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SpanView<'a> {
+    pub tuner: usize,
+    pub tunable: usize,
+    pub cookie: u64,
+    pub global: bool,
+    pub netns: Option<&'a str>,
+    pub original: &'a SysctlValue,
+    pub latest: &'a SysctlValue,
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const TUNABLES: &[TunableDesc] = &[TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true)];
-    const SCENARIOS: &[Scenario] = &[Scenario {
+    pub(crate) const TUNABLES: &[TunableDesc] = &[TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true)];
+    pub(crate) const SCENARIOS: &[Scenario] = &[Scenario {
         name: "need to increase TCP buffer size(s)",
         description: "Need to increase buffer size(s) to maximize throughput",
     }];
 
-    fn rec(global: bool, cookie: u64, old: i64, new: i64) -> ChangeRecord {
+    pub(crate) fn rec(global: bool, cookie: u64, old: i64, new: i64) -> ChangeRecord {
         ChangeRecord {
             time: 0.0,
             tuner: "tcp_buffer".into(),
@@ -259,7 +203,7 @@ mod tests {
         }
     }
 
-    fn ledger() -> Ledger {
+    pub(crate) fn ledger() -> Ledger {
         let mut l = Ledger::default();
         l.add_tuner(TunerMeta {
             name: "tcp_buffer",
@@ -271,30 +215,30 @@ mod tests {
     }
 
     #[test]
-    fn summary_counts_and_spans() {
+    fn counts_and_spans() {
         let mut l = ledger();
         l.record(0, 0, 0, None, rec(true, 1, 6291456, 7864320));
         l.record(0, 0, 0, None, rec(true, 1, 7864320, 9830400));
         l.record(0, 0, 0, None, rec(false, 9, 1310720, 1638400));
-        let s = l.summary_text();
-        assert!(s.starts_with("# Summary of changes made across all tuners:\n"));
-        assert!(s.contains("occurred 2 times for tunable 'net.ipv4.tcp_rmem' in global ns."));
-        assert!(s.contains("occurred 1 times for tunable 'net.ipv4.tcp_rmem' in non-global ns."));
-        assert!(s.contains(
-            "# sysctl 'net.ipv4.tcp_rmem' changed from (4096 131072 6291456 ) -> (4096 131072 9830400 )"
-        ));
-        assert!(s.contains("sysctl -w net.ipv4.tcp_rmem=\"4096 131072 9830400 \""));
-        let r = l.rollback_text();
-        assert!(r.contains("sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456 \""));
-        assert!(r.contains("ip netns exec ns1 sysctl -w net.ipv4.tcp_rmem=\"4096 131072 1310720 \""));
+        assert_eq!(l.count(0, 0, 0, true), 2);
+        assert_eq!(l.count(0, 0, 0, false), 1);
+        let spans: Vec<_> = l.spans().collect();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].original, &SysctlValue::Ints(vec![4096, 131072, 6291456]));
+        assert_eq!(spans[0].latest, &SysctlValue::Ints(vec![4096, 131072, 9830400]));
         assert_eq!(l.applied_count(), 3);
-    }
-
-    #[test]
-    fn persisted_original_wins() {
+        // A persisted original (from an earlier run) wins over the record's old value.
         let mut l = ledger();
-        let orig = SysctlValue::Ints(vec![4096, 131072, 1000]);
-        l.record(0, 0, 0, Some(orig), rec(true, 1, 2000, 3000));
-        assert!(l.rollback_text().contains("\"4096 131072 1000 \""));
+        l.record(
+            0,
+            0,
+            0,
+            Some(SysctlValue::Ints(vec![4096, 131072, 1000])),
+            rec(true, 1, 2000, 3000),
+        );
+        assert_eq!(
+            l.spans().next().map(|s| s.original.clone()),
+            Some(SysctlValue::Ints(vec![4096, 131072, 1000]))
+        );
     }
 }

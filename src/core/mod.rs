@@ -17,3 +17,4 @@ pub mod state;
 pub mod sysctl;
 pub mod tunable;
 pub mod tuner;
+pub mod wait;

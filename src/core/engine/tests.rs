@@ -1,0 +1,264 @@
+//! Engine unit tests over an in-memory sysctl store and fake namespaces.
+
+use super::*;
+use crate::core::mem_sysctl::MemSysctl;
+use crate::core::netns::NetnsInfo;
+use crate::core::tunable::Scenario;
+use std::path::PathBuf;
+
+const GLOBAL_COOKIE: u64 = 1;
+const NS_COOKIE: u64 = 42;
+const GLOBAL: Ns = Ns::Global;
+const NS: Ns = Ns::Netns {
+    cookie: NS_COOKIE,
+    ino: 7,
+};
+const UNKNOWN: Ns = Ns::Netns { cookie: 77, ino: 7 };
+static TUNABLES: &[TunableDesc] = &[
+    TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true),
+    TunableDesc::sysctl("net.ipv4.tcp_mem", 3, false),
+    TunableDesc::sysctl("net.ipv6.missing", 1, true).optional(),
+];
+static SCENARIOS: &[Scenario] = &[Scenario {
+    name: "need to increase TCP buffer size(s)",
+    description: "d",
+}];
+
+struct FakeNs;
+impl Namespaces for FakeNs {
+    fn global_cookie(&self) -> u64 {
+        GLOBAL_COOKIE
+    }
+    fn locate(&mut self, cookie: u64, ino: u64) -> Option<Target> {
+        (cookie == NS_COOKIE).then(|| {
+            Target::Netns(NetnsInfo {
+                cookie,
+                ino,
+                path: PathBuf::from("/nonexistent"),
+                name: Some("x".into()),
+            })
+        })
+    }
+}
+
+fn v(a: i64) -> SysctlValue {
+    SysctlValue::Ints(vec![4096, 131072, a])
+}
+
+struct Fixture {
+    engine: Engine,
+    mem: Arc<MemSysctl>,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Shares one MemSysctl between the engine and the test.
+struct Shared(Arc<MemSysctl>);
+impl SysctlStore for Shared {
+    fn read(&self, t: &Target, n: &str, s: bool, k: u8) -> Result<SysctlValue, SysctlError> {
+        self.0.read(t, n, s, k)
+    }
+    fn write(&self, t: &Target, n: &str, val: &SysctlValue) -> Result<(), SysctlError> {
+        self.0.write(t, n, val)
+    }
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let mem = Arc::new(MemSysctl::new());
+    mem.set(None, "net.ipv4.tcp_rmem", v(6291456));
+    mem.set(Some(NS_COOKIE), "net.ipv4.tcp_rmem", v(1310720));
+    mem.set(None, "net.ipv4.tcp_mem", SysctlValue::Ints(vec![768, 1024, 1536]));
+    mem.set_missing("net.ipv6.missing");
+    let dir = std::env::temp_dir().join(format!("bpftune-engine-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (store, _) = StateStore::open(&dir, "boot");
+    let mut engine = Engine::new(
+        Rate::DEFAULT,
+        Box::new(Shared(mem.clone())),
+        Box::new(FakeNs),
+        Arc::new(Mutex::new(Ledger::default())),
+        store,
+        MemoryFacts {
+            free_buffer_pages: 1_000_000,
+            page_size: 4096,
+        },
+    );
+    let id = engine.add_tuner(TunerMeta {
+        name: "tcp_buffer",
+        state: TunerState::Active,
+        tunables: TUNABLES,
+        scenarios: SCENARIOS,
+    });
+    assert_eq!(id, 0);
+    Fixture { engine, mem, dir }
+}
+
+fn proposal(tunable: usize, ns: Ns, expect: Option<SysctlValue>, value: SysctlValue) -> Proposal {
+    Proposal {
+        tunable,
+        scenario: 0,
+        ns,
+        expect,
+        value,
+        message: "why".into(),
+        event_ts_ns: 0,
+    }
+}
+
+#[test]
+fn namespaced_write_goes_to_the_event_namespace_only() {
+    let mut f = fixture("ns");
+    let out = f
+        .engine
+        .ctx(0)
+        .apply(proposal(0, NS, Some(v(1310720)), v(1638400)));
+    assert_eq!(out, Outcome::Applied);
+    assert_eq!(f.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"), Some(v(1638400)));
+    assert_eq!(f.mem.get(None, "net.ipv4.tcp_rmem"), Some(v(6291456)));
+    assert_eq!(lock(f.engine.ledger()).applied_count(), 1);
+}
+
+#[test]
+fn global_tunable_from_a_namespace_event_is_written_globally() {
+    let mut f = fixture("glob");
+    let new = SysctlValue::Ints(vec![768, 1024, 1920]);
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(1, NS, None, new.clone())),
+        Outcome::Applied
+    );
+    assert_eq!(f.mem.get(None, "net.ipv4.tcp_mem"), Some(new));
+}
+
+#[test]
+fn stale_and_unchanged_are_dropped_silently() {
+    let mut f = fixture("stale");
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, Some(v(999)), v(1638400))),
+        Outcome::Stale
+    );
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1310720))),
+        Outcome::Unchanged
+    );
+    assert!(f.mem.writes().is_empty());
+    assert_eq!(lock(f.engine.ledger()).applied_count(), 0);
+}
+
+#[test]
+fn admin_write_disables_that_namespace_only() {
+    let mut f = fixture("admin");
+    f.engine.admin_write(NS, "net/ipv4/tcp_rmem", 1, "sysctl");
+    assert!(!f.engine.deliverable(0, NS));
+    assert!(f.engine.deliverable(0, GLOBAL));
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+        Outcome::Disabled
+    );
+    assert_eq!(f.engine.tuner_state(0), Some(TunerState::Active));
+    f.engine.admin_write(GLOBAL, "net/ipv4/tcp_mem", 1, "sysctl");
+    assert_eq!(f.engine.tuner_state(0), Some(TunerState::Manual));
+    assert!(!f.engine.deliverable(0, GLOBAL));
+    assert_eq!(
+        f.engine
+            .ctx(0)
+            .apply(proposal(1, GLOBAL, None, SysctlValue::Ints(vec![1, 2, 3]))),
+        Outcome::Disabled
+    );
+    // A sysctl no tuner manages changes nothing.
+    f.engine.admin_write(NS, "net/core/somaxconn", 1, "sysctl");
+    assert!(f.mem.writes().is_empty());
+}
+
+#[test]
+fn missing_optional_and_unknown_namespace() {
+    let mut f = fixture("missing");
+    assert_eq!(
+        f.engine
+            .ctx(0)
+            .apply(proposal(2, GLOBAL, None, SysctlValue::Ints(vec![1]))),
+        Outcome::Missing
+    );
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, UNKNOWN, None, v(1))),
+        Outcome::NoNamespace
+    );
+    assert!(f.engine.deliverable(0, UNKNOWN), "not found now is not gone");
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    let mut f = fixture("invalid");
+    assert!(matches!(
+        f.engine
+            .ctx(0)
+            .apply(proposal(0, NS, None, SysctlValue::Ints(vec![1, 2]))),
+        Outcome::Failed(_)
+    ));
+    assert!(matches!(
+        f.engine
+            .ctx(0)
+            .apply(proposal(0, NS, None, SysctlValue::Ints(vec![1, 2, -3]))),
+        Outcome::Failed(_)
+    ));
+    assert!(f.mem.writes().is_empty());
+}
+
+#[test]
+fn failed_namespace_write_marks_it_gone() {
+    let mut f = fixture("fail");
+    f.mem.fail_writes("net.ipv4.tcp_rmem", libc::EINVAL);
+    assert!(matches!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+        Outcome::Failed(_)
+    ));
+    assert_eq!(f.engine.ns_state(0, NS), NsState::Gone);
+}
+
+#[test]
+fn rollback_restores_ours_and_keeps_the_admins() {
+    let mut f = fixture("rollback");
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+        Outcome::Applied
+    );
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, GLOBAL, None, v(7864320))),
+        Outcome::Applied
+    );
+    // The administrator changes the global value afterwards.
+    f.mem.set(None, "net.ipv4.tcp_rmem", v(4194304));
+    f.engine.rollback();
+    assert_eq!(
+        f.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"),
+        Some(v(1310720)),
+        "ours restored"
+    );
+    assert_eq!(
+        f.mem.get(None, "net.ipv4.tcp_rmem"),
+        Some(v(4194304)),
+        "admin's value kept"
+    );
+    assert!(f.engine.store().entries().is_empty());
+}
+
+#[test]
+fn note_records_without_writing() {
+    let mut f = fixture("note");
+    f.engine.ctx(0).note(0, 0, NS, "can no longer update");
+    f.engine.ctx(0).note(1, 0, NS, "tcp_mem is global");
+    assert!(f.mem.writes().is_empty());
+    let l = lock(f.engine.ledger());
+    let recs: Vec<_> = l.records().collect();
+    assert_eq!(recs.len(), 2);
+    assert!(!recs[0].applied && !recs[0].global && recs[0].netns_cookie == NS_COOKIE);
+    assert!(
+        recs[1].global,
+        "a global tunable is noted against the initial namespace"
+    );
+    assert_eq!(l.applied_count(), 0);
+}
