@@ -8,6 +8,7 @@ pub mod engine;
 pub mod events;
 pub mod log;
 pub mod netns;
+pub mod plan;
 pub mod probe;
 pub mod procfs;
 pub mod query;
