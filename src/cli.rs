@@ -52,7 +52,7 @@ pub struct Cli {
     #[arg(short = 'l', long = "libdir", value_name = "DIR", default_value = LOCAL_LIBDIR)]
     pub libdir: PathBuf,
 
-    /// Legacy mode: attach every program with the most conservative flavour (raw_tp)
+    /// Legacy mode: conservative attach flavours only (raw_tp, kprobe, cgroup programs)
     #[arg(short = 'L', long = "legacy")]
     pub legacy: bool,
 

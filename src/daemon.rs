@@ -18,6 +18,8 @@ use crate::core::change::{Ledger, TunerMeta};
 use crate::core::engine::{lock, Engine};
 use crate::core::events::Event;
 use crate::core::netns::{NetnsRegistry, RunNetnsWatcher, Target};
+use crate::core::plan::{self, Plan};
+use crate::core::probe::Level;
 use crate::core::procfs;
 use crate::core::query::{format, QueryBackend, QueryServer, StatusRow, TunableRow, TunerRow};
 use crate::core::state::{boot_id, StateStore};
@@ -168,6 +170,76 @@ struct Loaded {
     shared: SharedMaps,
 }
 
+/// Loads one tuner for the daemon: trials are throw-away copies (libbpf muted, their
+/// expected failures are not news), starts are the real thing.
+struct DaemonHooks<'a> {
+    tuner: &'a mut dyn Tuner,
+    shared: &'a mut SharedMaps,
+    config: LoadConfig,
+    tuner_id: u32,
+    cgroup: Option<BorrowedFd<'a>>,
+}
+
+impl plan::Hooks for DaemonHooks<'_> {
+    type Error = crate::core::tuner::TunerError;
+
+    fn trial(&mut self, progs: &[&'static str]) -> Result<(), bpf::HookError> {
+        let _quiet = bpf::Quiet::new();
+        self.tuner.try_attach(self.shared, &self.config, progs)
+    }
+
+    fn start(&mut self, progs: &[&'static str]) -> Result<(), Self::Error> {
+        self.tuner.start(StartCtx {
+            shared: self.shared,
+            config: self.config,
+            tuner_id: self.tuner_id,
+            programs: progs,
+            cgroup: self.cgroup,
+        })
+    }
+}
+
+/// One line per hook: debug when the first choice attached, info when we fell back.
+fn log_plan(name: &str, plan: &Plan) {
+    for c in &plan.choices {
+        let tried = || {
+            c.attempts
+                .iter()
+                .filter(|(x, _)| Some(*x) != c.chosen)
+                .map(|(x, s)| format!("{} {}: {s}", x.flavour.label(), x.target))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match c.chosen {
+            Some(x) if !c.fell_back() => tracing::debug!(
+                "{name}: hook '{}' uses {} {}",
+                c.slot,
+                x.flavour.label(),
+                x.target
+            ),
+            Some(x) => tracing::info!(
+                "{name}: hook '{}' uses {} {} ({})",
+                c.slot,
+                x.flavour.label(),
+                x.target,
+                tried()
+            ),
+            None if c.required => tracing::error!(
+                "{name}: hook '{}' has no flavour that attaches on this kernel ({})",
+                c.slot,
+                tried()
+            ),
+            None => tracing::info!(
+                "{name}: optional hook '{}' is not available on this kernel; continuing without it",
+                c.slot
+            ),
+        }
+    }
+}
+
+/// Starts every allowed tuner with its first-choice hooks, falling back per hook slot
+/// to the next candidate that attaches (see [`plan::start`]), then logs the support
+/// level of what actually runs.
 fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) -> Loaded {
     let config = LoadConfig {
         shift: opts.rate.shift(),
@@ -176,6 +248,7 @@ fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) 
     };
     let mut shared = SharedMaps::default();
     let mut loaded = Vec::new();
+    let mut plans = Vec::new();
     for mut tuner in tuners::all() {
         let name = tuner.name();
         if !allow_matches(&opts.allow, name) {
@@ -187,60 +260,35 @@ fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) 
             tunables: tuner.tunables(),
             scenarios: tuner.scenarios(),
         });
-        let plan = {
-            let _quiet = bpf::Quiet::new();
-            let t = &tuner;
-            let shared_ref = &shared;
-            bpf::plan(tuner.slots(), opts.legacy, false, &mut |progs| {
-                t.try_load(shared_ref, &config, progs)
-            })
-        };
-        if !plan.complete() {
-            let missing: Vec<&str> = plan
-                .choices
-                .iter()
-                .filter(|c| c.required && c.chosen.is_none())
-                .map(|c| c.slot)
-                .collect();
-            tracing::error!(
-                "tuner '{name}' cannot run on this kernel: no attach flavour loads for {}",
-                missing.join(", ")
-            );
+        let slots = tuner.slots();
+        let plan = plan::start(
+            name,
+            slots,
+            opts.legacy,
+            &mut DaemonHooks {
+                tuner: tuner.as_mut(),
+                shared: &mut shared,
+                config,
+                tuner_id: id as u32,
+                cgroup: cgroup.map(|c| c.fd()),
+            },
+        );
+        log_plan(name, &plan);
+        if plan.runs() {
+            engine.set_tuner_state(id, TunerState::Active);
+            tracing::debug!("tuner '{name}' (id {id}) loaded");
+            loaded.push(Some(tuner));
+        } else {
             loaded.push(None);
-            continue;
         }
-        for c in &plan.choices {
-            match c.chosen {
-                Some(x) => tracing::debug!(
-                    "{name}: hook '{}' uses {} {}",
-                    c.slot,
-                    x.flavour.label(),
-                    x.target
-                ),
-                None => tracing::info!(
-                    "{name}: optional hook '{}' is not available on this kernel; continuing without it",
-                    c.slot
-                ),
-            }
-        }
-        let progs = plan.programs();
-        let ctx = StartCtx {
-            shared: &mut shared,
-            config,
-            tuner_id: id as u32,
-            programs: &progs,
-            cgroup: cgroup.map(|c| c.fd()),
-        };
-        match tuner.start(ctx) {
-            Ok(()) => {
-                engine.set_tuner_state(id, TunerState::Active);
-                tracing::debug!("tuner '{name}' (id {id}) loaded");
-                loaded.push(Some(tuner));
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                loaded.push(None);
-            }
+        plans.push((name, plan));
+    }
+    let level = Level::assess(&plans, opts.legacy, shared.ring_buffer().is_some());
+    for line in level.headline(&plans, opts.legacy) {
+        if level == Level::Normal || level == Level::Legacy {
+            tracing::info!("{line}");
+        } else {
+            tracing::error!("{line}");
         }
     }
     Loaded {

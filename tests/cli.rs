@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run_bpftune, setup, TempDir};
+use common::{run_bpftune, setup, Daemon, TempDir};
 
 /// The words of the `-S` table row for `tuner`/`hook` (after the "bpftune: " prefix).
 fn support_row<'a>(stderr: &'a str, tuner: &str, hook: &str) -> Option<Vec<&'a str>> {
@@ -72,12 +72,57 @@ fn learning_rate_out_of_range() {
     }
 }
 
+/// Every `-S` row: (tuner, hook, chosen flavour, TRIED text).
+fn support_rows(stderr: &str) -> Vec<(String, String, String, String)> {
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for l in stderr.lines() {
+        let l = l.trim_start_matches("bpftune:").trim_start();
+        if l.starts_with("TUNER") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || l.starts_with("feature") {
+            continue;
+        }
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() < 4 {
+            continue;
+        }
+        // TRIED starts after the chosen "<flavour> <target>", "NONE: tuner cannot run"
+        // or "none: feature off".
+        let tried_from = match w[2] {
+            "NONE:" => 6,
+            "none:" => 5,
+            _ => 4,
+        };
+        rows.push((
+            w[0].to_string(),
+            w[1].to_string(),
+            w[2].to_string(),
+            w.get(tried_from..).unwrap_or_default().join(" "),
+        ));
+    }
+    rows
+}
+
+/// Kernel built without kprobes (this project's 6.18 VM).
+fn kprobes_unavailable() -> bool {
+    !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        && !std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
+        && !std::path::Path::new("/sys/kernel/debug/tracing/kprobe_events").exists()
+}
+
 #[test]
 fn support_levels() {
     let Some(_g) = setup("support_levels") else { return };
     let (code, _, err) = run_bpftune(&["-S"]);
     assert_eq!(code, 0, "bpftune -S exit code; stderr:\n{err}");
     assert!(err.contains("bpftune works fully"), "-S on this kernel:\n{err}");
+    assert!(
+        !err.contains("cannot run on this kernel") && !err.contains("legacy-mode flavour"),
+        "-S:\n{err}"
+    );
     assert!(
         err.contains("bpftune supports per-netns policy (via netns cookie)"),
         "-S:\n{err}"
@@ -88,6 +133,31 @@ fn support_levels() {
     let row = support_row(&err, "tcp_buffer", "wmem")
         .unwrap_or_else(|| panic!("no tcp_buffer wmem row in -S:\n{err}"));
     assert_eq!(row[2], "tp_btf", "tcp_buffer wmem should use tp_btf: {row:?}");
+    let rows = support_rows(&err);
+    assert!(
+        rows.len() >= 5,
+        "sysctl and four tcp_buffer hooks expected:\n{err}"
+    );
+    for (tuner, hook, chosen, tried) in &rows {
+        // Every required hook has a full-mode flavour, and the chosen one was tried.
+        if !hook.ends_with("(opt)") {
+            assert!(
+                ["tp_btf", "fentry", "cgroup/sysctl", "sockops"].contains(&chosen.as_str()),
+                "{tuner} {hook}: {chosen} is not a full-mode flavour"
+            );
+        }
+        // Every candidate was tried, and tcp_buffer offers kprobes for older kernels.
+        if tuner == "tcp_buffer" {
+            assert!(tried.contains("kprobe "), "{tuner} {hook}: {tried}");
+            if kprobes_unavailable() {
+                // A kprobe program loads without kprobes; only the attach tells.
+                assert!(
+                    tried.contains("loads but cannot attach"),
+                    "{tuner} {hook} without kprobes: {tried}"
+                );
+            }
+        }
+    }
 
     let (code, _, err) = run_bpftune(&["-S", "-L"]);
     assert_eq!(code, 0, "bpftune -S -L exit code; stderr:\n{err}");
@@ -96,6 +166,38 @@ fn support_levels() {
     let row = support_row(&err, "tcp_buffer", "rmem")
         .unwrap_or_else(|| panic!("no tcp_buffer rmem row in -S -L:\n{err}"));
     assert_eq!(row[2], "raw_tp", "legacy mode should choose raw_tp: {row:?}");
+    for (tuner, hook, chosen, tried) in support_rows(&err) {
+        assert!(
+            ["raw_tp", "kprobe", "cgroup/sysctl", "sockops"].contains(&chosen.as_str()),
+            "-S -L: {tuner} {hook} chose {chosen}"
+        );
+        assert!(
+            !tried.contains("tp_btf ") && !tried.contains("fentry "),
+            "-S -L tries conservative flavours only: {tuner} {hook}: {tried}"
+        );
+    }
+}
+
+/// The daemon starts with its first choices and says how well it works.
+#[test]
+fn startup_reports_support_level() {
+    let Some(_g) = setup("startup_reports_support_level") else {
+        return;
+    };
+    let d = Daemon::start(&[]);
+    let log = d.log();
+    assert!(
+        log.contains("bpftune works fully"),
+        "start-up log:\n{}",
+        d.tail(30)
+    );
+    assert!(
+        !log.contains("probing each hook") && !log.contains("cannot run on this kernel"),
+        "first choices should attach here:\n{}",
+        d.tail(30)
+    );
+    let (status, _) = d.stop();
+    assert!(status.success(), "daemon exit status {status:?}");
 }
 
 #[test]

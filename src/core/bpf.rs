@@ -1,12 +1,12 @@
-//! BPF plumbing shared by all tuners: per-hook attach-flavour selection by real load
-//! attempts (tri-state results), the maps every object shares (one ring buffer, one
-//! suppression map) and routing of libbpf's own messages into our log.
+//! BPF plumbing shared by all tuners: hook slots and their attach flavours, load/attach
+//! errors, the maps every object shares (one ring buffer, one suppression map), and
+//! routing of libbpf's own messages into our log. Which flavour a slot uses is decided
+//! in [`crate::core::plan`].
 
-use std::fmt;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use libbpf_rs::{ErrorKind, MapCore, MapHandle, Object, OpenObject, PrintLevel};
+use libbpf_rs::{MapCore, MapHandle, Object, OpenObject, PrintLevel, ProgramType};
 
 /// How a program attaches to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,10 +15,15 @@ pub enum Flavour {
     TpBtf,
     /// Raw tracepoint: the most conservative tracing flavour (`-L`).
     RawTp,
-    /// fentry on a kernel function: unstable target, optional extra only.
+    /// fentry on a kernel function: for kernels that lack the tracepoint.
     Fentry,
+    /// kprobe on a kernel function: like fentry, but also on kernels without BPF
+    /// trampolines; a legacy-mode flavour.
+    Kprobe,
     /// cgroup/sysctl program.
     CgroupSysctl,
+    /// sockops program (cgroup).
+    Sockops,
 }
 
 impl Flavour {
@@ -27,13 +32,37 @@ impl Flavour {
             Flavour::TpBtf => "tp_btf",
             Flavour::RawTp => "raw_tp",
             Flavour::Fentry => "fentry",
+            Flavour::Kprobe => "kprobe",
             Flavour::CgroupSysctl => "cgroup/sysctl",
+            Flavour::Sockops => "sockops",
         }
     }
 
-    /// Allowed in legacy (`-L`) mode.
+    /// Allowed in legacy (`-L`) mode: C bpftune's legacy build uses raw tracepoints,
+    /// kprobes and cgroup programs.
     pub fn conservative(self) -> bool {
-        matches!(self, Flavour::RawTp | Flavour::CgroupSysctl)
+        matches!(
+            self,
+            Flavour::RawTp | Flavour::Kprobe | Flavour::CgroupSysctl | Flavour::Sockops
+        )
+    }
+
+    /// A flavour of C bpftune's full (non-legacy) build: "bpftune works fully" needs
+    /// every required hook of every tuner to attach with one of these.
+    pub fn full(self) -> bool {
+        matches!(
+            self,
+            Flavour::TpBtf | Flavour::Fentry | Flavour::CgroupSysctl | Flavour::Sockops
+        )
+    }
+
+    /// Attached to a cgroup (ours, `-c`), not to a kernel hook. Probing treats a load
+    /// as sufficient for these: the kernel checks program type and expected attach
+    /// type at load, and a throw-away copy attached to a live cgroup would act on real
+    /// sysctl writes or connections while it lives. The real attach at start-up is
+    /// checked like every other.
+    pub fn is_cgroup(self) -> bool {
+        matches!(self, Flavour::CgroupSysctl | Flavour::Sockops)
     }
 }
 
@@ -56,152 +85,43 @@ pub struct Slot {
     pub candidates: &'static [Candidate],
 }
 
-/// Result of one feature probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Support {
-    Supported,
-    /// The kernel said no (EPERM, EINVAL, ENOENT, ESRCH, EOPNOTSUPP).
-    Unsupported(String),
-    /// Something else went wrong (e.g. ENOMEM): we cannot tell.
-    Inconclusive(String),
+/// Where a hook failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The kernel (or libbpf, e.g. no BTF for the target) refused the program.
+    Load,
+    /// The program loaded, but its target is not there (no such tracepoint or
+    /// kprobe-able function) or attaching is not possible here.
+    Attach,
 }
 
-impl Support {
-    pub fn is_supported(&self) -> bool {
-        matches!(self, Support::Supported)
-    }
+/// A load or attach failure of a BPF object.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("cannot load: {0:#}")]
+    Load(#[from] libbpf_rs::Error),
+    #[error("program '{prog}' loads but cannot attach: {source:#}")]
+    Attach { prog: String, source: libbpf_rs::Error },
 }
 
-impl fmt::Display for Support {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HookError {
+    pub fn stage(&self) -> Stage {
         match self {
-            Support::Supported => f.write_str("supported"),
-            Support::Unsupported(why) => write!(f, "unsupported ({why})"),
-            Support::Inconclusive(why) => write!(f, "inconclusive ({why})"),
+            HookError::Load(_) => Stage::Load,
+            HookError::Attach { .. } => Stage::Attach,
+        }
+    }
+
+    pub fn error(&self) -> &libbpf_rs::Error {
+        match self {
+            HookError::Load(e) | HookError::Attach { source: e, .. } => e,
         }
     }
 }
 
-/// Maps a libbpf load error to a tri-state answer.
-pub fn classify(err: &libbpf_rs::Error) -> Support {
-    let text = err.to_string();
-    match err.kind() {
-        ErrorKind::PermissionDenied
-        | ErrorKind::NotFound
-        | ErrorKind::InvalidInput
-        | ErrorKind::InvalidData
-        | ErrorKind::Unsupported => Support::Unsupported(short_reason(&text)),
-        _ if text.contains("No such process") || text.contains("not supported") => {
-            Support::Unsupported(short_reason(&text))
-        }
-        _ => Support::Inconclusive(short_reason(&text)),
-    }
-}
-
-/// "Operation not permitted (os error 1)" -> "EPERM"; other texts: first line.
-fn short_reason(text: &str) -> String {
-    let code = text
-        .rsplit_once("(os error ")
-        .and_then(|(_, rest)| rest.split(')').next())
-        .and_then(|n| n.parse::<i32>().ok());
-    match code {
-        Some(c) => format!("{:?}", nix::errno::Errno::from_raw(c)),
-        None => text.lines().next().unwrap_or(text).chars().take(80).collect(),
-    }
-}
-
-/// What was chosen for one slot, and what was tried.
-#[derive(Debug, Clone)]
-pub struct SlotChoice {
-    pub slot: &'static str,
-    pub required: bool,
-    pub chosen: Option<Candidate>,
-    pub attempts: Vec<(Candidate, Support)>,
-}
-
-/// The programs a tuner will load.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub choices: Vec<SlotChoice>,
-}
-
-impl Plan {
-    pub fn programs(&self) -> Vec<&'static str> {
-        self.choices
-            .iter()
-            .filter_map(|c| c.chosen.map(|c| c.prog))
-            .collect()
-    }
-
-    /// Every required slot has a loadable flavour.
-    pub fn complete(&self) -> bool {
-        self.choices.iter().all(|c| !c.required || c.chosen.is_some())
-    }
-}
-
-/// Chooses one flavour per slot by loading throw-away objects.
-///
-/// `try_load(progs)` must open a fresh object with exactly `progs` enabled and load it.
-/// Fast path (daemon start): the first candidate of every slot in one load, which is
-/// what succeeds on a healthy kernel. Otherwise, and always when `thorough` (`-S`, to
-/// report every flavour), slots are probed one by one.
-pub fn plan(
-    slots: &[Slot],
-    legacy: bool,
-    thorough: bool,
-    try_load: &mut dyn FnMut(&[&'static str]) -> Result<(), libbpf_rs::Error>,
-) -> Plan {
-    let usable = |s: &Slot| -> Vec<Candidate> {
-        s.candidates
-            .iter()
-            .copied()
-            .filter(|c| !legacy || c.flavour.conservative())
-            .collect()
-    };
-    if !thorough {
-        let firsts: Vec<Option<Candidate>> = slots.iter().map(|s| usable(s).first().copied()).collect();
-        let progs: Vec<&'static str> = firsts.iter().flatten().map(|c| c.prog).collect();
-        if !progs.is_empty() && try_load(&progs).is_ok() {
-            return Plan {
-                choices: slots
-                    .iter()
-                    .zip(firsts)
-                    .map(|(s, c)| SlotChoice {
-                        slot: s.name,
-                        required: s.required,
-                        chosen: c,
-                        attempts: c.map(|c| vec![(c, Support::Supported)]).unwrap_or_default(),
-                    })
-                    .collect(),
-            };
-        }
-    }
-    let mut choices = Vec::with_capacity(slots.len());
-    for s in slots {
-        let mut choice = SlotChoice {
-            slot: s.name,
-            required: s.required,
-            chosen: None,
-            attempts: Vec::new(),
-        };
-        for c in usable(s) {
-            let support = match try_load(&[c.prog]) {
-                Ok(()) => Support::Supported,
-                Err(e) => classify(&e),
-            };
-            let ok = support.is_supported();
-            choice.attempts.push((c, support));
-            if ok && choice.chosen.is_none() {
-                choice.chosen = Some(c);
-                if !thorough {
-                    break;
-                }
-            }
-        }
-        choices.push(choice);
-    }
-    Plan { choices }
-}
+/// Tuner id written into throw-away (probing) copies: their events, if any fire while
+/// they are attached, belong to no tuner and are dropped by the dispatcher.
+pub const TRIAL_TUNER_ID: u32 = u32::MAX;
 
 /// Maps shared by every tuner's object: the first object to load creates them, the
 /// others reuse their fds, so one ring-buffer consumer serves all tuners.
@@ -257,15 +177,33 @@ impl SharedMaps {
     }
 }
 
-/// Attaches every loaded, auto-attachable program of `obj` (cgroup programs are attached
-/// by their tuner with a cgroup fd), checking each attach.
-pub fn attach_all(obj: &Object) -> Result<Vec<libbpf_rs::Link>, libbpf_rs::Error> {
+fn is_cgroup_prog(t: ProgramType) -> bool {
+    matches!(
+        t,
+        ProgramType::CgroupSysctl
+            | ProgramType::SockOps
+            | ProgramType::CgroupSkb
+            | ProgramType::CgroupSock
+            | ProgramType::CgroupSockAddr
+            | ProgramType::CgroupSockopt
+            | ProgramType::CgroupDevice
+    )
+}
+
+/// Attaches every loaded program of `obj` that attaches by itself (tracing programs,
+/// iterators), checking each attach. cgroup programs are skipped: their tuner attaches
+/// them to its cgroup fd (see [`Flavour::is_cgroup`]).
+pub fn attach_all(obj: &Object) -> Result<Vec<libbpf_rs::Link>, HookError> {
     let mut links = Vec::new();
     for p in obj.progs_mut() {
-        if !p.autoload() || p.prog_type() == libbpf_rs::ProgramType::CgroupSysctl {
+        if !p.autoload() || is_cgroup_prog(p.prog_type()) {
             continue;
         }
-        links.push(p.attach()?);
+        let link = p.attach().map_err(|source| HookError::Attach {
+            prog: p.name().to_string_lossy().into_owned(),
+            source,
+        })?;
+        links.push(link);
     }
     Ok(links)
 }
@@ -337,19 +275,30 @@ macro_rules! open_skel {
     }};
 }
 
-/// Defines a tuner's two skeleton loaders: `try_load_skel` (a throw-away load with
-/// exactly the given programs, for flavour probing) and `load_skel` (the real one).
+/// Defines a tuner's two skeleton loaders: `try_attach_skel` (a throw-away copy with
+/// exactly the given programs, loaded and attached then released, for flavour probing)
+/// and `load_skel` (the real one; the tuner attaches it).
 #[macro_export]
 macro_rules! skel_loaders {
     ($builder:ty, $skel:ident) => {
-        fn try_load_skel(
+        fn try_attach_skel(
             shared: &$crate::core::bpf::SharedMaps,
             config: &$crate::core::bpf::LoadConfig,
             programs: &[&'static str],
-        ) -> Result<(), libbpf_rs::Error> {
+        ) -> Result<(), $crate::core::bpf::HookError> {
             let mut storage = std::mem::MaybeUninit::<libbpf_rs::OpenObject>::uninit();
-            let open = $crate::open_skel!($builder, &mut storage, shared, config, 0, programs);
-            libbpf_rs::skel::OpenSkel::load(open).map(drop)
+            let open = $crate::open_skel!(
+                $builder,
+                &mut storage,
+                shared,
+                config,
+                $crate::core::bpf::TRIAL_TUNER_ID,
+                programs
+            );
+            let skel = libbpf_rs::skel::OpenSkel::load(open)?;
+            let links = $crate::core::bpf::attach_all(libbpf_rs::skel::Skel::object(&skel))?;
+            drop(links);
+            Ok(())
         }
 
         /// The skeleton lives as long as the daemon: its small open-object slot is
@@ -368,90 +317,4 @@ macro_rules! skel_loaders {
             libbpf_rs::skel::OpenSkel::load(open)
         }
     };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const C: &[Candidate] = &[
-        Candidate {
-            prog: "a_fentry",
-            flavour: Flavour::Fentry,
-            target: "f",
-        },
-        Candidate {
-            prog: "a_btf",
-            flavour: Flavour::TpBtf,
-            target: "t",
-        },
-        Candidate {
-            prog: "a_raw",
-            flavour: Flavour::RawTp,
-            target: "t",
-        },
-    ];
-    const SLOTS: &[Slot] = &[Slot {
-        name: "a",
-        required: true,
-        candidates: C,
-    }];
-
-    fn eperm() -> libbpf_rs::Error {
-        libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::EPERM))
-    }
-
-    #[test]
-    fn falls_back_to_the_next_flavour() {
-        let mut tried = Vec::new();
-        let p = plan(SLOTS, false, false, &mut |progs| {
-            tried.push(progs.to_vec());
-            if progs.contains(&"a_fentry") {
-                Err(eperm())
-            } else {
-                Ok(())
-            }
-        });
-        assert_eq!(p.programs(), vec!["a_btf"]);
-        assert!(p.complete());
-        assert_eq!(tried, vec![vec!["a_fentry"], vec!["a_fentry"], vec!["a_btf"]]);
-    }
-
-    #[test]
-    fn legacy_uses_raw_tp_only() {
-        let p = plan(SLOTS, true, false, &mut |_| Ok(()));
-        assert_eq!(p.programs(), vec!["a_raw"]);
-        assert!(p
-            .choices
-            .iter()
-            .filter_map(|c| c.chosen)
-            .all(|c| c.flavour.conservative()));
-    }
-
-    #[test]
-    fn thorough_reports_every_flavour() {
-        let p = plan(SLOTS, false, true, &mut |progs| {
-            if progs.contains(&"a_fentry") {
-                Err(eperm())
-            } else {
-                Ok(())
-            }
-        });
-        let states: Vec<bool> = p.choices[0]
-            .attempts
-            .iter()
-            .map(|(_, s)| s.is_supported())
-            .collect();
-        assert_eq!(states, vec![false, true, true]);
-        assert!(matches!(p.choices[0].attempts[0].1, Support::Unsupported(_)));
-        assert_eq!(p.programs(), vec!["a_btf"]);
-    }
-
-    #[test]
-    fn incomplete_when_nothing_loads() {
-        let p = plan(SLOTS, false, false, &mut |_| Err(eperm()));
-        assert!(!p.complete());
-        let enomem = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(libc::ENOMEM));
-        assert!(matches!(classify(&enomem), Support::Inconclusive(_)));
-    }
 }

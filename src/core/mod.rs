@@ -10,6 +10,7 @@ pub mod log;
 #[cfg(test)]
 pub mod mem_sysctl;
 pub mod netns;
+pub mod plan;
 pub mod probe;
 pub mod procfs;
 pub mod query;

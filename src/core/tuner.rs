@@ -4,7 +4,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use crate::core::bpf::{LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::events::Event;
 pub use crate::core::events::Ns;
 use crate::core::sysctl::SysctlError;
@@ -46,7 +46,7 @@ pub struct StartCtx<'a> {
     pub shared: &'a mut SharedMaps,
     pub config: LoadConfig,
     pub tuner_id: u32,
-    /// Programs chosen by the flavour probe.
+    /// Programs to enable: one flavour per hook slot.
     pub programs: &'a [&'static str],
     /// cgroup-v2 directory for cgroup programs.
     pub cgroup: Option<BorrowedFd<'a>>,
@@ -54,18 +54,33 @@ pub struct StartCtx<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunerError {
-    #[error("BPF load for tuner '{tuner}' failed: {source}")]
+    #[error("BPF load for tuner '{tuner}' failed: {source:#}")]
     Load {
         tuner: &'static str,
         source: libbpf_rs::Error,
     },
-    #[error("could not attach tuner '{tuner}': {source}")]
+    #[error("could not attach tuner '{tuner}': program '{prog}': {source:#}")]
     Attach {
         tuner: &'static str,
+        prog: String,
         source: libbpf_rs::Error,
     },
     #[error("tuner '{0}' is not supported on this kernel: {1}")]
     Unsupported(&'static str, String),
+}
+
+impl TunerError {
+    pub fn load(tuner: &'static str, source: libbpf_rs::Error) -> TunerError {
+        TunerError::Load { tuner, source }
+    }
+
+    /// A load or attach failure of a tuner's object.
+    pub fn hook(tuner: &'static str, e: HookError) -> TunerError {
+        match e {
+            HookError::Load(source) => TunerError::Load { tuner, source },
+            HookError::Attach { prog, source } => TunerError::Attach { tuner, prog, source },
+        }
+    }
 }
 
 /// One adaptive-sampling report ("Sample '%s': ...").
@@ -153,14 +168,18 @@ pub trait Tuner {
     fn scenarios(&self) -> &'static [Scenario];
     /// BPF hooks with their candidate flavours.
     fn slots(&self) -> &'static [Slot];
-    /// Loads a throw-away copy with exactly `programs` enabled (flavour probing).
-    fn try_load(
+    /// Flavour probing: loads a throw-away copy with exactly `programs` enabled, attaches
+    /// its tracing programs and releases everything before returning. cgroup programs
+    /// are only loaded (see [`crate::core::bpf::attach_all`]). The copy's events carry
+    /// [`crate::core::bpf::TRIAL_TUNER_ID`], which no tuner has.
+    fn try_attach(
         &self,
         shared: &SharedMaps,
         config: &LoadConfig,
         programs: &[&'static str],
-    ) -> Result<(), libbpf_rs::Error>;
-    /// Loads and attaches for real.
+    ) -> Result<(), HookError>;
+    /// Loads and attaches for real (the daemon falls back to other flavours if this
+    /// fails, see [`crate::core::plan::start`]). On error nothing stays attached.
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError>;
     fn handle(&mut self, event: &Event, env: &mut dyn TunerEnv);
     /// Called about once a second; most tuners do nothing.

@@ -5,7 +5,7 @@
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::events::Event;
 use crate::core::tunable::{Scenario, TunableDesc};
 use crate::core::tuner::{StartCtx, Tuner, TunerEnv, TunerError};
@@ -57,20 +57,17 @@ impl Tuner for SysctlTuner {
         SLOTS
     }
 
-    fn try_load(
+    fn try_attach(
         &self,
         shared: &SharedMaps,
         config: &LoadConfig,
         programs: &[&'static str],
-    ) -> Result<(), libbpf_rs::Error> {
-        try_load_skel(shared, config, programs)
+    ) -> Result<(), HookError> {
+        try_attach_skel(shared, config, programs)
     }
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let load = |e| TunerError::Load {
-            tuner: "sysctl",
-            source: e,
-        };
+        let load = |e| TunerError::load("sysctl", e);
         let Some(cgroup) = ctx.cgroup else {
             return Err(TunerError::Unsupported(
                 "sysctl",
@@ -78,7 +75,6 @@ impl Tuner for SysctlTuner {
             ));
         };
         let skel = load_skel(&ctx).map_err(load)?;
-        ctx.shared.adopt(skel.object()).map_err(load)?;
         // A BPF link (not a legacy attachment): it goes away with our process, so a
         // crashed daemon leaves nothing attached to the cgroup.
         use std::os::fd::AsRawFd;
@@ -88,8 +84,10 @@ impl Tuner for SysctlTuner {
             .attach_cgroup(cgroup.as_raw_fd())
             .map_err(|e| TunerError::Attach {
                 tuner: "sysctl",
+                prog: "bpftune_sysctl_write".into(),
                 source: e,
             })?;
+        ctx.shared.adopt(skel.object()).map_err(load)?;
         self.link = Some(link);
         self.skel = Some(skel);
         Ok(())

@@ -8,7 +8,7 @@ use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 use std::collections::HashMap;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::{Event, F_NEAR_EXHAUSTION, F_NEAR_PRESSURE};
 use crate::core::procfs;
@@ -89,13 +89,16 @@ const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candid
     }
 }
 
-/// Hooks in order of preference: tracepoints first (stable ABI), fentry as an extra.
+/// Hooks in order of preference, by the rule "stable first, then what exists": the
+/// tracepoint (tp_btf, then raw_tp), then the kernel function behind it (fentry, then
+/// kprobe) for kernels that lack the tracepoint. A candidate counts only if it loads and
+/// attaches; see README.md for which kernel gets which flavour.
 pub static SLOTS: &[Slot] = &[
     Slot {
         name: "rmem",
         required: true,
         candidates: &[
-            // Fires about once per RTT, only when the receiver wants a larger buffer.
+            // Fires about once per RTT, only when the receiver wants a larger buffer (6.18+).
             c("bpftune_rcvbuf_grow_btf", Flavour::TpBtf, "tcp_rcvbuf_grow"),
             // Older kernels: every receive-space adjustment, sampled.
             c("bpftune_rcv_space_btf", Flavour::TpBtf, "tcp_rcv_space_adjust"),
@@ -106,15 +109,34 @@ pub static SLOTS: &[Slot] = &[
                 Flavour::Fentry,
                 "tcp_rcv_space_adjust",
             ),
+            c(
+                "bpftune_rcv_space_kprobe",
+                Flavour::Kprobe,
+                "tcp_rcv_space_adjust",
+            ),
         ],
     },
     Slot {
         name: "wmem",
         required: true,
         candidates: &[
+            // One hit per sendmsg, sampled (6.13+).
             c("bpftune_sendmsg_btf", Flavour::TpBtf, "tcp_sendmsg_locked"),
             c("bpftune_sendmsg_raw", Flavour::RawTp, "tcp_sendmsg_locked"),
-            c("bpftune_sndbuf_expand", Flavour::Fentry, "tcp_sndbuf_expand"),
+            // C bpftune's hook: static, inlined on some builds.
+            c(
+                "bpftune_sndbuf_expand_fentry",
+                Flavour::Fentry,
+                "tcp_sndbuf_expand",
+            ),
+            // Global, called through sk_prot->sendmsg, so never inlined; sampled.
+            c("bpftune_tcp_sendmsg_fentry", Flavour::Fentry, "tcp_sendmsg"),
+            c(
+                "bpftune_sndbuf_expand_kprobe",
+                Flavour::Kprobe,
+                "tcp_sndbuf_expand",
+            ),
+            c("bpftune_tcp_sendmsg_kprobe", Flavour::Kprobe, "tcp_sendmsg"),
         ],
     },
     Slot {
@@ -124,8 +146,13 @@ pub static SLOTS: &[Slot] = &[
             c("bpftune_exceed_btf", Flavour::TpBtf, "sock_exceed_buf_limit"),
             c("bpftune_exceed_raw", Flavour::RawTp, "sock_exceed_buf_limit"),
             c(
-                "bpftune_enter_mempress",
+                "bpftune_enter_mempress_fentry",
                 Flavour::Fentry,
+                "tcp_enter_memory_pressure",
+            ),
+            c(
+                "bpftune_enter_mempress_kprobe",
+                Flavour::Kprobe,
                 "tcp_enter_memory_pressure",
             ),
         ],
@@ -136,7 +163,16 @@ pub static SLOTS: &[Slot] = &[
         candidates: &[
             c("bpftune_synack_btf", Flavour::TpBtf, "tcp_retransmit_synack"),
             c("bpftune_synack_raw", Flavour::RawTp, "tcp_retransmit_synack"),
-            c("bpftune_syn_flood", Flavour::Fentry, "tcp_syn_flood_action"),
+            c(
+                "bpftune_syn_flood_fentry",
+                Flavour::Fentry,
+                "tcp_syn_flood_action",
+            ),
+            c(
+                "bpftune_syn_flood_kprobe",
+                Flavour::Kprobe,
+                "tcp_syn_flood_action",
+            ),
         ],
     },
 ];
@@ -460,26 +496,23 @@ impl Tuner for TcpBuffer {
         SLOTS
     }
 
-    fn try_load(
+    fn try_attach(
         &self,
         shared: &SharedMaps,
         config: &LoadConfig,
         programs: &[&'static str],
-    ) -> Result<(), libbpf_rs::Error> {
-        try_load_skel(shared, config, programs)
+    ) -> Result<(), HookError> {
+        try_attach_skel(shared, config, programs)
     }
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let load = |e| TunerError::Load {
-            tuner: "tcp_buffer",
-            source: e,
-        };
-        let skel = load_skel(&ctx).map_err(load)?;
-        ctx.shared.adopt(skel.object()).map_err(load)?;
-        self.links = attach_all(skel.object()).map_err(|e| TunerError::Attach {
-            tuner: "tcp_buffer",
-            source: e,
-        })?;
+        let skel = load_skel(&ctx).map_err(|e| TunerError::load("tcp_buffer", e))?;
+        let links = attach_all(skel.object()).map_err(|e| TunerError::hook("tcp_buffer", e))?;
+        // Only a tuner that runs lends its maps to the others.
+        ctx.shared
+            .adopt(skel.object())
+            .map_err(|e| TunerError::load("tcp_buffer", e))?;
+        self.links = links;
         self.skel = Some(skel);
         Ok(())
     }

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
-/* tcp_buffer tuner, kernel side. Every hook exists in several attach flavours (tracepoint
- * via tp_btf or raw_tp, fentry where it loads); user space enables exactly one flavour per
- * hook slot, chosen by probing. All bodies are CO-RE reads only and post rarely: they
- * compare against the limit first and rely on 25 ms suppression and sampling. */
+/* tcp_buffer tuner, kernel side. Every hook exists in several attach flavours: tracepoint
+ * (tp_btf, raw_tp) first, then the kernel function behind it (fentry, kprobe) for kernels
+ * that lack the tracepoint. User space enables exactly one flavour per hook slot, the first
+ * that loads and attaches. Each flavour is a thin wrapper around one `static
+ * __always_inline` body that uses CO-RE reads only (valid in every program type); bodies
+ * post rarely: they compare against the limit first and rely on 25 ms suppression and
+ * sampling. */
 #include "../../../bpf/common.bpf.h"
 #include "tcp_buffer.h"
 
@@ -152,7 +155,8 @@ static __always_inline int synack_body(struct sock *sk)
 }
 
 /* ---- rmem slot: tcp_rcvbuf_grow fires about once per RTT when the receiver wants a
- * larger buffer (6.18+); tcp_rcv_space_adjust is the older, hotter fallback. */
+ * larger buffer (6.18+); tcp_rcv_space_adjust (tracepoint since 4.x, also a global
+ * function) is the older, hotter fallback, sampled. */
 SEC("tp_btf/tcp_rcvbuf_grow")
 int BPF_PROG(bpftune_rcvbuf_grow_btf, struct sock *sk, int time)
 {
@@ -165,55 +169,86 @@ int BPF_PROG(bpftune_rcvbuf_grow_raw, struct sock *sk)
 	return rmem_body(sk);
 }
 
-SEC("tp_btf/tcp_rcv_space_adjust")
-int BPF_PROG(bpftune_rcv_space_btf, struct sock *sk)
+static __always_inline int rcv_space_body(struct sock *sk)
 {
 	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
 		return 0;
 	return rmem_body(sk);
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(bpftune_rcv_space_btf, struct sock *sk)
+{
+	return rcv_space_body(sk);
 }
 
 SEC("raw_tp/tcp_rcv_space_adjust")
 int BPF_PROG(bpftune_rcv_space_raw, struct sock *sk)
 {
-	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
-		return 0;
-	return rmem_body(sk);
+	return rcv_space_body(sk);
 }
 
 SEC("fentry/tcp_rcv_space_adjust")
 int BPF_PROG(bpftune_rcv_space_fentry, struct sock *sk)
 {
-	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_RCV_SPACE]))
-		return 0;
-	return rmem_body(sk);
+	return rcv_space_body(sk);
 }
 
-/* ---- wmem slot: one hit per sendmsg; sampled. fentry on tcp_sndbuf_expand is the
- * C bpftune hook (often inlined, hence optional). */
-SEC("tp_btf/tcp_sendmsg_locked")
-int BPF_PROG(bpftune_sendmsg_btf, struct sock *sk)
+SEC("kprobe/tcp_rcv_space_adjust")
+int BPF_KPROBE(bpftune_rcv_space_kprobe, struct sock *sk)
+{
+	return rcv_space_body(sk);
+}
+
+/* ---- wmem slot. tcp:tcp_sendmsg_locked (6.13+) fires once per sendmsg: sampled. Older
+ * kernels: tcp_sndbuf_expand, C bpftune's hook (static, so inlined on some builds; rare
+ * calls, no sampling), then tcp_sendmsg itself (global, reached through sk_prot->sendmsg,
+ * so never inlined; once per sendmsg like the tracepoint: sampled). */
+static __always_inline int sendmsg_body(struct sock *sk)
 {
 	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_SENDMSG]))
 		return 0;
 	return wmem_body(sk);
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(bpftune_sendmsg_btf, struct sock *sk)
+{
+	return sendmsg_body(sk);
 }
 
 SEC("raw_tp/tcp_sendmsg_locked")
 int BPF_PROG(bpftune_sendmsg_raw, struct sock *sk)
 {
-	if (!sample_proceed(samples[TCP_BUFFER_SAMPLE_SENDMSG]))
-		return 0;
-	return wmem_body(sk);
+	return sendmsg_body(sk);
 }
 
 SEC("fentry/tcp_sndbuf_expand")
-int BPF_PROG(bpftune_sndbuf_expand, struct sock *sk)
+int BPF_PROG(bpftune_sndbuf_expand_fentry, struct sock *sk)
 {
 	return wmem_body(sk);
 }
 
-/* ---- memory slot: a socket hit its protocol's memory limit (tcp_mem exhaustion). */
+SEC("kprobe/tcp_sndbuf_expand")
+int BPF_KPROBE(bpftune_sndbuf_expand_kprobe, struct sock *sk)
+{
+	return wmem_body(sk);
+}
+
+SEC("fentry/tcp_sendmsg")
+int BPF_PROG(bpftune_tcp_sendmsg_fentry, struct sock *sk)
+{
+	return sendmsg_body(sk);
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(bpftune_tcp_sendmsg_kprobe, struct sock *sk)
+{
+	return sendmsg_body(sk);
+}
+
+/* ---- memory slot: a socket hit its protocol's memory limit (tcp_mem exhaustion);
+ * kernels without the tracepoint: entering TCP memory pressure. */
 static __always_inline int exceed_body(struct sock *sk)
 {
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
@@ -234,16 +269,27 @@ int BPF_PROG(bpftune_exceed_raw, struct sock *sk)
 	return exceed_body(sk);
 }
 
-/* Optional extra where fentry loads: entering memory pressure. */
-SEC("fentry/tcp_enter_memory_pressure")
-int BPF_PROG(bpftune_enter_mempress, struct sock *sk)
+static __always_inline int mempress_body(struct sock *sk)
 {
 	if (sk)
 		tcp_mem_check(sk);
 	return 0;
 }
 
-/* ---- SYN backlog slot. */
+SEC("fentry/tcp_enter_memory_pressure")
+int BPF_PROG(bpftune_enter_mempress_fentry, struct sock *sk)
+{
+	return mempress_body(sk);
+}
+
+SEC("kprobe/tcp_enter_memory_pressure")
+int BPF_KPROBE(bpftune_enter_mempress_kprobe, struct sock *sk)
+{
+	return mempress_body(sk);
+}
+
+/* ---- SYN backlog slot: SYN-ACK retransmits by a listener; kernels without the
+ * tracepoint: tcp_syn_flood_action (static, inlined on some builds, e.g. Debian 6.1). */
 SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(bpftune_synack_btf, struct sock *sk)
 {
@@ -257,7 +303,13 @@ int BPF_PROG(bpftune_synack_raw, struct sock *sk)
 }
 
 SEC("fentry/tcp_syn_flood_action")
-int BPF_PROG(bpftune_syn_flood, struct sock *sk)
+int BPF_PROG(bpftune_syn_flood_fentry, struct sock *sk)
+{
+	return synack_body(sk);
+}
+
+SEC("kprobe/tcp_syn_flood_action")
+int BPF_KPROBE(bpftune_syn_flood_kprobe, struct sock *sk)
 {
 	return synack_body(sk);
 }
