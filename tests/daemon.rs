@@ -102,3 +102,32 @@ fn second_daemon_is_refused_and_leaves_the_first_alone() {
         "daemon process still exists"
     );
 }
+
+/// A start-up that fails after the cgroup mount and the query socket exist (here: an
+/// allow-list naming no tuner) releases both: exit 1, nothing mounted, no socket.
+#[test]
+fn failed_start_leaves_no_mount_and_no_socket() {
+    let Some(_g) = setup("failed_start_leaves_no_mount_and_no_socket") else {
+        return;
+    };
+    let dir = common::TempDir::new("failstart");
+    let run = dir.path().join("run");
+    let cg = run.join("cgroupv2");
+    let out = Command::new(BPFTUNE)
+        .args(["-s", "-a", "no_such_tuner", "-c"])
+        .arg(&cg)
+        .env("BPFTUNE_RUN_DIR", &run)
+        .env("BPFTUNE_STATE_DIR", dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bpftune");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{err}");
+    assert!(err.contains("-a no_such_tuner: no such tuner"), "{err}");
+    assert!(err.contains("no ringbuf events to watch, exiting."), "{err}");
+    // The mount happened (the run dir was set up) and was undone.
+    assert!(run.exists(), "run dir was created");
+    assert!(!is_mounted(&cg), "cgroup2 left mounted at {}", cg.display());
+    assert!(!cg.exists(), "cgroup dir left behind");
+    assert!(!run.join("query.sock").exists(), "query socket left behind");
+}

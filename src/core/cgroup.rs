@@ -78,15 +78,23 @@ impl CgroupDir {
         &self.path
     }
 
-    /// Unmounts our mount (programs must be detached first).
+    /// Unmounts our mount (programs attached with links must be detached first; the
+    /// daemon drops its tuners before this). Same as dropping it.
     pub fn teardown(self) {
-        let CgroupDir { path, dir, ours } = self;
-        drop(dir);
-        if ours {
-            if let Err(e) = umount2(&path, MntFlags::MNT_DETACH) {
-                tracing::debug!("umount {}: {e}", path.display());
-            }
-            let _ = fs::remove_dir(&path);
+        drop(self);
+    }
+}
+
+impl Drop for CgroupDir {
+    /// A start-up that fails after the mount, or a normal exit, never leaves our
+    /// cgroup2 mount behind.
+    fn drop(&mut self) {
+        if !self.ours {
+            return;
         }
+        if let Err(e) = umount2(&self.path, MntFlags::MNT_DETACH) {
+            tracing::debug!("umount {}: {e}", self.path.display());
+        }
+        let _ = fs::remove_dir(&self.path);
     }
 }

@@ -1,0 +1,92 @@
+//! The event loop: one wait over the ring buffer, the signal pipe and the `/run/netns`
+//! watcher; events are dispatched to their tuner, tuners tick about once a second and
+//! the namespace list is refreshed every few seconds (or at once on a watcher hint).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::Daemon;
+use crate::core::engine::Engine;
+use crate::core::events::Event;
+use crate::core::tuner::{Ns, Tuner};
+
+/// How often the namespace list is rescanned without an inotify hint (containers made
+/// by unshare/clone have no /run/netns entry).
+const NETNS_RESCAN: Duration = Duration::from_secs(5);
+const TICK: Duration = Duration::from_secs(1);
+pub(super) const WAKE_RINGBUF: u64 = 0;
+pub(super) const WAKE_SIGNAL: u64 = 1;
+pub(super) const WAKE_NETNS: u64 = 2;
+
+impl Daemon {
+    /// Runs until SIGINT/SIGTERM.
+    pub fn run_until_signal(&mut self) -> anyhow::Result<()> {
+        let mut next_scan = Instant::now() + NETNS_RESCAN;
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            let wait = next_tick.min(next_scan).saturating_duration_since(now);
+            let ready = self.events.waiter.wait(Some(wait)).context("epoll_wait")?;
+            let mut rescan = false;
+            for token in ready {
+                match token {
+                    WAKE_SIGNAL => return Ok(()),
+                    WAKE_RINGBUF => {
+                        if let Err(e) = self.events.ring.consume() {
+                            tracing::debug!("ring buffer consume: {e}");
+                        }
+                    }
+                    WAKE_NETNS => {
+                        rescan |= self.events.watcher.as_ref().is_some_and(|w| w.drain());
+                    }
+                    _ => {}
+                }
+            }
+            loop {
+                let next = self.events.queue.borrow_mut().pop_front();
+                let Some(ev) = next else { break };
+                dispatch(&ev, &mut self.tuners, &mut self.engine);
+            }
+            let now = Instant::now();
+            if rescan || now >= next_scan {
+                self.engine.refresh_netns();
+                next_scan = now + NETNS_RESCAN;
+            }
+            if now >= next_tick {
+                for (id, t) in self.tuners.iter_mut().enumerate() {
+                    if let Some(t) = t {
+                        t.tick(&mut self.engine.ctx(id));
+                    }
+                }
+                next_tick = now + TICK;
+            }
+        }
+    }
+}
+
+pub(super) fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine: &mut Engine) {
+    let id = ev.tuner_id as usize;
+    let Some(Some(tuner)) = tuners.get_mut(id) else {
+        tracing::debug!("no tuner for id {id}");
+        return;
+    };
+    let deliver = engine.deliverable(id, ev.ns);
+    let (cookie, kind) = match ev.ns {
+        Ns::Global => (engine.global_cookie(), "global netns"),
+        Ns::Netns { cookie, .. } => (cookie, "non-global netns"),
+    };
+    tracing::debug!(
+        "event scenario [{}] for tuner {}[{id}] netns {cookie} ({kind}) {}",
+        ev.scenario_id,
+        tuner.name(),
+        if deliver {
+            "sent"
+        } else {
+            "skipped due to inactive tuner/netns"
+        }
+    );
+    if deliver {
+        tuner.handle(ev, &mut engine.ctx(id));
+    }
+}

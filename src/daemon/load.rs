@@ -1,0 +1,199 @@
+//! Start-up helpers: loading and attaching the tuners (with per-hook fallback), the lib
+//! directories, memory facts.
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+use super::Options;
+use crate::core::bpf::{self, LoadConfig, SharedMaps};
+use crate::core::cgroup::CgroupDir;
+use crate::core::change::TunerMeta;
+use crate::core::engine::Engine;
+use crate::core::plan::{self, Plan};
+use crate::core::probe::Level;
+use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
+use crate::tuners;
+
+/// C bpftune loads `<name>_tuner.so` plugins from its lib dirs; ours are built in. Tell
+/// the operator what we found there, so a stray plugin is not silently ignored.
+pub(super) fn scan_libdir(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        tracing::debug!("could not open dir '{}'", dir.display());
+        return;
+    };
+    let builtin = tuners::names();
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix("_tuner.so") else {
+            continue;
+        };
+        if builtin.contains(&stem) {
+            tracing::debug!("'{}' is built into this bpftune", entry.path().display());
+        } else {
+            tracing::info!(
+                "ignoring plugin '{}': this bpftune only runs its built-in tuners ({})",
+                entry.path().display(),
+                builtin.join(", ")
+            );
+        }
+    }
+}
+
+pub(super) fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
+}
+
+pub(super) fn raise_memlock() {
+    let inf = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } != 0 {
+        // Not fatal: kernels ≥ 5.11 account BPF memory to the memory cgroup.
+        tracing::debug!(
+            "cannot unlock memory limit: {}; continuing (BPF memory is cgroup-accounted)",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+pub(super) struct Loaded {
+    pub(super) tuners: Vec<Option<Box<dyn Tuner>>>,
+    pub(super) shared: SharedMaps,
+}
+
+/// Loads one tuner for the daemon: trials are throw-away copies (libbpf muted, their
+/// expected failures are not news), starts are the real thing.
+struct DaemonHooks<'a> {
+    tuner: &'a mut dyn Tuner,
+    shared: &'a mut SharedMaps,
+    config: LoadConfig,
+    tuner_id: u32,
+    cgroup: Option<BorrowedFd<'a>>,
+}
+
+impl plan::Hooks for DaemonHooks<'_> {
+    type Error = crate::core::tuner::TunerError;
+
+    fn trial(&mut self, progs: &[&'static str]) -> Result<(), bpf::HookError> {
+        let _quiet = bpf::Quiet::new();
+        self.tuner.try_attach(self.shared, &self.config, progs)
+    }
+
+    fn start(&mut self, progs: &[&'static str]) -> Result<(), Self::Error> {
+        self.tuner.start(StartCtx {
+            shared: self.shared,
+            config: self.config,
+            tuner_id: self.tuner_id,
+            programs: progs,
+            cgroup: self.cgroup,
+        })
+    }
+}
+
+/// One line per hook: debug when the first choice attached, info when we fell back.
+fn log_plan(name: &str, plan: &Plan) {
+    for c in &plan.choices {
+        let tried = || {
+            c.attempts
+                .iter()
+                .filter(|(x, _)| Some(*x) != c.chosen)
+                .map(|(x, s)| format!("{} {}: {s}", x.flavour.label(), x.target))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match c.chosen {
+            Some(x) if !c.fell_back() => tracing::debug!(
+                "{name}: hook '{}' uses {} {}",
+                c.slot,
+                x.flavour.label(),
+                x.target
+            ),
+            Some(x) => tracing::info!(
+                "{name}: hook '{}' uses {} {} ({})",
+                c.slot,
+                x.flavour.label(),
+                x.target,
+                tried()
+            ),
+            None if c.required => tracing::error!(
+                "{name}: hook '{}' has no flavour that attaches on this kernel ({})",
+                c.slot,
+                tried()
+            ),
+            None => tracing::info!(
+                "{name}: optional hook '{}' is not available on this kernel; continuing without it",
+                c.slot
+            ),
+        }
+    }
+}
+
+/// Starts every allowed tuner with its first-choice hooks, falling back per hook slot
+/// to the next candidate that attaches (see [`plan::start`]), then logs the support
+/// level of what actually runs.
+pub(super) fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) -> Loaded {
+    let config = LoadConfig {
+        shift: opts.rate.shift(),
+        debug: opts.debug,
+        pid: std::process::id() as i32,
+    };
+    let builtin = tuners::names();
+    for a in &opts.allow {
+        if !builtin.iter().any(|n| allow_matches(std::slice::from_ref(a), n)) {
+            tracing::error!("-a {a}: no such tuner (built-in tuners: {})", builtin.join(", "));
+        }
+    }
+    let mut shared = SharedMaps::default();
+    let mut loaded = Vec::new();
+    let mut plans = Vec::new();
+    for mut tuner in tuners::all() {
+        let name = tuner.name();
+        if !allow_matches(&opts.allow, name) {
+            continue;
+        }
+        let id = engine.add_tuner(TunerMeta {
+            name,
+            state: TunerState::Inactive,
+            tunables: tuner.tunables(),
+            scenarios: tuner.scenarios(),
+        });
+        let slots = tuner.slots();
+        let plan = plan::start(
+            name,
+            slots,
+            opts.legacy,
+            &mut DaemonHooks {
+                tuner: tuner.as_mut(),
+                shared: &mut shared,
+                config,
+                tuner_id: id as u32,
+                cgroup: cgroup.map(|c| c.fd()),
+            },
+        );
+        log_plan(name, &plan);
+        if plan.runs() {
+            engine.set_tuner_state(id, TunerState::Active);
+            tracing::debug!("tuner '{name}' (id {id}) loaded");
+            loaded.push(Some(tuner));
+        } else {
+            loaded.push(None);
+        }
+        plans.push((name, plan));
+    }
+    let level = Level::assess(&plans, opts.legacy, shared.ring_buffer().is_some());
+    for line in level.headline(&plans, opts.legacy) {
+        if level == Level::Normal || level == Level::Legacy {
+            tracing::info!("{line}");
+        } else {
+            tracing::error!("{line}");
+        }
+    }
+    Loaded {
+        tuners: loaded,
+        shared,
+    }
+}

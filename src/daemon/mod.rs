@@ -1,0 +1,240 @@
+//! Daemon lifecycle in three pieces: [`Daemon::start`] acquires everything (query server,
+//! cgroup mount, namespace registry, state file, tuners and their BPF links, ring buffer,
+//! signal pipe, watcher), [`Daemon::run_until_signal`] is the event loop
+//! (`event_loop.rs`), and [`Daemon::shutdown`] prints the summaries, rolls back (`-R`)
+//! and releases it all.
+//!
+//! Every resource is owned by a value whose `Drop` releases it, and the fields of
+//! [`Daemon`] are declared in release order (ring buffer and tuners — i.e. BPF links —
+//! before the cgroup mount they are attached to, the query socket last). A start-up that
+//! fails half way therefore leaves nothing behind: whatever was acquired is dropped on
+//! the error path, in reverse order of acquisition.
+
+mod backend;
+mod event_loop;
+mod load;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context as _};
+
+use crate::core::bpf::{self, SharedMaps};
+use crate::core::cgroup::CgroupDir;
+use crate::core::change::Ledger;
+use crate::core::engine::{lock, Engine};
+use crate::core::events::Event;
+use crate::core::netns::{NetnsRegistry, RunNetnsWatcher, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
+use crate::core::procfs;
+use crate::core::query::{format, QueryBackend, QueryServer};
+use crate::core::state::{boot_id, StateStore};
+use crate::core::sysctl::ProcSysctl;
+use crate::core::tunable::Rate;
+use crate::core::tuner::{MemoryFacts, Tuner};
+use crate::core::wait::Waiter;
+use event_loop::{WAKE_NETNS, WAKE_RINGBUF, WAKE_SIGNAL};
+
+/// Daemon settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub allow: Vec<String>,
+    pub cgroup: PathBuf,
+    pub debug: bool,
+    pub legacy: bool,
+    pub rate: Rate,
+    pub port: Option<u16>,
+    pub rollback: bool,
+    pub libdir: PathBuf,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// What the event loop waits on.
+struct Events {
+    waiter: Waiter,
+    ring: libbpf_rs::RingBuffer<'static>,
+    /// Events decoded by the ring-buffer callback, dispatched after `consume` returns.
+    queue: Rc<RefCell<VecDeque<Event>>>,
+    /// Read end of the self-pipe the signal handler writes to.
+    _signals: UnixStream,
+    watcher: Option<RunNetnsWatcher>,
+}
+
+/// A started daemon. Fields are dropped in declaration order: see the module docs.
+pub struct Daemon {
+    events: Events,
+    tuners: Vec<Option<Box<dyn Tuner>>>,
+    /// Held for its `Drop`: the maps every tuner's object shares.
+    _shared: SharedMaps,
+    engine: Engine,
+    ledger: Arc<Mutex<Ledger>>,
+    cgroup: Option<CgroupDir>,
+    /// Held for its `Drop`: stops the query thread and removes the socket.
+    _server: QueryServer,
+    rollback: bool,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM. Returns the exit code; start-up failures are
+/// errors (exit 1) after everything acquired so far has been released.
+pub fn run(opts: Options) -> anyhow::Result<i32> {
+    let mut daemon = Daemon::start(&opts)?;
+    let result = daemon.run_until_signal();
+    daemon.shutdown();
+    result.map(|()| 0)
+}
+
+impl Daemon {
+    /// Acquires everything, in this order: run directory, query server (first, so that a
+    /// second daemon is refused before it touches the running one's cgroup mount), cgroup
+    /// mount, namespace registry and state file, tuners, ring buffer, signal pipe,
+    /// `/run/netns` watcher.
+    pub fn start(opts: &Options) -> anyhow::Result<Daemon> {
+        let started = Instant::now();
+        load::raise_memlock();
+        bpf::route_libbpf_log();
+        std::fs::create_dir_all(&opts.run_dir)
+            .with_context(|| format!("cannot create {}", opts.run_dir.display()))?;
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let backend: Arc<dyn QueryBackend> = Arc::new(backend::Backend {
+            ledger: ledger.clone(),
+            sysctl: ProcSysctl::default(),
+        });
+        let server =
+            QueryServer::start(&opts.run_dir, opts.port, backend).context("could not start query server")?;
+        let cgroup = CgroupDir::setup(&opts.cgroup, &opts.run_dir)?;
+        let registry = NetnsRegistry::new(PathBuf::from(DEFAULT_PROC_ROOT), PathBuf::from(DEFAULT_RUN_NETNS))
+            .context("cannot identify our network namespace")?;
+        let global_cookie = registry.global_cookie();
+        let (store, inherited) = StateStore::open(&opts.state_dir, &boot_id());
+        if let Some((n, pid)) = inherited {
+            let then = if opts.rollback {
+                "they will be restored on exit"
+            } else {
+                "kept for a later rollback (-R)"
+            };
+            tracing::info!(
+                "found {n} original sysctl value(s) saved by an earlier bpftune (pid {pid}); {then}"
+            );
+        }
+        let memory = MemoryFacts {
+            free_buffer_pages: std::fs::read_to_string("/proc/zoneinfo")
+                .map(|t| procfs::free_buffer_pages(&t))
+                .unwrap_or(0),
+            page_size: load::page_size(),
+        };
+        let mut engine = Engine::new(
+            opts.rate,
+            Box::new(ProcSysctl::default()),
+            Box::new(registry),
+            ledger.clone(),
+            store,
+            memory,
+        );
+
+        load::scan_libdir(Path::new(crate::cli::SYSTEM_LIBDIR));
+        load::scan_libdir(&opts.libdir);
+        let load::Loaded { tuners, shared } = load::load_tuners(opts, &mut engine, Some(&cgroup));
+        let active: Vec<&'static str> = tuners.iter().flatten().map(|t| t.name()).collect();
+        let ringbuf = shared
+            .ring_buffer()
+            .filter(|_| !active.is_empty())
+            .ok_or_else(|| anyhow!("no ringbuf events to watch, exiting."))?;
+
+        let queue: Rc<RefCell<VecDeque<Event>>> = Rc::new(RefCell::new(VecDeque::new()));
+        let mut builder = libbpf_rs::RingBufferBuilder::new();
+        let q = queue.clone();
+        builder.add(ringbuf, move |data: &[u8]| {
+            match Event::parse(data, global_cookie) {
+                Ok(ev) => q.borrow_mut().push_back(ev),
+                Err(e) => tracing::error!("{e}"),
+            }
+            0
+        })?;
+        let ring = builder.build()?;
+
+        // One wait set: the ring buffer's own epoll fd, a self-pipe written by the
+        // signal handler, and the /run/netns watcher. The loop sleeps until one of them
+        // fires or a timer (tick, netns rescan) is due: about one wake-up a second when
+        // idle, and SIGTERM is handled at once whichever thread the kernel delivered it to.
+        let (sig_rx, sig_tx) = UnixStream::pair().context("creating signal pipe")?;
+        sig_rx.set_nonblocking(true)?;
+        sig_tx.set_nonblocking(true)?;
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            let tx = sig_tx.try_clone().context("cloning signal pipe")?;
+            signal_hook::low_level::pipe::register(sig, tx).context("installing signal handler")?;
+        }
+        let watcher = match RunNetnsWatcher::new(Path::new(DEFAULT_RUN_NETNS)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::info!("not watching {DEFAULT_RUN_NETNS} ({e}); new namespaces are found by rescans");
+                None
+            }
+        };
+        let waiter = Waiter::new().context("epoll_create")?;
+        // SAFETY: the ring buffer owns this epoll fd and lives in the same `Events` as
+        // `waiter`, which is declared (and so dropped) first.
+        let ring_fd = unsafe { BorrowedFd::borrow_raw(ring.epoll_fd()) };
+        waiter.add(&ring_fd, WAKE_RINGBUF)?;
+        waiter.add(&sig_rx, WAKE_SIGNAL)?;
+        if let Some(w) = &watcher {
+            waiter.add(&w.fd(), WAKE_NETNS)?;
+        }
+        let known = engine.refresh_netns().created.len();
+        tracing::info!(
+            "bpftune started: tuners {} attached in {} ms; watching {} network namespace(s) besides the initial one (cookie {global_cookie})",
+            active.join(", "),
+            started.elapsed().as_millis(),
+            known
+        );
+        Ok(Daemon {
+            events: Events {
+                waiter,
+                ring,
+                queue,
+                _signals: sig_rx,
+                watcher,
+            },
+            tuners,
+            _shared: shared,
+            engine,
+            ledger,
+            cgroup: Some(cgroup),
+            _server: server,
+            rollback: opts.rollback,
+        })
+    }
+
+    /// Orderly shutdown: sample reports and summaries, rollback (`-R`), then every BPF
+    /// link is detached, the cgroup unmounted and the query socket removed (by `Drop`).
+    pub fn shutdown(mut self) {
+        for (id, t) in self.tuners.iter().enumerate() {
+            let Some(t) = t else { continue };
+            for s in t.samples() {
+                tracing::info!(
+                    "Sample '{}': associated program was called {} times, collected data every {} of these.",
+                    s.name,
+                    s.calls,
+                    s.every
+                );
+            }
+            for line in format::tuner_summary(&lock(&self.ledger), id) {
+                tracing::info!("{line}");
+            }
+        }
+        if self.rollback {
+            self.engine.rollback();
+        }
+        for t in self.tuners.iter_mut().flatten() {
+            t.stop();
+        }
+        if let Some(c) = self.cgroup.take() {
+            c.teardown();
+        }
+    }
+}
