@@ -130,7 +130,7 @@ pub struct SlotChoice {
 impl SlotChoice {
     /// The first allowed candidate was not the one chosen (or none was).
     pub fn fell_back(&self) -> bool {
-        self.attempts.first().map(|(c, _)| Some(*c)) != Some(self.chosen)
+        matches!(self.attempts.first(), Some((c, _)) if Some(*c) != self.chosen)
     }
 }
 

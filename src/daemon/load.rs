@@ -119,6 +119,10 @@ fn log_plan(name: &str, plan: &Plan) {
                 x.target,
                 tried()
             ),
+            None if c.required && c.attempts.is_empty() => tracing::error!(
+                "{name}: hook '{}' has no candidate allowed in legacy mode",
+                c.slot
+            ),
             None if c.required => tracing::error!(
                 "{name}: hook '{}' has no flavour that attaches on this kernel ({})",
                 c.slot,
@@ -186,10 +190,10 @@ pub(super) fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&C
     }
     let level = Level::assess(&plans, opts.legacy, shared.ring_buffer().is_some());
     for line in level.headline(&plans, opts.legacy) {
-        if level == Level::Normal || level == Level::Legacy {
-            tracing::info!("{line}");
-        } else {
-            tracing::error!("{line}");
+        match level {
+            Level::Normal | Level::Legacy => tracing::info!("{line}"),
+            Level::Partial => tracing::warn!("{line}"),
+            Level::None => tracing::error!("{line}"),
         }
     }
     Loaded {
