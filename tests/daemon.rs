@@ -15,10 +15,9 @@ fn is_mounted(path: &std::path::Path) -> bool {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn second_daemon_is_refused_and_leaves_the_first_alone() {
-    let Some(_g) = setup("second_daemon_is_refused_and_leaves_the_first_alone") else {
-        return;
-    };
+    let _g = setup("second_daemon_is_refused_and_leaves_the_first_alone");
     // Packaged layout: the cgroup2 mount lives in the run directory.
     let d = Daemon::start_packaged_layout(&["-R"]);
     let cg = d.cgroup_dir().to_path_buf();
