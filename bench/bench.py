@@ -17,13 +17,18 @@ Every figure is measured in the same run as its baseline; the headline is the me
 over >= 5 trials (1 in --smoke) with min and max. Missed targets never change the
 exit status: it is non-zero only when a benchmark could not run at all.
 
+One harness with the tests: every daemon is started, watched and stopped by
+`bpftune-testbed daemon` (testbed/src/daemon.rs, the harness the Rust integration tests
+use through tests/common), namespaces and the delay line come from `bpftune-testbed`
+too; this file only measures.
+
 Hygiene: every daemon runs with -R (rolls back what it changed) and private
 BPFTUNE_RUN_DIR/BPFTUNE_STATE_DIR/cgroup directories; per-namespace sysctls are only
 written while no daemon of ours runs (a write while it runs hands the namespace to the
 administrator); only our own uniquely named namespaces carry traffic; an init_net sysctl
 our daemon changed and that still holds its value after the daemon stopped is restored
-(with a warning) -- values other processes set are never touched; everything we start
-is stopped on exit, error, Ctrl-C or SIGTERM.
+(with a warning; --restore-globals) -- values other processes set are never touched;
+everything we start is stopped on exit, error, Ctrl-C or SIGTERM.
 
 Shared hosts: HostWatch flags measurements during which another bpftune daemon ran or
 a global TCP memory/buffer limit was lowered by another process (e.g. a concurrent
@@ -35,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import re
 import select
 import shutil
@@ -42,7 +48,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -62,22 +67,6 @@ RMEM_TUNED = "4096 131072 16777216"
 WMEM_TUNED = "4096 16384 16777216"
 WMEM_SENDER_BIG = "4096 16384 33554432"
 OVERHEAD_BUF_MAX = 1 << 28  # loopback never gets near it: nothing for the daemon to change
-
-# Global (init_net) sysctls a tuner may touch: checked around every daemon run.
-GLOBAL_SYSCTLS = [
-    "net.ipv4.tcp_mem", "net.ipv4.udp_mem", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
-    "net.ipv4.tcp_moderate_rcvbuf", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_syncookies",
-    "net.ipv4.tcp_no_metrics_save", "net.ipv4.tcp_no_ssthresh_metrics_save",
-    "net.ipv4.tcp_congestion_control", "net.ipv4.tcp_max_orphans",
-    "net.ipv4.ipfrag_high_thresh", "net.ipv4.ipfrag_low_thresh",
-    "net.core.rmem_max", "net.core.wmem_max", "net.core.rmem_default", "net.core.wmem_default",
-    "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
-    "net.core.high_order_alloc_disable", "net.core.somaxconn",
-    "net.ipv4.neigh.default.gc_thresh1", "net.ipv4.neigh.default.gc_thresh2",
-    "net.ipv4.neigh.default.gc_thresh3", "net.ipv6.neigh.default.gc_thresh1",
-    "net.ipv6.neigh.default.gc_thresh2", "net.ipv6.neigh.default.gc_thresh3",
-]
-
 
 class BenchError(Exception):
     """A benchmark could not run (as opposed to: it ran and missed its target)."""
@@ -152,7 +141,6 @@ class HostWatch:
 
     def __init__(self):
         self.base = {n: self._ints(read_global(n)) for n in self.LIMITS}
-        self.own = set()
         self.events = []  # (monotonic ns, [reasons])
         self.seen = set()
         self.retry_budget = 0.0  # seconds we may spend re-measuring (set by main)
@@ -176,19 +164,16 @@ class HostWatch:
                 reasons.append(f"global {n} lowered to {' '.join(map(str, cur))} by another process")
         builds = set()
         for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) in self.own:
+            if not pid.isdigit():
                 continue
             try:
                 comm = Path(f"/proc/{pid}/comm").read_text().strip()
-                if comm in self.BUILDERS:
-                    builds.add(comm)
-                if comm != "bpftune":
-                    continue
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if not any(a in (b"-q", b"--query", b"-V", b"-S", b"-h") or a.startswith(b"-q") for a in argv):
-                reasons.append(f"another bpftune daemon (pid {pid}) is running")
+            if comm in self.BUILDERS:
+                builds.add(comm)
+        for d in other_daemons():
+            reasons.append(f"another bpftune daemon (pid {d['pid']}) is running")
         if builds:
             reasons.append(f"a build is running ({', '.join(sorted(builds))})")
         return reasons
@@ -216,19 +201,6 @@ class HostWatch:
             time.sleep(0.5)
         self.retry_budget -= time.monotonic() - t0 + 3  # + the repeated measurement
 
-    def foreign_daemons(self):
-        return [r for r in self.check() if "daemon" in r]
-
-    def wait_no_daemon(self):
-        if self.daemon_wait_budget <= 0 or not self.foreign_daemons():
-            return
-        t0 = time.monotonic()
-        warn(f"another bpftune daemon is running; waiting up to {self.daemon_wait_budget:.0f} s "
-             "before starting ours")
-        while self.foreign_daemons() and time.monotonic() - t0 < self.daemon_wait_budget:
-            time.sleep(0.5)
-        self.daemon_wait_budget = max(0.0, self.daemon_wait_budget - (time.monotonic() - t0))
-
     def summary(self):
         """self.seen condensed: one line per kind of disturbance."""
         daemons = sorted({re.search(r"pid (\d+)", r).group(1) for r in self.seen if "daemon" in r})
@@ -255,6 +227,25 @@ class HostWatch:
 
 
 WATCH = None  # HostWatch, set in main()
+
+
+def other_daemons():
+    """bpftune daemons not started by this bench (clients such as `bpftune -q` do not
+    count): the tests' definition, from `bpftune-testbed daemons`."""
+    if not os.access(TESTBED, os.X_OK):
+        return []
+    try:
+        r = subprocess.run([str(TESTBED), "daemons", "--not-under", str(os.getpid())],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    out = []
+    for line in r.stdout.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
 
 
 def on_signal(signum, _frame):
@@ -302,34 +293,6 @@ def read_global(name):
         return " ".join(sysctl_path(name).read_text().split())
     except OSError:
         return None
-
-
-def snapshot_globals():
-    return {n: v for n in GLOBAL_SYSCTLS if (v := read_global(n)) is not None}
-
-
-def restore_globals(snap, who):
-    """Put back init_net sysctls a (stopped) daemon left changed; returns names fixed."""
-    fixed = []
-    for name, old in snap.items():
-        cur = read_global(name)
-        if cur is not None and cur != old:
-            warn(f"{who} left global {name} = {cur!r} (was {old!r}); restoring")
-            try:
-                sysctl_path(name).write_text(old + "\n")
-                fixed.append(name)
-            except OSError as e:
-                warn(f"could not restore {name}: {e}")
-    return fixed
-
-
-def _sysctl_str(v):
-    """A change record's value (list of ints, int or string) as /proc/sys prints it."""
-    if isinstance(v, list):
-        return " ".join(str(x) for x in v)
-    if isinstance(v, dict):  # e.g. {"Ints": [...]} / {"Str": "..."}
-        return _sysctl_str(next(iter(v.values()), ""))
-    return None if v is None else " ".join(str(v).split())
 
 
 def ns_exec(ns, *cmd):
@@ -429,87 +392,112 @@ class ProcSample:
 
 # --------------------------------------------------------------------------- daemon
 
-def _mounted_under(path):
-    p = str(path)
-    try:
-        with open("/proc/self/mounts") as f:
-            return [line.split()[1] for line in f if line.split()[1].startswith(p)]
-    except OSError:
-        return []
-
-
 class Daemon:
-    """One bpftune daemon with private run/state/cgroup directories (-s -R)."""
+    """One bpftune daemon (-s -R), run by `bpftune-testbed daemon`: the harness of the
+    Rust integration tests (testbed/src/daemon.rs: private run/state/cgroup directories,
+    wait for other daemons, readiness, CLOCK_MONOTONIC-stamped log, queries, stop, mount
+    cleanup, restore of global sysctls it left changed), driven over JSON lines
+    (testbed/src/supervise.rs)."""
 
     READY = re.compile(r"bpftune started: tuners (.*?) attached in (\d+) ms")
 
     def __init__(self, label="bpftune", extra_args=()):
         self.label = label
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"bpftune-bench-{os.getpid()}-"))
-        (self.tmp / "run").mkdir()
-        (self.tmp / "state").mkdir()
-        self.env = dict(os.environ, BPFTUNE_RUN_DIR=str(self.tmp / "run"),
-                        BPFTUNE_STATE_DIR=str(self.tmp / "state"))
         self.lines = []  # (monotonic ns, line)
         self.ready = threading.Event()
-        self.ready_ns = None
-        self.attach_ms = None
-        self.tuners = None
-        if WATCH is not None:
-            # Our daemon tunes the whole host: do not start it next to another one (it
-            # would tune the other's test namespaces, and the other ours).
-            WATCH.wait_no_daemon()
-        self.global_snapshot = snapshot_globals()  # init_net values before we start
+        self.spawned = threading.Event()
+        self.done = threading.Event()
+        self.ready_ns = self.attach_ms = self.tuners = None
+        self.pid = self.spawn_ns = None
+        self.exited = None
+        self.error = None
+        self.replies = queue.Queue()
+        self.qlock = threading.Lock()
+        # Our daemon tunes the whole host: do not start it next to another one (it would
+        # tune the other's test namespaces, and the other ours); the harness waits.
+        budget = WATCH.daemon_wait_budget if WATCH is not None else 0.0
         REG.add(self)
-        self.spawn_ns = now_ns()
         self.proc = subprocess.Popen(
-            guarded([BPFTUNE, "-s", "-R", "-c", self.tmp / "cgroupv2", *extra_args]),
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, bufsize=1)
-        if WATCH is not None:
-            WATCH.own.add(self.proc.pid)
+            guarded([TESTBED, "daemon", "--bpftune", BPFTUNE, "--no-debug", "--restore-globals",
+                     "--tag", "bench", "--wait-others-s", f"{budget:.1f}", "--", "-R", *extra_args]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.spawned.wait(budget + 30)
+        if self.pid is None:
+            self.close()
+            raise BenchError(f"bpftune-testbed daemon could not start bpftune: {self.error or 'no answer'}")
+        if WATCH is not None:
+            WATCH.daemon_wait_budget = max(0.0, budget - self.waited_ms / 1000)
 
     def __repr__(self):
-        return f"<Daemon {self.label} pid={self.proc.pid}>"
-
-    @property
-    def pid(self):
-        return self.proc.pid
+        return f"<Daemon {self.label} pid={self.pid} (harness {self.proc.pid})>"
 
     def _read(self):
-        for line in self.proc.stderr:
-            t = now_ns()
-            line = line.rstrip("\n")
-            self.lines.append((t, line))
-            if not self.ready.is_set():
-                m = self.READY.search(line)
-                if m:
-                    self.ready_ns = t
-                    self.tuners = m.group(1)
-                    self.attach_ms = int(m.group(2))
+        for raw in self.proc.stdout:
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                warn(f"{self.label}: bpftune-testbed said {raw.strip()!r}")
+                continue
+            kind = ev.get("event")
+            if kind == "log":
+                self.lines.append((ev["t_ns"], ev["line"]))
+                if ev.get("ready"):
+                    m = self.READY.search(ev["line"])
+                    if m:
+                        self.tuners, self.attach_ms = m.group(1), int(m.group(2))
+                    self.ready_ns = ev["t_ns"]
                     self.ready.set()
+            elif kind == "spawned":
+                self.pid, self.spawn_ns, self.waited_ms = ev["pid"], ev["spawn_ns"], ev["waited_ms"]
+                self.spawned.set()
+            elif kind == "reply":
+                self.replies.put(ev)
+            elif kind == "exited":
+                self.exited = ev
+            elif kind == "error":
+                self.error = ev.get("message")
+        self.spawned.set()
+        self.done.set()
 
     def tail(self, n=15):
         return "\n".join(f"    {l}" for _, l in self.lines[-n:])
 
+    def _status(self):
+        ex = self.exited or {}
+        return f"signal {ex['signal']}" if ex.get("signal") else f"exit code {ex.get('code')}"
+
     def wait_ready(self, timeout=20.0):
         end = time.monotonic() + timeout
         while not self.ready.wait(0.05):
-            if self.proc.poll() is not None:
-                self.reader.join(2)
-                raise BenchError(f"bpftune exited ({self.proc.returncode}) before it was ready:\n{self.tail()}")
+            if self.done.is_set():
+                raise BenchError(f"bpftune exited ({self._status()}) before it was ready:\n{self.tail()}")
             if time.monotonic() > end:
                 raise BenchError(f"bpftune not ready after {timeout:.0f} s:\n{self.tail()}")
         return self
 
     def query(self, what, timeout=10):
-        r = subprocess.run([str(BPFTUNE), "-q", what], env=self.env, stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            raise BenchError(f"bpftune -q {what} failed ({r.returncode}): {r.stderr.strip()}")
-        return r.stdout
+        cmd = f"query {what}"
+        with self.qlock:
+            if self.done.is_set():
+                raise BenchError(f"bpftune -q {what}: the daemon is gone ({self._status()})")
+            try:
+                self.proc.stdin.write(cmd + "\n")
+                self.proc.stdin.flush()
+            except OSError as e:
+                raise BenchError(f"bpftune -q {what}: {e}")
+            end = time.monotonic() + timeout
+            while True:
+                try:
+                    r = self.replies.get(timeout=max(0.01, end - time.monotonic()))
+                except queue.Empty:
+                    raise BenchError(f"bpftune -q {what}: no reply within {timeout} s")
+                if r.get("cmd") == cmd:
+                    break
+        if r["code"] != 0:
+            raise BenchError(f"bpftune -q {what} failed ({r['code']}): {r['stderr'].strip()}")
+        return r["stdout"]
 
     def changes(self):
         out = self.query("jchanges").strip()
@@ -518,38 +506,25 @@ class Daemon:
         except json.JSONDecodeError as e:
             raise BenchError(f"bpftune -q jchanges: not JSON ({e}): {out[:300]!r}")
 
-    def _global_writes(self):
-        """{sysctl: (value before our daemon, last value it wrote)} for init_net changes."""
-        out = {}
-        try:
-            recs = self.changes() if self.proc.poll() is None and self.ready.is_set() else []
-        except (BenchError, subprocess.SubprocessError, OSError):
-            recs = []
-        for c in sorted(recs, key=lambda c: c.get("write_ts_ns") or 0):
-            if c.get("global") and c.get("applied") and c.get("tunable") in self.global_snapshot:
-                name = c["tunable"]
-                first = out.get(name, (_sysctl_str(c.get("old")) or self.global_snapshot[name], None))[0]
-                out[name] = (first, _sysctl_str(c.get("new")))
-        return out
-
     def close(self):
+        """Stop: SIGTERM (15 s, then SIGKILL), restore of globals it left, cleanup; the
+        harness warns on stderr about anything it had to restore."""
         REG.remove(self)
-        wrote = self._global_writes()
-        kill_proc(self.proc, term_timeout=15)
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill_proc(self.proc)
         self.reader.join(3)
-        if self.proc.returncode not in (0, None, -signal.SIGTERM):
-            warn(f"{self.label} exited with {self.proc.returncode}:\n{self.tail(8)}")
-        # Safety net behind -R: put back an init_net sysctl only if it still holds the
-        # value our daemon wrote (never touch what other processes on the host set).
-        restore_globals({n: old for n, (old, new) in wrote.items() if read_global(n) == new},
-                        self.label)
-        mounts = _mounted_under(self.tmp)
-        for m in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
-        if _mounted_under(self.tmp):
-            warn(f"leaving {self.tmp} in place: still mounted")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        ex = self.exited
+        if self.pid is not None and (ex is None or ex.get("code") not in (0, None)
+                                     or ex.get("signal") not in (None, signal.SIGTERM)):
+            warn(f"{self.label} exited with {self._status() if ex else 'unknown status'}:\n{self.tail(8)}")
 
     stop = close
 
@@ -559,7 +534,7 @@ class Daemon:
 class Topology:
     """A testbed topology (delayline/veth) held by a bpftune-testbed process."""
 
-    def __init__(self, kind, *args):
+    def __init__(self, kind, *args, key="left"):
         self.kind = kind
         self.stderr = []
         REG.add(self)
@@ -569,13 +544,14 @@ class Topology:
         threading.Thread(target=self._drain, daemon=True).start()
         r, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if r else ""
-        if "left=" not in line:
+        if f"{key}=" not in line:
             self.close()
             time.sleep(0.2)
             raise BenchError(f"bpftune-testbed {kind} did not come up: {line!r} {' '.join(self.stderr)[-500:]}")
-        kv = dict(f.split("=", 1) for f in line.split())
-        self.left, self.right = kv["left"], kv["right"]
-        self.left_addr, self.right_addr = kv["left_addr"], kv["right_addr"]
+        self.kv = dict(f.split("=", 1) for f in line.split())
+        if key == "left":
+            self.left, self.right = self.kv["left"], self.kv["right"]
+            self.left_addr, self.right_addr = self.kv["left_addr"], self.kv["right_addr"]
 
     def _drain(self):
         for line in self.proc.stderr:
@@ -603,24 +579,15 @@ class Topology:
         time.sleep(0.05)  # let the drain thread read the teardown lines
 
 
-class LoopbackNs:
-    """A fresh network namespace of our own with only lo up."""
-
-    count = 0
+class LoopbackNs(Topology):
+    """A fresh network namespace of our own with only lo up (`bpftune-testbed netns`)."""
 
     def __init__(self):
-        LoopbackNs.count += 1
-        self.name = f"bench-lo-{os.getpid()}-{LoopbackNs.count}"
-        REG.add(self)
-        run(["ip", "netns", "add", self.name])
-        run(ns_exec(self.name, "ip", "link", "set", "lo", "up"))
+        super().__init__("netns", key="ns")
+        self.name = self.kv["ns"]
 
     def __repr__(self):
         return f"<netns {self.name}>"
-
-    def close(self):
-        REG.remove(self)
-        run(["ip", "netns", "del", self.name], check=False)
 
 
 # --------------------------------------------------------------------------- iperf3
@@ -1221,25 +1188,16 @@ def print_table(ctx, info, failed, elapsed):
 def preflight(only):
     if os.geteuid() != 0:
         raise BenchError("needs root (BPF, network namespaces)")
-    need = [BPFTUNE] + ([TESTBED] if set(only) & {"overhead", "reaction", "outcome"} else [])
+    need = [BPFTUNE, TESTBED]
     for b in need:
         if not os.access(b, os.X_OK):
             raise BenchError(f"{b} missing: run `cargo build --release --workspace` (or `make bench`)")
     for tool in ("ip", "iperf3", "sysctl", "ss"):
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} not found")
-    # Namespaces left by an earlier run that was killed hard (owner pid dead).
-    if os.access(TESTBED, os.X_OK):
-        subprocess.run([str(TESTBED), "cleanup", "--prefix", PREFIX], capture_output=True, timeout=60)
-    tmp = Path(tempfile.gettempdir())
-    for d in tmp.glob("bpftune-bench-*"):
-        m = re.match(r"bpftune-bench-(\d+)-", d.name)
-        if m and not os.path.exists(f"/proc/{m.group(1)}") and not _mounted_under(d):
-            shutil.rmtree(d, ignore_errors=True)
-    for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
-        m = re.fullmatch(r"bench-lo-(\d+)-\d+", name)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    # Namespaces, links and daemon temp dirs (with their cgroup2 mounts) left by an
+    # earlier run that was killed hard (owner pid dead): the tests' cleanup.
+    subprocess.run([str(TESTBED), "cleanup", "--prefix", PREFIX], capture_output=True, timeout=60)
 
 
 def main():

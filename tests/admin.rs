@@ -13,10 +13,9 @@ use common::{
 const SMALL_RMEM: &str = "4096 131072 262144";
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn admin_write_in_a_namespace_disables_tuning_there_only() {
-    let Some(_g) = setup("admin_write_in_a_namespace_disables_tuning_there_only") else {
-        return;
-    };
+    let _g = setup("admin_write_in_a_namespace_disables_tuning_there_only");
     // One sender, two receivers: X (the administrator takes it over) and Y (left to bpftune).
     let tx = netns("tx");
     let x = netns("x");
@@ -97,10 +96,9 @@ fn admin_write_in_a_namespace_disables_tuning_there_only() {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn admin_write_in_the_initial_namespace_makes_the_tuner_manual() {
-    let Some(_g) = setup("admin_write_in_the_initial_namespace_makes_the_tuner_manual") else {
-        return;
-    };
+    let _g = setup("admin_write_in_the_initial_namespace_makes_the_tuner_manual");
     let guard = SysctlGuard::save("net.ipv4.tcp_rmem").expect("save global tcp_rmem");
     let cookie = root_cookie();
     let d = Daemon::start(&["-R"]);

@@ -15,10 +15,9 @@ fn is_mounted(path: &std::path::Path) -> bool {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn second_daemon_is_refused_and_leaves_the_first_alone() {
-    let Some(_g) = setup("second_daemon_is_refused_and_leaves_the_first_alone") else {
-        return;
-    };
+    let _g = setup("second_daemon_is_refused_and_leaves_the_first_alone");
     // Packaged layout: the cgroup2 mount lives in the run directory.
     let d = Daemon::start_packaged_layout(&["-R"]);
     let cg = d.cgroup_dir().to_path_buf();
@@ -106,11 +105,10 @@ fn second_daemon_is_refused_and_leaves_the_first_alone() {
 /// A start-up that fails after the cgroup mount and the query socket exist (here: an
 /// allow-list naming no tuner) releases both: exit 1, nothing mounted, no socket.
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn failed_start_leaves_no_mount_and_no_socket() {
-    let Some(_g) = setup("failed_start_leaves_no_mount_and_no_socket") else {
-        return;
-    };
-    let dir = common::TempDir::new("failstart");
+    let _g = setup("failed_start_leaves_no_mount_and_no_socket");
+    let dir = common::temp_dir("failstart");
     let run = dir.path().join("run");
     let cg = run.join("cgroupv2");
     let out = Command::new(BPFTUNE)

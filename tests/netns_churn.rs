@@ -9,10 +9,9 @@ use bpftune_testbed::ping::ping;
 use common::{fd_count, netns, setup, thread_count, Daemon, VethPair, PREFIX};
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn netns_churn_leaks_nothing() {
-    let Some(_g) = setup("netns_churn_leaks_nothing") else {
-        return;
-    };
+    let _g = setup("netns_churn_leaks_nothing");
     let d = Daemon::start(&["-R"]);
     std::thread::sleep(Duration::from_secs(1));
     let (fds0, threads0) = (fd_count(d.pid()), thread_count(d.pid()));

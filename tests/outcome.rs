@@ -32,10 +32,10 @@ fn run(line: &DelayLine) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn raising_rmem_speeds_up_new_connections_on_a_long_path() {
-    let Some(_g) = setup("raising_rmem_speeds_up_new_connections_on_a_long_path") else {
-        return;
-    };
+    let _g = setup("raising_rmem_speeds_up_new_connections_on_a_long_path");
+    bpftune_testbed::require_root_and_tun("the delay line");
     let cfg = DelayConfig {
         one_way_delay: Duration::from_millis(20),
         mtu: 9000,
@@ -61,7 +61,7 @@ fn raising_rmem_speeds_up_new_connections_on_a_long_path() {
         std::thread::scope(|s| {
             s.spawn(|| {
                 while !done.load(Ordering::Relaxed) {
-                    if !common::other_bpftunes().is_empty() {
+                    if !bpftune_testbed::host::other_daemons().is_empty() {
                         seen.store(true, Ordering::Relaxed);
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -71,7 +71,7 @@ fn raising_rmem_speeds_up_new_connections_on_a_long_path() {
             done.store(true, Ordering::Relaxed);
         });
         let undisturbed = !seen.load(Ordering::Relaxed)
-            && common::other_bpftunes().is_empty()
+            && bpftune_testbed::host::other_daemons().is_empty()
             && ns_ints(rx, "net.ipv4.tcp_rmem") == common::ints(RECEIVER_RMEM)
             && ns_ints(tx, "net.ipv4.tcp_wmem") == common::ints(SENDER_WMEM);
         if undisturbed {

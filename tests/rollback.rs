@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admin_sysctl, ns_ints, ns_set, setup, Daemon, Pair, TempDir};
+use common::{admin_sysctl, ns_ints, ns_set, setup, temp_dir, Daemon, Pair};
 
 const SMALL_RMEM: &str = "4096 131072 262144";
 const RAISE_1: &str =
@@ -33,10 +33,9 @@ fn raise(d: &Daemon, p: &Pair) -> Vec<i64> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn rollback_restores_namespace_values_on_exit() {
-    let Some(_g) = setup("rollback_restores_namespace_values_on_exit") else {
-        return;
-    };
+    let _g = setup("rollback_restores_namespace_values_on_exit");
     let p = pair();
     let d = Daemon::start(&["-R"]);
     let raised = raise(&d, &p);
@@ -87,10 +86,9 @@ fn rollback_restores_namespace_values_on_exit() {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn rollback_keeps_an_administrators_later_value() {
-    let Some(_g) = setup("rollback_keeps_an_administrators_later_value") else {
-        return;
-    };
+    let _g = setup("rollback_keeps_an_administrators_later_value");
     let p = pair();
     let d = Daemon::start(&["-R"]);
     raise(&d, &p);
@@ -124,12 +122,11 @@ fn rollback_keeps_an_administrators_later_value() {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn originals_survive_a_crash_and_are_restored_by_the_next_rollback_run() {
-    let Some(_g) = setup("originals_survive_a_crash_and_are_restored_by_the_next_rollback_run") else {
-        return;
-    };
+    let _g = setup("originals_survive_a_crash_and_are_restored_by_the_next_rollback_run");
     let p = pair();
-    let state = TempDir::new("state");
+    let state = temp_dir("state");
     let cookie = p.rx.cookie().expect("receiver cookie");
 
     let d = Daemon::start_with_state(&[], state.path());

@@ -333,6 +333,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root (run as root with --include-ignored; make test does)"]
     fn root_write_inside_named_namespace() {
         if !is_root("root_write_inside_named_namespace") {
             return;

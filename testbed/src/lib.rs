@@ -11,21 +11,36 @@
 //! * [`ping`](ping::ping): ICMP RTT measurement (no `ping` binary needed).
 //! * [`unique_name`], [`cleanup_stale`]: names that encode the creating pid
 //!   so leftovers of killed processes can be removed.
+//! * [`Daemon`](daemon::Daemon): a real `bpftune` daemon with private
+//!   run/state/cgroup directories, readiness, timestamped log, queries, stop,
+//!   cleanup, optional restore of global sysctls it left changed; shared by the
+//!   integration tests (`tests/common`) and the benchmarks (through
+//!   `bpftune-testbed daemon`, [`supervise`]).
+//! * [`host`]: other bpftune daemons on the host; [`dirs`]: temp dirs that may
+//!   hold a mount, and removal of those left by killed processes; [`globals`]:
+//!   global sysctls a daemon left changed.
 //!
 //! Everything needs root, `ip` (iproute2) and, for the iperf helpers,
 //! `iperf3`. Create objects from a thread in the root netns.
 
 pub mod cmd;
+pub mod daemon;
 pub mod delay;
+pub mod dirs;
 pub mod forwarder;
+pub mod globals;
+pub mod host;
 pub mod iperf;
 pub mod names;
 pub mod netns;
 pub mod ping;
+pub mod supervise;
 pub mod sysctl;
 pub mod veth;
 
+pub use daemon::{Daemon, DaemonConfig};
 pub use delay::{find_forwarder, DelayConfig, DelayLine};
+pub use dirs::TempDir;
 pub use iperf::{iperf3_run, iperf3_throughput, IperfResult, IperfServer};
 pub use names::{cleanup_stale, parse_name, unique_name};
 pub use netns::Netns;
@@ -41,7 +56,27 @@ pub fn link_exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
-/// Whether the process runs as root (the root tests skip otherwise).
+/// Whether the process runs as root (the root tests need it; see [`require_root`]).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Panics with "needs root: `what` …" unless the process runs as root. Root tests are
+/// `#[ignore]`d (so a plain `cargo test` reports them as ignored, not passed) and call
+/// this first: run with `--include-ignored` (`make test` does) by a non-root user, they
+/// fail loudly instead of passing.
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "needs root: {what} (BPF, network namespaces, sysctls); run as root, e.g. `make test`"
+    );
+}
+
+/// Like [`require_root`], and panics unless `/dev/net/tun` exists (the delay line).
+pub fn require_root_and_tun(what: &str) {
+    require_root(what);
+    assert!(
+        std::path::Path::new("/dev/net/tun").exists(),
+        "needs root: {what} needs /dev/net/tun for the delay line (modprobe tun)"
+    );
 }

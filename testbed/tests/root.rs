@@ -1,5 +1,7 @@
 //! Root tests: real namespaces, veth, TUN delay line, iperf3.
-//! Skipped (with a message) when not root.
+//! Each is `#[ignore = "needs root …"]` (reported as ignored by a plain `cargo test`);
+//! run with `--include-ignored` (`make test`), a test fails loudly ("needs root: …")
+//! when not root or when /dev/net/tun or iperf3 is missing.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,22 +27,20 @@ fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
     TIMING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn root_or_skip(test: &str) -> bool {
-    if bpftune_testbed::is_root() && Path::new("/dev/net/tun").exists() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root and /dev/net/tun");
-        false
-    }
+/// Panics ("needs root: …") unless root with /dev/net/tun.
+fn require_root(test: &str) {
+    bpftune_testbed::require_root_and_tun(test);
 }
 
-fn have(prog: &str) -> bool {
-    Command::new(prog)
+/// Panics unless `prog` can be run.
+fn require(test: &str, prog: &str) {
+    let ok = Command::new(prog)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok()
+        .is_ok();
+    assert!(ok, "{test} needs {prog} (scripts/install-deps.sh installs it)");
 }
 
 fn delay_line(delay_ms: u64) -> Result<DelayLine> {
@@ -60,10 +60,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn netns_basics() -> Result<()> {
-    if !root_or_skip("netns_basics") {
-        return Ok(());
-    }
+    require_root("netns_basics");
     let ns = Netns::create(PREFIX)?;
     let name = ns.name().to_string();
     assert!(name.len() <= 15);
@@ -107,10 +106,9 @@ fn netns_basics() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn veth_pair_ping_and_teardown() -> Result<()> {
-    if !root_or_skip("veth_pair_ping_and_teardown") {
-        return Ok(());
-    }
+    require_root("veth_pair_ping_and_teardown");
     let a = Netns::create(PREFIX)?;
     let b = Netns::create(PREFIX)?;
     let names = [a.name().to_string(), b.name().to_string()];
@@ -144,10 +142,9 @@ fn veth_pair_ping_and_teardown() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn delay_line_rtt_and_teardown() -> Result<()> {
-    if !root_or_skip("delay_line_rtt_and_teardown") {
-        return Ok(());
-    }
+    require_root("delay_line_rtt_and_teardown");
     let _t = timing_lock();
     let dl = delay_line(20)?;
     let names = [dl.left().name().to_string(), dl.right().name().to_string()];
@@ -196,10 +193,9 @@ fn delay_line_rtt_and_teardown() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn delay_line_loss() -> Result<()> {
-    if !root_or_skip("delay_line_loss") {
-        return Ok(());
-    }
+    require_root("delay_line_loss");
     let dl = DelayLine::with_forwarder(
         DelayConfig {
             one_way_delay: Duration::from_millis(1),
@@ -223,14 +219,10 @@ fn delay_line_loss() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn delay_line_iperf_smoke() -> Result<()> {
-    if !root_or_skip("delay_line_iperf_smoke") {
-        return Ok(());
-    }
-    if !have("iperf3") {
-        eprintln!("skipping delay_line_iperf_smoke: no iperf3");
-        return Ok(());
-    }
+    require_root("delay_line_iperf_smoke");
+    require("delay_line_iperf_smoke", "iperf3");
     let _t = timing_lock();
     let dl = delay_line(20)?;
     let server = IperfServer::start(dl.right(), 5201)?;
@@ -243,10 +235,10 @@ fn delay_line_iperf_smoke() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn iperf_server_rejects_bad_setup() -> Result<()> {
-    if !root_or_skip("iperf_server_rejects_bad_setup") || !have("iperf3") {
-        return Ok(());
-    }
+    require_root("iperf_server_rejects_bad_setup");
+    require("iperf_server_rejects_bad_setup", "iperf3");
     let ns = Netns::create(PREFIX)?;
     let _s = IperfServer::start(&ns, 5301)?;
     // Second server on the same port exits early: an error, not a hang.
@@ -258,10 +250,9 @@ fn iperf_server_rejects_bad_setup() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn sysctl_guard_restores() -> Result<()> {
-    if !root_or_skip("sysctl_guard_restores") {
-        return Ok(());
-    }
+    require_root("sysctl_guard_restores");
     let key = "net.core.netdev_budget";
     let before = bpftune_testbed::sysctl::read(key)?;
     let new = (before.parse::<u64>()? + 1).to_string();
@@ -280,10 +271,9 @@ fn sysctl_guard_restores() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn cleanup_stale_removes_only_dead_owners() -> Result<()> {
-    if !root_or_skip("cleanup_stale_removes_only_dead_owners") {
-        return Ok(());
-    }
+    require_root("cleanup_stale_removes_only_dead_owners");
     // A pid that just exited (reuse within the test is very unlikely).
     let mut child = Command::new("true").spawn()?;
     let dead_pid = child.id();
@@ -309,10 +299,9 @@ fn cleanup_stale_removes_only_dead_owners() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn forwarder_exits_after_max_lifetime() -> Result<()> {
-    if !root_or_skip("forwarder_exits_after_max_lifetime") {
-        return Ok(());
-    }
+    require_root("forwarder_exits_after_max_lifetime");
     let cfg = ForwarderConfig {
         dev_a: unique_name(PREFIX),
         dev_b: unique_name(PREFIX),
@@ -350,10 +339,9 @@ fn forwarder_exits_after_max_lifetime() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn forwarder_exits_when_parent_dies() -> Result<()> {
-    if !root_or_skip("forwarder_exits_when_parent_dies") {
-        return Ok(());
-    }
+    require_root("forwarder_exits_when_parent_dies");
     let dev = unique_name(PREFIX);
     let cfg = ForwarderConfig {
         dev_a: dev.clone(),
@@ -375,10 +363,9 @@ fn forwarder_exits_when_parent_dies() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn no_leftovers_with_test_prefix() -> Result<()> {
-    if !root_or_skip("no_leftovers_with_test_prefix") {
-        return Ok(());
-    }
+    require_root("no_leftovers_with_test_prefix");
     // Create and drop a full set, then check nothing of *this process* with
     // the test prefix survives that set (other tests may be running).
     let (names, devs) = {
@@ -413,10 +400,9 @@ fn find_forwarder_from_test_exe() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn teardown_on_panic() -> Result<()> {
-    if !root_or_skip("teardown_on_panic") {
-        return Ok(());
-    }
+    require_root("teardown_on_panic");
     let names = Mutex::new(Vec::<String>::new());
     let result = std::panic::catch_unwind(|| {
         let dl = DelayLine::with_prefix(DelayConfig::default(), PREFIX);

@@ -1,42 +1,65 @@
-//! `bpftune-testbed`: set up testbed topologies from shell scripts.
+//! `bpftune-testbed`: set up testbed topologies and run a bpftune daemon from scripts.
 //!
 //! ```text
 //! bpftune-testbed delayline [--delay-ms N | --delay-us N] [--loss PCT] [--mtu N]
 //!                           [--max-lifetime-s N] [--prefix P] [--hold]
 //! bpftune-testbed veth [--addr-a CIDR] [--addr-b CIDR] [--prefix P] [--hold]
+//! bpftune-testbed netns [--prefix P] [--hold]
 //! bpftune-testbed throughput [--delay-ms N] [--loss PCT] [--mtu N] [--seconds N]
 //!                            [--runs N] [--rmem-max BYTES] [--wmem-max BYTES]
 //!                            [--cc NAME] [--port N] [--prefix P]
+//! bpftune-testbed daemon [--bpftune PATH] [--no-debug] [--restore-globals]
+//!                        [--wait-others-s N] [--state-dir DIR] [--packaged-layout]
+//!                        [--tag T] [-- BPFTUNE_ARGS...]
+//! bpftune-testbed daemons [--not-under PID]
 //! bpftune-testbed cleanup [--prefix P]
 //! ```
 //!
 //! `delayline` and `veth` print one line
 //! `left=NS right=NS left_addr=IP right_addr=IP left_dev=DEV right_dev=DEV`
-//! (shell-`eval`-able) and hold the topology until stdin reaches EOF (only
-//! when stdin is a pipe, socket or terminal; `/dev/null` or a file is not
-//! watched) or SIGTERM/SIGINT/SIGHUP arrives, then tear it down.
+//! (shell-`eval`-able), `netns` prints `ns=NS`; they hold the topology until stdin
+//! reaches EOF (only when stdin is a pipe, socket or terminal; `/dev/null` or a file
+//! is not watched) or SIGTERM/SIGINT/SIGHUP arrives, then tear it down.
+//! `daemon` runs one bpftune daemon through the same harness as the integration tests
+//! and speaks JSON lines (see `bpftune_testbed::supervise`); `daemons` lists other
+//! running bpftune daemons as JSON lines.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bpftune_testbed::{cleanup_stale, iperf3_run, DelayConfig, DelayLine, IperfServer, Netns, VethPair};
+use bpftune_testbed::supervise::stdin_watchable;
+use bpftune_testbed::{
+    cleanup_stale, dirs, host, iperf3_run, supervise, DaemonConfig, DelayConfig, DelayLine, IperfServer,
+    Netns, VethPair,
+};
 
 const USAGE: &str = "usage:
   bpftune-testbed delayline [--delay-ms N | --delay-us N] [--loss PCT] [--mtu N]
                             [--max-lifetime-s N] [--prefix P] [--hold]
   bpftune-testbed veth [--addr-a CIDR] [--addr-b CIDR] [--prefix P] [--hold]
+  bpftune-testbed netns [--prefix P] [--hold]
   bpftune-testbed throughput [--delay-ms N] [--loss PCT] [--mtu N] [--seconds N] [--runs N]
                              [--rmem-max BYTES] [--wmem-max BYTES] [--cc NAME] [--port N]
                              [--prefix P]
+  bpftune-testbed daemon [--bpftune PATH] [--no-debug] [--restore-globals] [--wait-others-s N]
+                         [--state-dir DIR] [--packaged-layout] [--tag T] [-- BPFTUNE_ARGS...]
+  bpftune-testbed daemons [--not-under PID]
   bpftune-testbed cleanup [--prefix P]
 
-delayline/veth print `left=NS right=NS left_addr=IP right_addr=IP left_dev=D right_dev=D`
-and hold until stdin closes (if it is a pipe/socket/tty) or SIGTERM/SIGINT/SIGHUP.
+delayline/veth print `left=NS right=NS left_addr=IP right_addr=IP left_dev=D right_dev=D`,
+netns prints `ns=NS`; they hold until stdin closes (if it is a pipe/socket/tty) or
+SIGTERM/SIGINT/SIGHUP.
+daemon: `bpftune -s -d -c <tmp>/cgroupv2 BPFTUNE_ARGS` with private run/state dirs (the
+integration tests' harness); JSON lines on stdout (spawned, log, reply, exited), commands
+on stdin (`query WHAT`, `stop`, `kill9`; EOF or SIGTERM = stop). --bpftune defaults to
+`bpftune` next to this binary. daemons: other running bpftune daemons (not clients, not
+descendants of --not-under, default this process), one JSON object per line.
+cleanup: namespaces/links with the prefix and temp dirs whose creating process is gone.
 throughput: sender = left (tcp_wmem max), receiver = right (tcp_rmem max), iperf3 over a
 delay line; prints `run=I bps=B retransmits=R` per run and `median_bps=B`.";
 
@@ -122,21 +145,6 @@ fn delay_config(o: &Opts) -> Result<DelayConfig> {
         cfg.max_lifetime = Duration::from_secs(s);
     }
     Ok(cfg)
-}
-
-/// Should EOF on stdin end the hold? Only for pipes, sockets and terminals.
-fn stdin_watchable() -> bool {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return true;
-    }
-    let Ok(fd) = stdin.as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    std::fs::File::from(fd)
-        .metadata()
-        .map(|m| m.file_type().is_fifo() || m.file_type().is_socket())
-        .unwrap_or(false)
 }
 
 /// Block until a stop signal, stdin EOF (if watchable) or `alive()` false.
@@ -332,10 +340,70 @@ fn cmd_throughput(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn cmd_netns(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args, &["hold"], &["prefix"])?;
+    note_hold(&o);
+    install_signal_handlers()?;
+    let ns = Netns::create(o.str_or("prefix", "bt"))?;
+    print_line(&format!("ns={}", ns.name()))?;
+    let why = hold(|| true)?;
+    eprintln!("bpftune-testbed: deleting namespace {} ({why})", ns.name());
+    drop(ns);
+    Ok(())
+}
+
+/// `bpftune` next to this executable, else from $PATH.
+fn default_bpftune() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("bpftune")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("bpftune"))
+}
+
+fn cmd_daemon(args: &[String]) -> Result<()> {
+    let (ours, theirs) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let o = Opts::parse(
+        ours,
+        &["no-debug", "restore-globals", "packaged-layout"],
+        &["bpftune", "wait-others-s", "state-dir", "tag"],
+    )?;
+    let mut cfg = DaemonConfig::new(
+        o.vals
+            .get("bpftune")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_bpftune),
+    )
+    .args(theirs);
+    cfg.debug = !o.has("no-debug");
+    cfg.restore_globals = o.has("restore-globals");
+    cfg.cgroup_in_run = o.has("packaged-layout");
+    cfg.state_dir = o.vals.get("state-dir").map(PathBuf::from);
+    cfg.wait_for_others = Duration::from_secs_f64(o.get::<f64>("wait-others-s")?.unwrap_or(180.0).max(0.0));
+    cfg.tag = o.str_or("tag", "daemon").to_string();
+    install_signal_handlers()?;
+    supervise::run(cfg, &STOP)
+}
+
+fn cmd_daemons(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args, &[], &["not-under"])?;
+    let not_under = o.get::<u32>("not-under")?.unwrap_or_else(std::process::id);
+    for d in host::bpftune_daemons(not_under) {
+        print_line(&serde_json::json!({"pid": d.pid, "ppid": d.ppid, "cmdline": d.cmdline}).to_string())?;
+    }
+    Ok(())
+}
+
 fn cmd_cleanup(args: &[String]) -> Result<()> {
     let o = Opts::parse(args, &[], &["prefix"])?;
     for name in cleanup_stale(o.str_or("prefix", "bt"))? {
         print_line(&format!("removed {name}"))?;
+    }
+    for dir in dirs::cleanup_stale_dirs() {
+        print_line(&format!("removed {}", dir.display()))?;
     }
     Ok(())
 }
@@ -345,6 +413,9 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("delayline") => cmd_delayline(&args[1..]),
         Some("veth") => cmd_veth(&args[1..]),
+        Some("netns") => cmd_netns(&args[1..]),
+        Some("daemon") => cmd_daemon(&args[1..]),
+        Some("daemons") => cmd_daemons(&args[1..]),
         Some("throughput") => cmd_throughput(&args[1..]),
         Some("cleanup") => cmd_cleanup(&args[1..]),
         Some("help" | "-h" | "--help") => {
