@@ -123,6 +123,11 @@ def parse_daemon(out, tuners):
     m = next((STARTED.search(l) for l in lines if STARTED.search(l)), None)
     attached = [t.strip() for t in m["tuners"].split(",")] if m else []
     errors = [l for l in lines if "could not attach" in l or "cannot run on this kernel" in l]
+    errors += [
+        l.removeprefix("bpftune: ").replace("libbpf: libbpf: ", "libbpf: ")
+        for l in log.splitlines()
+        if "libbpf:" in l and re.search(r"failed to (attach|load)", l) and "BPF token" not in l
+    ]
     states = {}
     qt = out / "daemon-tuners.txt"
     if qt.exists():

@@ -143,17 +143,16 @@ churn_traffic() {
 churn() {
   local n=$1 i j
   for ((i = 0; i < n; i += 10)); do
-    for ((j = i; j < i + 10 && j < n; j++)); do
-      ip netns add "kmchurn-$$-$j" || return 1
-    done
+    # One `ip -batch` per batch: process start-up is expensive under emulation.
+    for ((j = i; j < i + 10 && j < n; j++)); do echo "netns add kmchurn-$$-$j"; done |
+      ip -batch - || return 1
     # A little TCP traffic in the first batch (veth between two of them, 1 MB of
     # iperf3), so that events come from short-lived namespaces.
     if [ "$i" = 0 ] && [ "$n" -ge 2 ]; then
       churn_traffic "kmchurn-$$-0" "kmchurn-$$-1" || return 1
     fi
-    for ((j = i; j < i + 10 && j < n; j++)); do
-      ip netns del "kmchurn-$$-$j" || return 1
-    done
+    for ((j = i; j < i + 10 && j < n; j++)); do echo "netns del kmchurn-$$-$j"; done |
+      ip -batch - || return 1
   done
 }
 
@@ -222,10 +221,13 @@ EOF
   log "daemon: $status (start ${start_s}s; churn of $CHURN netns $churn_word in ${churn_s:-?}s, fds ${fds0:-?} -> ${fds1:-?}, threads ${thr0:-?} -> ${thr1:-?})"
   if grep -q "could not attach tuner\|cannot run on this kernel" "$out/daemon.log" || [ "$status" != started ]; then
     # The start-up part says why (churn noise follows it), then the end.
-    log "daemon log up to 'bpftune started' (libbpf lines left out):"
-    grep -v 'libbpf:' "$out/daemon.log" | sed '/bpftune started/q' | head -n 40 | sed 's/^/    /' >&2
+    # (awk, not a pipeline that closes early: SIGPIPE would end this script)
+    log "daemon log up to 'bpftune started' (libbpf lines left out, except its failures):"
+    awk '(!/libbpf:/ || (/failed to (attach|load)/ && !/BPF token/)) && n++ < 40 { print "    " $0 }
+      /bpftune started/ { exit }' "$out/daemon.log" >&2
     log "daemon log, last lines:"
-    grep -v 'libbpf:' "$out/daemon.log" | sed '1,/bpftune started/d' | tail -n 8 | sed 's/^/    /' >&2
+    awk '!/libbpf:/ { t[n++ % 8] = $0 } END { for (i = (n > 8 ? n - 8 : 0); i < n; i++) print "    " t[i % 8] }' \
+      "$out/daemon.log" >&2
   fi
 }
 

@@ -205,39 +205,45 @@ resolve_image() {
   printf '%s\n' "$pkg"
 }
 
-# deb_fetch SUITE PKG: downloads PKG (the candidate version) into $CACHE/debs unless
-# there already; prints the .deb path. Refreshes the lists once if the download fails
-# (a stale list names a file the archive no longer has).
-deb_fetch() {
-  local suite=$1 pkg=$2 ver file
+# debs_fetch SUITE PKG...: downloads the candidate versions of the packages into
+# $CACHE/debs (one apt-get call; files already there are reused) and prints their paths,
+# one per line. Refreshes the lists once if the download fails (a stale list names a
+# file the archive no longer has).
+debs_fetch() {
+  local suite=$1
+  shift
   apt_opts "$suite"
-  ver=$(apt-cache "${APT_OPTS[@]}" policy "$pkg" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
-  if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
-    die "apt-cache policy $pkg ($suite): no candidate version"
-  fi
-  file=$CACHE/debs/${pkg}_${ver//:/%3a}_$ARCH.deb
-  [ -f "$file" ] || file=$CACHE/debs/${pkg}_${ver//:/%3a}_all.deb
-  if [ ! -f "$file" ]; then
-    mkdir -p "$CACHE/debs"
-    if ! (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" -qq download "$pkg=$ver") >"$CACHE/debs/download.log" 2>&1; then
-      apt_update "$suite" force
-      (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" -qq download "$pkg") >"$CACHE/debs/download.log" 2>&1 ||
-        die "apt-get download $pkg ($suite) failed: $(tail -n 5 "$CACHE/debs/download.log")"
-      ver=$(apt-cache "${APT_OPTS[@]}" policy "$pkg" | awk '$1 == "Candidate:" { print $2 }')
+  mkdir -p "$CACHE/debs"
+  local try uris
+  local -a files missing
+  for try in 1 2; do
+    # --print-uris: 'URI' FILE SIZE HASH per package, nothing downloaded.
+    uris=$(apt-get "${APT_OPTS[@]}" -qq --print-uris download "$@" 2>&1) ||
+      die "apt-get download --print-uris $* ($suite) failed: $uris"
+    mapfile -t files < <(awk '{ print $2 }' <<<"$uris")
+    [ ${#files[@]} -eq $# ] || die "apt-get --print-uris named ${#files[@]} files for $# packages ($*): $uris"
+    missing=()
+    local f
+    for f in "${files[@]}"; do
+      [ -f "$CACHE/debs/$f" ] || missing+=("${f%%_*}") # PACKAGE_VERSION_ARCH.deb
+    done
+    [ ${#missing[@]} -gt 0 ] || break
+    log "apt-get download ${missing[*]}"
+    if (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" -qq download "${missing[@]}") >"$CACHE/debs/download.log" 2>&1; then
+      continue
     fi
-    file=$(find "$CACHE/debs" -maxdepth 1 -name "${pkg}_${ver//:/%3a}_*.deb" | head -n 1)
-    [ -n "$file" ] || die "apt-get download $pkg ($suite) left no ${pkg}_${ver}_*.deb in $CACHE/debs"
-  fi
-  printf '%s\n' "$file"
+    [ "$try" = 1 ] || die "apt-get download ${missing[*]} ($suite) failed: $(tail -n 5 "$CACHE/debs/download.log")"
+    apt_update "$suite" force
+  done
+  for f in "${files[@]}"; do
+    [ -f "$CACHE/debs/$f" ] || die "apt-get download ($suite) left no $CACHE/debs/$f"
+    printf '%s\n' "$CACHE/debs/$f"
+  done
 }
 
 # deb_extract DEB DIR: unpacks DEB into DIR (dpkg-deb -x, no maintainer scripts).
 deb_extract() {
   dpkg-deb -x "$1" "$2" || die "dpkg-deb -x $1 failed"
-}
-
-host_has_pkg() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
 in_list() {
@@ -265,35 +271,40 @@ prepare_qemu() {
   local suite=bookworm start=$SECONDS
   apt_update "$suite"
   apt_opts "$suite"
-  # Worklist over Depends: roots first, then every dependency the host has not
-  # installed (the first of alternatives; virtual packages are skipped).
-  local -a queue=("${QEMU_PKGS[@]}") done_pkgs=() debs=()
-  local pkg dep deb
-  while [ ${#queue[@]} -gt 0 ]; do
-    pkg=${queue[0]}
-    queue=("${queue[@]:1}")
-    in_list "$pkg" "${done_pkgs[@]}" && continue
-    done_pkgs+=("$pkg")
-    deb=$(deb_fetch "$suite" "$pkg")
-    debs+=("$deb")
-    in_list "$pkg" "${QEMU_NO_DEPS[@]}" && continue
+  # Breadth-first over Depends/PreDepends: the roots, then every dependency the host
+  # has not installed (the first of alternatives; virtual packages are skipped).
+  local -a installed level all=() next debs
+  mapfile -t installed < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 ~ /^ii/ { print $2 }')
+  level=("${QEMU_PKGS[@]}")
+  local dep
+  while [ ${#level[@]} -gt 0 ]; do
+    all+=("${level[@]}")
+    next=()
     while read -r dep; do
-      in_list "$dep" "${QEMU_SKIP[@]}" && continue
-      host_has_pkg "$dep" && continue
-      queue+=("$dep")
+      in_list "$dep" "${QEMU_SKIP[@]}" "${installed[@]}" "${all[@]}" "${next[@]}" || next+=("$dep")
     done < <(apt-cache "${APT_OPTS[@]}" depends --no-recommends --no-suggests --no-conflicts \
-      --no-breaks --no-replaces --no-enhances "$pkg" |
-      awk '($1 == "Depends:" || $1 == "PreDepends:" || $1 == "|Depends:" || $1 == "|PreDepends:") && $2 !~ /^</ { print $2 }')
+      --no-breaks --no-replaces --no-enhances "${level[@]}" |
+      awk -v nodeps=" ${QEMU_NO_DEPS[*]} " '
+        /^[^ ]/ { pkg = $1; alt = 0; next }
+        index(nodeps, " " pkg " ") { next }
+        $1 ~ /^\|?(Pre)?Depends:$/ {
+          if (!alt && $2 !~ /^</) print $2
+          alt = ($1 ~ /^\|/)   # the lines after "|Depends:" are its alternatives
+        }')
+    level=("${next[@]}")
   done
+  mapfile -t debs < <(debs_fetch "$suite" "${all[@]}")
+  [ ${#debs[@]} -eq ${#all[@]} ] || die "downloading the qemu packages failed"
   rm -rf "$QEMU_ROOT"
   mkdir -p "$QEMU_ROOT"
+  local deb
   for deb in "${debs[@]}"; do deb_extract "$deb" "$QEMU_ROOT"; done
   [ -x "$QEMU_BIN" ] || die "qemu-system-x86 unpacked, but $QEMU_BIN is missing"
   local missing
   missing=$(LD_LIBRARY_PATH=$QEMU_LIBS ldd "$QEMU_BIN" | awk '/not found/ { print $1 }' | tr '\n' ' ')
   [ -z "$missing" ] || die "qemu needs libraries that are neither on the host nor downloaded: $missing"
   qemu_env "$QEMU_BIN" --version >/dev/null || die "$QEMU_BIN --version failed"
-  printf '%s\n' "${done_pkgs[@]}" >"$QEMU_ROOT/.ready"
+  printf '%s\n' "${all[@]}" >"$QEMU_ROOT/.ready"
   log "qemu ready ($(qemu_env "$QEMU_BIN" --version | head -n 1); ${#debs[@]} packages) in $((SECONDS - start)) s"
 }
 
@@ -326,7 +337,7 @@ prepare_kernel() {
   rel=${pkg#linux-image-}
   kroot=$CACHE/kernels/$rel
   if [ ! -f "$kroot/.ready" ]; then
-    deb=$(deb_fetch "$K_SUITE" "$pkg")
+    deb=$(debs_fetch "$K_SUITE" "$pkg")
     log "unpacking $(basename "$deb")"
     rm -rf "$kroot"
     mkdir -p "$kroot"
@@ -551,10 +562,11 @@ run_guest() {
 # CPU seconds (user + system) used so far by this shell's waited-for children: the
 # difference around a guest is qemu's CPU time, which unlike wall time does not depend
 # on what else the machine is doing.
+# Called as `children_cpu VAR` (not in a subshell, whose children would be others).
 children_cpu() {
-  local -a t
-  read -r -a t < <(times | tail -n 1 | tr 'ms' '  ')
-  awk -v a="${t[0]}" -v b="${t[1]}" -v c="${t[2]}" -v d="${t[3]}" 'BEGIN { printf "%.0f\n", a * 60 + b + c * 60 + d }'
+  times >"$TMP/times"
+  printf -v "$1" '%s' "$(tail -n 1 "$TMP/times" | tr 'ms' '  ' |
+    awk '{ printf "%.0f", $1 * 60 + $2 + $3 * 60 + $4 }')"
 }
 
 # write_job DIR LABEL: the job file stage 2 sources (quoted with declare -p).
@@ -651,7 +663,7 @@ main() {
     rm -rf "$dir"
     mkdir -p "$dir"
     t=$SECONDS
-    cpu0=$(children_cpu)
+    children_cpu cpu0
     rel="?"
     boot=- cmd=- cpu=-
     if [ -z "${prep_ok[$k]:-}" ]; then
@@ -666,7 +678,8 @@ main() {
       rel=$(sed -n 's/^K_RELEASE=//p' "$CACHE/kernels/$k.env")
       [ ! -f "$dir/boot-seconds" ] || boot=$(cat "$dir/boot-seconds")
       [ ! -f "$dir/cmd-seconds" ] || cmd=$(cat "$dir/cmd-seconds")
-      cpu=$(($(children_cpu) - cpu0))
+      children_cpu cpu
+      cpu=$((cpu - cpu0))
     fi
     total=$((SECONDS - t))
     [ "$status" = PASS ] || failed=1
