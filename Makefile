@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke clean
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean
 
 deps:
 	./scripts/install-deps.sh
@@ -32,6 +32,16 @@ bench: build
 
 bench-smoke: build
 	./bench/run.sh --smoke
+
+# Kernel matrix: proves the BPF hooks attach on more than one kernel. Runs `bpftune -S`,
+# a daemon start/netns-churn/stop check and root integration tests natively on the host
+# kernel and, under qemu (software emulation), on Debian's 6.1 and 6.12 kernels
+# (downloads cached in target/kernel-matrix/cache); prints a "Supported kernels" table
+# (target/kernel-matrix/results/kernels.md). KERNELS=all adds bullseye's 5.10. Needs root.
+KERNELS ?= 6.1,6.12
+KM_TIMEOUT ?= 900
+kernel-matrix: build
+	./scripts/kernel-matrix-suite.sh ci --kernel $(KERNELS) --timeout $(KM_TIMEOUT)
 
 clean:
 	$(CARGO) clean
