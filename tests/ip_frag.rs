@@ -19,6 +19,7 @@ const SIZE: usize = 60000;
 const PORT: u16 = 9300;
 const HIGH: &str = "net.ipv4.ipfrag_high_thresh";
 const LOW: &str = "net.ipv4.ipfrag_low_thresh";
+const HIGH6: &str = "net.ipv6.ip6frag_high_thresh";
 const DEFAULT_HIGH: i64 = 4 * 1024 * 1024;
 
 /// The receiver namespace drops the first fragment (offset 0, MF set) of every second
@@ -45,13 +46,18 @@ fn prepare(pair: &Pair) {
     ns_set(&pair.rx, "net.ipv4.ipfrag_time", "1");
 }
 
-/// FRAG memory (bytes) of `ns` from /proc/net/sockstat.
-fn frag_memory(ns: &Netns) -> i64 {
+/// FRAG memory (bytes) of `ns` from /proc/net/sockstat (IPv4) or sockstat6.
+fn frag_memory(ns: &Netns, v6: bool) -> i64 {
+    let (file, row) = if v6 {
+        ("/proc/thread-self/net/sockstat6", "FRAG6:")
+    } else {
+        ("/proc/thread-self/net/sockstat", "FRAG:")
+    };
     let text = ns
-        .run_in(|| Ok(std::fs::read_to_string("/proc/thread-self/net/sockstat")?))
+        .run_in(|| Ok(std::fs::read_to_string(file)?))
         .expect("read sockstat in netns");
     text.lines()
-        .find(|l| l.starts_with("FRAG:"))
+        .find(|l| l.starts_with(row))
         .and_then(|l| l.split_whitespace().skip_while(|w| *w != "memory").nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no FRAG memory in sockstat:\n{text}"))
@@ -60,14 +66,20 @@ fn frag_memory(ns: &Netns) -> i64 {
 /// One run of recipe F: returns the number of intact datagrams received. Waits first
 /// until the receiver's reassembly memory from earlier runs has expired.
 fn run_f(pair: &Pair) -> usize {
+    run_f_to(pair, pair.rx_addr(), false)
+}
+
+/// Recipe F to `addr` (IPv4, or IPv6 when `v6`) in the receiver namespace.
+fn run_f_to(pair: &Pair, addr: &str, v6: bool) -> usize {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while frag_memory(&pair.rx) > 0 && Instant::now() < deadline {
+    while frag_memory(&pair.rx, v6) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let addr = pair.rx_addr().to_string();
+    let addr = addr.to_string();
+    let any = if v6 { "::" } else { "0.0.0.0" };
     let rx = pair
         .rx
-        .run_in(|| Ok(UdpSocket::bind((pair.rx_addr(), PORT))?))
+        .run_in(|| Ok(UdpSocket::bind((addr.as_str(), PORT))?))
         .expect("receiver socket");
     // The socket must not be the bottleneck: SO_RCVBUFFORCE (root) instead of raising
     // the global rmem_max.
@@ -87,7 +99,7 @@ fn run_f(pair: &Pair) -> usize {
     });
     let tx = pair
         .tx
-        .run_in(|| Ok(UdpSocket::bind(("0.0.0.0", 0))?))
+        .run_in(|| Ok(UdpSocket::bind((any, 0))?))
         .expect("sender socket");
     let payload = vec![0x66u8; SIZE];
     for _ in 0..DATAGRAMS {
@@ -247,4 +259,75 @@ fn ip_frag_outcome_intact_datagrams_reach_95_percent() {
     let (st, _) = d.stop();
     assert!(st.success());
     assert_eq!(ns_ints(&pair.rx, HIGH), vec![DEFAULT_HIGH], "-R restores");
+}
+
+/// The same over IPv6: fragment drops at ip6frag_high_thresh raise it in the receiver's
+/// namespace (the IPv4 threshold stays), and -R restores it.
+#[test]
+fn ipv6_fragment_memory_raises_ip6frag_high_thresh() {
+    let Some(_g) = setup("ipv6_fragment_memory_raises_ip6frag_high_thresh") else {
+        return;
+    };
+    let pair = Pair::new();
+    for (ns, dev, addr) in [
+        (&pair.rx, pair.veth.dev_a(), "fd77:bd::1/64"),
+        (&pair.tx, pair.veth.dev_b(), "fd77:bd::2/64"),
+    ] {
+        let out = ns
+            .ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"])
+            .expect("ip -6 addr");
+        assert!(
+            out.status.success(),
+            "ip -6 addr add {addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = TempDir::new("nft6");
+    let path = dir.path().join("frag6.nft");
+    std::fs::write(
+        &path,
+        "table ip6 bpt_frag6 {\n  chain pre {\n    type filter hook prerouting priority -300;\n    frag frag-off 0 frag more-fragments 1 numgen inc mod 2 == 0 counter drop\n  }\n}\n",
+    )
+    .expect("write nft rules");
+    let out = pair
+        .rx
+        .exec(&["nft", "-f", &path.to_string_lossy()])
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns_set(&pair.rx, "net.ipv6.ip6frag_time", "1");
+    let before = ns_ints(&pair.rx, HIGH6)[0];
+
+    let d = Daemon::start(&["-a", "ip_frag", "-a", "sysctl", "-R"]);
+    let intact = run_f_to(&pair, "fd77:bd::1", true);
+    d.expect_log(
+        &format!(
+            "Due to approaching fragmentation maximum threshold change net.ipv6.ip6frag_high_thresh from ({before}) -> ({})",
+            before + before / 4
+        ),
+        Duration::from_secs(5),
+        "ip6frag_high_thresh raise",
+    );
+    eprintln!(
+        "IPv6 run: {intact}/100 intact; ip6frag_high_thresh {before} -> {}",
+        ns_ints(&pair.rx, HIGH6)[0]
+    );
+    assert!(ns_ints(&pair.rx, HIGH6)[0] > before);
+    assert_eq!(
+        ns_ints(&pair.rx, HIGH),
+        vec![DEFAULT_HIGH],
+        "IPv4 threshold untouched"
+    );
+    assert_eq!(ns_ints(&pair.tx, HIGH6), vec![before], "sender untouched");
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}");
+    assert_eq!(
+        ns_ints(&pair.rx, HIGH6),
+        vec![before],
+        "-R restores\n{}",
+        common::tail(&log, 20)
+    );
 }

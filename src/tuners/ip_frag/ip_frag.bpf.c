@@ -6,7 +6,8 @@
  * kfree_skb() — drop reason NOT_SPECIFIED — after counting ReasmFails. Both flavours
  * (tp_btf, raw_tp) wrap one always-inline body. skb:kfree_skb fires for every dropped
  * packet of the host, so the body filters on arguments first (reason, then protocol and
- * fragment bits from the packet), samples, and only then reads the namespace's fragment
+ * fragment bits from the packet), lets at most one fragment per CPU per 25 ms through
+ * (sample_gate: the drops come in bursts), and only then reads the namespace's fragment
  * memory and touches a map. */
 #include "../../../bpf/common.bpf.h"
 #include "ip_frag.h"
@@ -57,7 +58,7 @@ static __always_inline int drop_body(struct sk_buff *skb, int reason)
 	family = fragment_family(skb);
 	if (!family)
 		return 0;
-	if (!sample_proceed(samples[IP_FRAG_SAMPLE_DROP]))
+	if (!sample_gate(samples[IP_FRAG_SAMPLE_DROP]))
 		return 0;
 	net = BPF_CORE_READ(skb, dev, nd_net.net);
 	if (!net)

@@ -241,10 +241,16 @@ impl Tuner for IpFrag {
         bss.samples
             .iter()
             .zip(SAMPLE_NAMES)
-            .map(|(cpus, name)| SampleReport {
-                name,
-                calls: cpus.iter().map(|s| s.count).sum(),
-                every: cpus.iter().map(|s| s.rate).max().unwrap_or(0).max(4),
+            .map(|(cpus, name)| {
+                // Time-gated sampling (sample_gate): `rate` counts the calls that
+                // proceeded, so "every" is the average stride.
+                let calls: u64 = cpus.iter().map(|s| s.count).sum();
+                let proceeded: u64 = cpus.iter().map(|s| s.rate).sum();
+                SampleReport {
+                    name,
+                    calls,
+                    every: calls / proceeded.max(1),
+                }
             })
             .filter(|r| r.calls > 0)
             .collect()

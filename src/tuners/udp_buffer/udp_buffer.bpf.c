@@ -3,7 +3,8 @@
  * when a datagram could not be queued to a socket (the kernel counts it in
  * RcvbufErrors or MemErrors at the same place), so the hook costs nothing while UDP
  * works. Both flavours (tp_btf, raw_tp) wrap one always-inline body; it is sampled
- * because a flood of drops can fire it millions of times a second. */
+ * (sample_gate: at most one call per CPU per 25 ms proceeds) because a flood of drops
+ * can fire it millions of times a second. */
 #include "../../../bpf/common.bpf.h"
 #include "udp_buffer.h"
 
@@ -69,10 +70,10 @@ static __always_inline int fail_rcv_body(int ret, struct sock *sk)
 	int rcvbuf, tunable;
 	bool locked;
 
-	/* Filter first: only the two "no room" failures matter, and only sampled ones. */
+	/* Filter first: only the two "no room" failures matter, then the time gate. */
 	if (ret != -ERR_ENOMEM && ret != -ERR_ENOBUFS)
 		return 0;
-	if (!sk || !sample_proceed(samples[UDP_BUFFER_SAMPLE_FAIL_RCV]))
+	if (!sk || !sample_gate(samples[UDP_BUFFER_SAMPLE_FAIL_RCV]))
 		return 0;
 	if (udp_mem_check(sk) || ret != -ERR_ENOMEM)
 		return 0;
@@ -132,7 +133,7 @@ static __always_inline int exceed_body(struct sock *sk, int kind)
 {
 	if (kind != SK_MEM_RECV || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
-	if (!sample_proceed(samples[UDP_BUFFER_SAMPLE_EXCEED]))
+	if (!sample_gate(samples[UDP_BUFFER_SAMPLE_EXCEED]))
 		return 0;
 	udp_mem_check(sk);
 	return 0;
