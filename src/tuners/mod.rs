@@ -1,6 +1,8 @@
 //! The built-in tuners. Adding a tuner: create its folder and add one line here (and
 //! one in build.rs for its BPF object).
 
+#[cfg(test)]
+mod fake_env;
 pub mod ip_frag;
 pub mod sysctl;
 pub mod tcp_buffer;

@@ -265,6 +265,116 @@ impl Tuner for IpFrag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tuners::fake_env::FakeEnv;
+
+    const A: Ns = Ns::Netns { cookie: 10, ino: 1 };
+    const B: Ns = Ns::Netns { cookie: 11, ino: 2 };
+    const MB: i64 = 1 << 20;
+
+    fn env() -> FakeEnv {
+        let mut e = FakeEnv::new(&[true, true, true, true]);
+        for ns in [A, B] {
+            e.set(IPFRAG_HIGH, ns, &[4 * MB]);
+            e.set(IPFRAG_LOW, ns, &[3 * MB]);
+        }
+        e
+    }
+
+    fn snmp(e: &mut FakeEnv, ns: Ns, reqds: u64, fails: u64) {
+        e.proc.insert(
+            (ns, "snmp".into()),
+            format!("Ip: Forwarding ReasmReqds ReasmOKs ReasmFails\nIp: 1 {reqds} 0 {fails}\n"),
+        );
+    }
+
+    fn event(ns: Ns, high: i64) -> Event {
+        Event {
+            tuner_id: 3,
+            scenario_id: INCREASE as u32,
+            ns,
+            pid: 0,
+            ts_ns: 1,
+            tunable_id: IPFRAG_HIGH as u32,
+            flags: 0,
+            old: [high, 0, 0],
+            new: [high + high / 4, 0, 0],
+            aux: [high as u64, 3 * MB as u64, 0, 0],
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn raises_the_threshold_in_the_event_namespace_only() {
+        let mut e = env();
+        snmp(&mut e, A, 8300, 4479);
+        IpFrag::new().handle(&event(A, 4 * MB), &mut e);
+        assert_eq!(e.get(IPFRAG_HIGH, A), Some(5 * MB));
+        assert_eq!(e.get(IPFRAG_HIGH, B), Some(4 * MB));
+        assert_eq!(e.applied[0].ns, A);
+        assert_eq!(
+            e.applied[0].message,
+            "Due to approaching fragmentation maximum threshold change net.ipv4.ipfrag_high_thresh from (4194304) -> (5242880)"
+        );
+    }
+
+    #[test]
+    fn stale_events_and_unreadable_counters() {
+        let mut e = env();
+        let mut t = IpFrag::new();
+        // No /proc/net/snmp (counters unreadable): still grows, no correlation sample.
+        t.handle(&event(A, 4 * MB), &mut e);
+        assert_eq!(e.get(IPFRAG_HIGH, A), Some(5 * MB));
+        // The kernel still saw 4 MiB: stale, nothing written.
+        t.handle(&event(A, 4 * MB), &mut e);
+        assert_eq!(e.applied.len(), 1);
+        assert!(t.corr.is_empty());
+    }
+
+    #[test]
+    fn shrinks_when_failures_rise_with_the_threshold_and_keeps_low_below_high() {
+        let mut e = env();
+        let mut t = IpFrag::new();
+        let (mut reqds, mut fails) = (0u64, 0u64);
+        let mut decreased = None;
+        for i in 0..30u64 {
+            // Every interval: 1000 requests, failures rising with each increase.
+            reqds += 1000;
+            fails += 100 + 40 * i;
+            snmp(&mut e, A, reqds, fails);
+            let high = e.get(IPFRAG_HIGH, A).unwrap_or(0);
+            t.handle(&event(A, high), &mut e);
+            let now = e.get(IPFRAG_HIGH, A).unwrap_or(0);
+            assert!(now > 3 * MB, "high {now} must stay above low");
+            if now < high {
+                decreased = Some(i);
+                break;
+            }
+        }
+        let i = decreased.expect("no decrease although failures rose with every increase");
+        assert!(i + 1 >= 10, "decrease at event {}: needs >= 10 samples", i + 1);
+        let last = e.applied.last().map(|p| p.scenario);
+        assert_eq!(last, Some(DECREASE));
+        assert!(
+            !t.corr.contains_key(&(IPFRAG_HIGH, A)),
+            "fresh evidence after a decrease"
+        );
+    }
+
+    #[test]
+    fn keeps_growing_while_failures_fall() {
+        let mut e = env();
+        let mut t = IpFrag::new();
+        let (mut reqds, mut fails) = (0u64, 0u64);
+        for i in 0..15u64 {
+            reqds += 1000;
+            fails += 900u64.saturating_sub(60 * i);
+            snmp(&mut e, A, reqds, fails);
+            let high = e.get(IPFRAG_HIGH, A).unwrap_or(0);
+            t.handle(&event(A, high), &mut e);
+        }
+        assert!(e.applied.iter().all(|p| p.scenario == INCREASE));
+        assert_eq!(e.applied.len(), 15);
+    }
 
     #[test]
     fn descriptors_follow_the_c_enum() {

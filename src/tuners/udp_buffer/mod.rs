@@ -329,6 +329,102 @@ impl Tuner for UdpBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::events::F_NEAR_PRESSURE;
+    use crate::tuners::fake_env::FakeEnv;
+
+    const NS: Ns = Ns::Netns { cookie: 77, ino: 5 };
+
+    fn env(max: i64, default: i64) -> FakeEnv {
+        let mut e = FakeEnv::new(&[false, false, false]);
+        e.set(RMEM_MAX, Ns::Global, &[max]);
+        e.set(RMEM_DEFAULT, Ns::Global, &[default]);
+        e.set(UDP_MEM, Ns::Global, &[20, 45, 50]);
+        e.proc.insert(
+            (NS, "snmp".into()),
+            "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 5000 0 0 0 3341\n".into(),
+        );
+        e
+    }
+
+    fn event(tunable: usize, old: i64, rcvbuf: u64, locked: bool) -> Event {
+        Event {
+            tuner_id: 2,
+            scenario_id: INCREASE as u32,
+            ns: NS,
+            pid: 0,
+            ts_ns: 1,
+            tunable_id: tunable as u32,
+            flags: 0,
+            old: [old, 0, 0],
+            new: [old + old / 4, 0, 0],
+            aux: [rcvbuf, u64::from(locked), 0, 0],
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn drop_raises_rmem_max_then_rmem_default_globally() {
+        let mut e = env(16384, 16384);
+        let mut t = UdpBuffer::new();
+        t.handle(&event(RMEM_DEFAULT, 16384, 16384, false), &mut e);
+        let msgs: Vec<&str> = e.applied.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "Due to need to increase receive buffer size to maximize throughput change net.core.rmem_max from 16384 -> 20480",
+                "Due to need to increase receive buffer size to maximize throughput change net.core.rmem_default from 16384 -> 20480",
+            ]
+        );
+        assert_eq!(
+            (e.get(RMEM_MAX, Ns::Global), e.get(RMEM_DEFAULT, Ns::Global)),
+            (Some(20480), Some(20480))
+        );
+        // The same socket again (created with 16 KiB, default now 20 KiB): one more step
+        // (within 25 %), then no more evidence from it.
+        t.handle(&event(RMEM_DEFAULT, 20480, 16384, false), &mut e);
+        t.handle(&event(RMEM_DEFAULT, 25600, 16384, false), &mut e);
+        assert_eq!(e.get(RMEM_DEFAULT, Ns::Global), Some(25600));
+    }
+
+    #[test]
+    fn decisions_use_live_values_not_the_kernel_copy() {
+        // The kernel had no copy yet (old 0, first second after start).
+        let mut e = env(4_194_304, 212_992);
+        UdpBuffer::new().handle(&event(RMEM_DEFAULT, 0, 212_992, false), &mut e);
+        assert_eq!(e.get(RMEM_DEFAULT, Ns::Global), Some(266_240));
+        assert_eq!(e.get(RMEM_MAX, Ns::Global), Some(4_194_304));
+    }
+
+    #[test]
+    fn small_so_rcvbuf_is_the_applications_choice() {
+        let mut e = env(16384, 16384);
+        UdpBuffer::new().handle(&event(RMEM_MAX, 16384, 8192, true), &mut e);
+        assert!(e.applied.is_empty());
+        UdpBuffer::new().handle(&event(RMEM_MAX, 16384, 32768, true), &mut e);
+        assert_eq!(e.get(RMEM_MAX, Ns::Global), Some(20480));
+        assert_eq!(e.get(RMEM_DEFAULT, Ns::Global), Some(16384));
+    }
+
+    #[test]
+    fn udp_mem_exhaustion_and_stale_events() {
+        let mut e = env(16384, 16384);
+        let mut ev = event(UDP_MEM, 0, 49, false);
+        ev.old = [20, 45, 50];
+        ev.flags = F_NEAR_EXHAUSTION | F_NEAR_PRESSURE;
+        ev.scenario_id = MEM_EXHAUSTION as u32;
+        let mut stale = ev.clone();
+        stale.old = [20, 45, 40];
+        let mut t = UdpBuffer::new();
+        t.handle(&stale, &mut e);
+        assert!(e.applied.is_empty(), "stale udp_mem event applied");
+        t.handle(&ev, &mut e);
+        assert_eq!(e.applied.len(), 1);
+        assert_eq!(e.applied[0].scenario, MEM_EXHAUSTION);
+        assert_eq!(
+            e.applied[0].message,
+            "Due to near memory exhaustion change net.ipv4.udp_mem(min pressure max) from (20 45 50) -> (20 45 62)"
+        );
+    }
 
     #[test]
     fn descriptors_follow_the_c_enum() {
