@@ -14,7 +14,7 @@ use common::{admin_sysctl, global_ints, netns, setup, Daemon, Netns, SysctlGuard
 const BURST: usize = 5000;
 const PORT: u16 = 9919;
 
-/// Udp RcvbufErrors of `ns` (/proc/net/snmp as seen from inside it).
+/// Udp + Udp6 RcvbufErrors of `ns` (/proc/net/snmp and snmp6 as seen from inside it).
 fn rcvbuf_errors(ns: &Netns) -> u64 {
     let text = ns
         .run_in(|| Ok(std::fs::read_to_string("/proc/thread-self/net/snmp")?))
@@ -31,17 +31,34 @@ fn rcvbuf_errors(ns: &Netns) -> u64 {
         .iter()
         .position(|n| *n == "RcvbufErrors")
         .expect("RcvbufErrors column");
-    values[i].parse().expect("RcvbufErrors value")
+    let v4: u64 = values[i].parse().expect("RcvbufErrors value");
+    // IPv6 datagrams are counted in /proc/net/snmp6 (absent if IPv6 is disabled).
+    let v6 = ns
+        .run_in(|| Ok(std::fs::read_to_string("/proc/thread-self/net/snmp6").unwrap_or_default()))
+        .expect("read snmp6 in netns")
+        .lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some("Udp6RcvbufErrors")).then(|| it.next().and_then(|v| v.parse::<u64>().ok()))
+        })
+        .flatten()
+        .unwrap_or(0);
+    v4 + v6
 }
 
 /// Recipe H: a fresh receiving socket in `ns` (default-sized, or with SO_RCVBUF =
 /// `so_rcvbuf`) read by its own thread, and `BURST` 1000-byte datagrams sent to it over
 /// loopback as fast as possible. Returns (datagrams received, RcvbufErrors delta).
 fn burst(ns: &Netns, so_rcvbuf: Option<usize>) -> (u64, u64) {
+    burst_to(ns, "127.0.0.1", so_rcvbuf)
+}
+
+/// [`burst`] over `addr` ("127.0.0.1" or "::1"); drops are RcvbufErrors of IPv4 and IPv6.
+fn burst_to(ns: &Netns, addr: &str, so_rcvbuf: Option<usize>) -> (u64, u64) {
     let (rx, tx) = ns
         .run_in(|| {
-            let rx = UdpSocket::bind(("127.0.0.1", PORT))?;
-            let tx = UdpSocket::bind(("127.0.0.1", 0))?;
+            let rx = UdpSocket::bind((addr, PORT))?;
+            let tx = UdpSocket::bind((addr, 0))?;
             Ok((rx, tx))
         })
         .expect("sockets in netns");
@@ -62,7 +79,7 @@ fn burst(ns: &Netns, so_rcvbuf: Option<usize>) -> (u64, u64) {
     let payload = [0x55u8; 1000];
     for _ in 0..BURST {
         // Loopback UDP never blocks the sender for long; a full receive buffer drops.
-        let _ = tx.send_to(&payload, ("127.0.0.1", PORT));
+        let _ = tx.send_to(&payload, (addr, PORT));
     }
     let received = reader.join().expect("reader thread");
     (received, rcvbuf_errors(ns) - before)
@@ -288,4 +305,39 @@ fn udp_mem_exhaustion_raises_udp_mem() {
     );
     assert!(st.success(), "exit status {st}");
     assert_eq!(restored, vec![20, 45, 50], "-R restores udp_mem\n{tail}");
+}
+
+/// IPv6 datagrams pass the same tracepoint (since 6.4): drops over ::1 raise
+/// rmem_default too, and the drop-rate line counts Udp6 receive errors.
+#[test]
+fn udp6_drops_raise_rmem_default() {
+    let Some(_g) = setup("udp6_drops_raise_rmem_default") else {
+        return;
+    };
+    let ns = netns("udp6");
+    let _guards = guards("16384", "16384");
+    let d = Daemon::start(&["-a", "udp_buffer", "-a", "sysctl", "-R"]);
+    let cookie = ns.cookie().expect("netns cookie");
+    let (got, drops) = burst_to(&ns, "::1", None);
+    assert!(drops > 0, "IPv6 burst saw no drops (received {got})");
+    d.expect_log(
+        "change net.core.rmem_default from 16384 -> 20480",
+        Duration::from_secs(5),
+        "rmem_default raise from IPv6 drops",
+    );
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("netns: {cookie} UDP in ")))
+        .unwrap_or_else(|| panic!("no drop-rate line:\n{}", d.tail(20)));
+    let counted: u64 = line
+        .split(", drops ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(counted > 0, "Udp6 drops not counted: {line}");
+    let (st, _) = d.stop();
+    assert!(st.success());
+    assert_eq!(rmem(), (16384, 16384), "-R restores");
 }
