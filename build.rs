@@ -11,6 +11,8 @@ use libbpf_cargo::SkeletonBuilder;
 const OBJECTS: &[(&str, &str)] = &[
     ("tcp_buffer", "src/tuners/tcp_buffer/tcp_buffer.bpf.c"),
     ("sysctl", "src/tuners/sysctl/sysctl.bpf.c"),
+    ("udp_buffer", "src/tuners/udp_buffer/udp_buffer.bpf.c"),
+    ("ip_frag", "src/tuners/ip_frag/ip_frag.bpf.c"),
     ("probe", "src/core/probe.bpf.c"),
 ];
 

@@ -107,6 +107,26 @@ static __always_inline bool sample_proceed(struct bpftune_sample *per_cpu)
 	return true;
 }
 
+/* Time-gated sampling for bursty failure signals (drops): a full queue drops thousands
+ * of packets within milliseconds, then nothing for seconds. sample_proceed() keeps the
+ * high rate one burst taught it and may skip all of the next burst; here at most one call
+ * per CPU per 25 ms (the event suppression window) proceeds, so every burst is seen at
+ * its start and the cost per skipped call is one clock read. `count` counts calls and
+ * `rate` counts the calls that proceeded (reported as calls / proceeded). */
+static __always_inline bool sample_gate(struct bpftune_sample *per_cpu)
+{
+	__u32 cpu = bpf_get_smp_processor_id() & (BPFTUNE_SAMPLE_CPUS - 1);
+	struct bpftune_sample *s = &per_cpu[cpu];
+	__u64 now = bpf_ktime_get_ns();
+
+	s->count++;
+	if (now - s->ts < BPFTUNE_RATE_LIMIT_NS)
+		return false;
+	s->ts = now;
+	s->rate++;
+	return true;
+}
+
 /* Post a sysctl-change proposal unless one for the same (tuner, tunable, netns) was
  * posted in the last 25 ms. Returns 0 when posted. */
 static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,

@@ -62,6 +62,18 @@ pub fn snmp_counter(text: &str, prefix: Option<&str>, name: &str) -> Option<u64>
     None
 }
 
+/// A counter of /proc/net/snmp6 ("Name value" per line, e.g. "Udp6InDatagrams  42").
+/// Whole-name match (C bpftune matched substrings, so "Ip6InReceives" also found
+/// "Ip6InReceivesX").
+pub fn snmp6_counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == name)
+            .then(|| it.next()?.parse::<u64>().ok())
+            .flatten()
+    })
+}
+
 /// A field of one protocol's line in /proc/net/sockstat, e.g. ("TCP:", "mem") for the
 /// pages TCP uses in "TCP: inuse 5 orphan 0 tw 0 alloc 7 mem 3".
 pub fn sockstat_field(text: &str, proto: &str, field: &str) -> Option<i64> {
@@ -103,6 +115,16 @@ mod tests {
         assert_eq!(snmp_counter(text, Some("UdpLite:"), "InDatagrams"), Some(0));
         assert_eq!(snmp_counter(text, None, "ActiveOpens"), Some(3));
         assert_eq!(snmp_counter(text, None, "Nope"), None);
+    }
+
+    #[test]
+    fn snmp6_lookup() {
+        let text = "Ip6InReceives                   \t17\nIp6ReasmReqds                   \t82\nIp6ReasmFails                   \t3\nUdp6InDatagrams                 \t5000\nUdp6RcvbufErrors                \t12\n";
+        assert_eq!(snmp6_counter(text, "Udp6InDatagrams"), Some(5000));
+        assert_eq!(snmp6_counter(text, "Udp6RcvbufErrors"), Some(12));
+        assert_eq!(snmp6_counter(text, "Ip6ReasmFails"), Some(3));
+        assert_eq!(snmp6_counter(text, "Ip6Reasm"), None);
+        assert_eq!(snmp6_counter("", "Udp6InDatagrams"), None);
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The built-in tuners. Adding a tuner: create its folder and add one line here (and
 //! one in build.rs for its BPF object).
 
+#[cfg(test)]
+mod fake_env;
+pub mod ip_frag;
 pub mod sysctl;
 pub mod tcp_buffer;
+pub mod udp_buffer;
 
 use crate::core::tuner::Tuner;
 
@@ -11,6 +15,8 @@ pub fn all() -> Vec<Box<dyn Tuner>> {
     vec![
         Box::new(sysctl::SysctlTuner::new()),
         Box::new(tcp_buffer::TcpBuffer::new()),
+        Box::new(udp_buffer::UdpBuffer::new()),
+        Box::new(ip_frag::IpFrag::new()),
     ]
 }
 
