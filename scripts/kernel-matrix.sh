@@ -683,7 +683,10 @@ main() {
     fi
     total=$((SECONDS - t))
     [ "$status" = PASS ] || failed=1
-    line=$(printf '%-5s %-24s %-12s exit=%-3s boot=%ss cmd=%ss total=%ss qemu-cpu=%ss' \
+    [ "$boot" = - ] || boot+=s
+    [ "$cmd" = - ] || cmd+=s
+    [ "$cpu" = - ] || cpu+=s
+    line=$(printf '%-5s %-24s %-12s exit=%-3s boot=%s cmd=%s total=%ss qemu-cpu=%s' \
       "$k" "$rel" "$status" "$rc" "$boot" "$cmd" "$total" "$cpu")
     echo "$line" >>"$summary"
   done
