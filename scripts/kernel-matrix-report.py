@@ -138,7 +138,10 @@ def parse_daemon(out, tuners):
                 states[w[0]] = w[1]
     status = env.get("status", "not run")
     problems = []
-    if status != "started":
+    if status.startswith("exited-") or status == "no-start":
+        last = lines[-1] if lines else "empty log"
+        problems.append(f"{status.replace('-', ' ')}: {last[:90]}")
+    elif status != "started":
         problems.append(status)
     missing = [t for t in tuners if t not in attached]
     if m and missing:
