@@ -38,6 +38,7 @@ ROW = re.compile(r"^(?P<tuner>\S+)\s+(?P<hook>\S+)\s+(?P<rest>.*)$")
 NO_FLAVOUR = ("NONE: tuner cannot run", "none: feature off")
 FEATURE_ROW = re.compile(r"^feature\s+(?P<what>\S+(?: \S+)?)\s+(?P<state>.+)$")
 TEST_RESULT = re.compile(r"^test result: \w+\. (?P<passed>\d+) passed; (?P<failed>\d+) failed")
+ATTACH_FAILED = re.compile(r"failed to attach to [^']*'(?P<target>[^']+)'(?::\s*(?P<err>\S+))?")
 STARTED = re.compile(r"bpftune started: tuners (?P<tuners>.*?) attached in (?P<ms>\d+) ms")
 
 def split_chosen(rest):
@@ -137,12 +138,15 @@ def parse_daemon(out, tuners):
                 states[w[0]] = w[1]
     status = env.get("status", "not run")
     problems = []
-    if status != "started":
+    if status.startswith("exited-") or status == "no-start":
+        last = lines[-1] if lines else "empty log"
+        problems.append(f"{status.replace('-', ' ')}: {last[:90]}")
+    elif status != "started":
         problems.append(status)
     missing = [t for t in tuners if t not in attached]
     if m and missing:
         problems.append("not attached: " + ", ".join(missing))
-    inactive = [t for t in tuners if t in states and states[t] != "active"]
+    inactive = [t for t in attached if t in states and states[t] != "active"]
     if inactive:
         problems.append("inactive after churn: " + ", ".join(inactive))
     if m and env.get("churn_ok") != "1":
@@ -160,6 +164,11 @@ def parse_daemon(out, tuners):
         "attached": attached,
         "attach_ms": int(m["ms"]) if m else None,
         "errors": errors,
+        "attach_failed": {
+            m["target"]: (m["err"] or "").lstrip("-")
+            for m in map(ATTACH_FAILED.search, log.splitlines())
+            if m
+        },
         "start_seconds": number(env.get("start_seconds")),
         "churn": {
             "namespaces": int(env.get("churn_namespaces") or 0),
@@ -207,6 +216,16 @@ def cmd_result(a):
         if h["tuner"] not in tuners:
             tuners.append(h["tuner"])
     daemon = parse_daemon(out, tuners)
+    # The probe (-S) only loads; whether a chosen flavour also attaches is known from
+    # the daemon: true if its tuner attached, false if libbpf named its target.
+    for h in support["hooks"]:
+        if h["tuner"] in daemon["attached"]:
+            h["attaches"] = h["chosen"] is not None
+        elif h["target"] and h["target"] in daemon["attach_failed"]:
+            h["attaches"] = False
+            h["attach_error"] = daemon["attach_failed"][h["target"]]
+        else:
+            h["attaches"] = None
     tests = parse_tests(out)
     passed = sum(t["result"] == "ok" for t in tests)
     failed = [f"{t['binary']}::{t['name']} ({t['result']})" for t in tests if t["result"] != "ok"]
@@ -231,7 +250,8 @@ def cmd_summary(a):
     r = json.loads(Path(a.result).read_text())
     p = f"kernel-matrix-suite: {r['label']} ({r['release']})"
     for h in r["support"]["hooks"]:
-        print(f"{p}: hook {h['tuner']}/{h['hook']}: {h['chosen'] or 'NONE'}")
+        note = {True: "", False: " (DOES NOT ATTACH)", None: " (attach not checked)"}[h.get("attaches")]
+        print(f"{p}: hook {h['tuner']}/{h['hook']}: {h['chosen'] or 'NONE'}{note}")
     d = r["daemon"]
     print(f"{p}: daemon: {'ok' if d['ok'] else 'FAILED: ' + '; '.join(d['problems'])}")
     for e in d["errors"]:
@@ -280,6 +300,9 @@ def cmd_table(a):
             h = by_key.get(k)
             if h is None:
                 cells.append("?")
+            elif h["chosen"] and h.get("attaches") is False:
+                err = f" ({h['attach_error']})" if h.get("attach_error") else ""
+                cells.append(f"`{h['chosen']}` **loads, does not attach{err}**")
             elif h["chosen"]:
                 cells.append(f"`{h['chosen']}`")
             else:
@@ -290,6 +313,12 @@ def cmd_table(a):
         print("| " + " | ".join(cells) + " |")
         if r["failed_tests"]:
             notes.append(f"- {r['release']}: failed {', '.join(r['failed_tests'])}")
+    print()
+    print(
+        "Hooks: the flavour `bpftune -S` chose (the first that loads); \"does not attach\": "
+        "the daemon could not attach it. Daemon: starts with every tuner attached, survives a "
+        "netns churn, stops cleanly. Tests: root integration tests run on that kernel."
+    )
     if notes:
         print()
         print("\n".join(notes))

@@ -216,7 +216,8 @@ fds_after=$fds1
 threads_before=$thr0
 threads_after=$thr1
 EOF
-  local churn_word=FAILED
+  local churn_word="not run"
+  [ -z "$started" ] || churn_word=FAILED
   [ -z "$churn_ok" ] || churn_word=ok
   log "daemon: $status (start ${start_s}s; churn of $CHURN netns $churn_word in ${churn_s:-?}s, fds ${fds0:-?} -> ${fds1:-?}, threads ${thr0:-?} -> ${thr1:-?})"
   if grep -q "could not attach tuner\|cannot run on this kernel" "$out/daemon.log" || [ "$status" != started ]; then

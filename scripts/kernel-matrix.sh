@@ -38,6 +38,11 @@
 # kernel's own modules appear at /lib/modules/$(uname -r), so module autoloading works
 # (veth, tun, tcp_bbr, nf_tables). Networking: loopback only (no NIC), netns/veth inside.
 #
+# Guests: 2 vCPUs, 2 GiB, `-accel tcg,thread=multi -cpu max` (KVM here cannot boot Debian
+# kernels); one at a time on the machine (lock /run/lock/bpftune-kernel-matrix.lock, so
+# concurrent users of this script queue). On exit or interrupt, a running qemu is stopped
+# and temporary files are removed.
+#
 # Results per kernel in DIR/<label>/: console.log (serial console: kernel and CMD),
 # output.log (CMD's stdout and stderr), exit-status, and whatever CMD wrote into $KM_OUT.
 # One summary line per kernel (label, release, status, exit code, seconds: guest uptime
@@ -49,6 +54,8 @@
 #   BPFTUNE_KM_CACHE   cache directory (default <repo>/target/kernel-matrix/cache):
 #                      .debs, private apt lists, unpacked qemu and kernels, initramfs
 #   BPFTUNE_KM_APPEND  extra kernel command line (e.g. loglevel=7 to see the boot)
+#   BPFTUNE_KM_9P_CACHE  9p cache mode of the guest's root (default none; loose measured
+#                      no faster here)
 #   BPFTUNE_KM_MIRROR, BPFTUNE_KM_SECURITY_MIRROR
 #                      Debian archive URIs, if the host's apt sources have none
 #
@@ -637,6 +644,8 @@ main() {
     die "no command given (… -- CMD [ARGS...]; or --fetch)"
   fi
   [ "$(id -u)" = 0 ] || die "needs root (the guest's 9p root export and the shared lock)"
+  # Both paths travel on the guest kernel's command line, which splits at whitespace.
+  [[ $SELF$CACHE != *[[:space:]]* ]] || die "$SELF or $CACHE contains whitespace"
   make_tmp
   mkdir -p "$CACHE" "$out"
   out=$(cd "$out" && pwd)
@@ -683,7 +692,10 @@ main() {
     fi
     total=$((SECONDS - t))
     [ "$status" = PASS ] || failed=1
-    line=$(printf '%-5s %-24s %-12s exit=%-3s boot=%ss cmd=%ss total=%ss qemu-cpu=%ss' \
+    [ "$boot" = - ] || boot+=s
+    [ "$cmd" = - ] || cmd+=s
+    [ "$cpu" = - ] || cpu+=s
+    line=$(printf '%-5s %-24s %-12s exit=%-3s boot=%s cmd=%s total=%ss qemu-cpu=%s' \
       "$k" "$rel" "$status" "$rc" "$boot" "$cmd" "$total" "$cpu")
     echo "$line" >>"$summary"
   done
