@@ -11,6 +11,7 @@ use libbpf_cargo::SkeletonBuilder;
 const OBJECTS: &[(&str, &str)] = &[
     ("tcp_buffer", "src/tuners/tcp_buffer/tcp_buffer.bpf.c"),
     ("sysctl", "src/tuners/sysctl/sysctl.bpf.c"),
+    ("net_buffer", "src/tuners/net_buffer/net_buffer.bpf.c"),
     ("probe", "src/core/probe.bpf.c"),
 ];
 

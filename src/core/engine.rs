@@ -591,6 +591,16 @@ impl TunerEnv for EngineCtx<'_> {
     fn memory(&self) -> MemoryFacts {
         self.engine.memory
     }
+
+    fn proc_file(&mut self, path: &str) -> Option<String> {
+        // Plain components only: a tuner cannot climb out of /proc.
+        let valid = path
+            .split('/')
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        valid
+            .then(|| std::fs::read_to_string(format!("/proc/{path}")).ok())
+            .flatten()
+    }
 }
 
 #[cfg(test)]

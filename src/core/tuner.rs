@@ -144,6 +144,11 @@ pub trait TunerEnv {
     /// for all of them. Parse them with [`crate::core::procfs`].
     fn proc_net(&mut self, ns: Ns, files: &[&str]) -> Vec<Option<String>>;
     fn memory(&self) -> MemoryFacts;
+    /// A system-wide `/proc/<path>` file that is not per namespace (e.g. "schedstat",
+    /// "pressure/cpu"); `None` if unreadable or not a plain relative path.
+    fn proc_file(&mut self, _path: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A tuner: descriptors, BPF hooks and event handling.
