@@ -12,6 +12,7 @@ const OBJECTS: &[(&str, &str)] = &[
     ("tcp_buffer", "src/tuners/tcp_buffer/tcp_buffer.bpf.c"),
     ("sysctl", "src/tuners/sysctl/sysctl.bpf.c"),
     ("net_buffer", "src/tuners/net_buffer/net_buffer.bpf.c"),
+    ("neigh_table", "src/tuners/neigh_table/neigh_table.bpf.c"),
     ("probe", "src/core/probe.bpf.c"),
 ];
 

@@ -326,7 +326,8 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
     };
     let mut engine = Engine::new(
         opts.rate,
-        Box::new(ProcSysctl::default()),
+        // Neighbour-table thresholds go through rtnetlink (RTM_SETNEIGHTBL), the rest via /proc/sys.
+        Box::new(crate::core::netlink::NeighTableStore::new(ProcSysctl::default())),
         Box::new(registry),
         ledger.clone(),
         store,

@@ -132,6 +132,37 @@ pub fn psi_some_avg10(text: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Prefix lengths of the on-link (gateway-less) IPv4 routes through device `dev`, from
+/// /proc/net/route ("Iface Destination Gateway Flags RefCnt Use Metric Mask ...", hex in
+/// network byte order): the subnets whose hosts can become neighbours on it.
+pub fn route_onlink_prefixes(text: &str, dev: &str) -> Vec<u8> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 || f[0] != dev || u32::from_str_radix(f[2], 16).ok()? != 0 {
+                return None;
+            }
+            let mask = u32::from_str_radix(f[7], 16).ok()?;
+            u8::try_from(mask.count_ones()).ok()
+        })
+        .collect()
+}
+
+/// Prefix lengths of the IPv6 addresses of device `dev`, from /proc/net/if_inet6
+/// ("address ifindex prefixlen scope flags name", hex numbers).
+pub fn if_inet6_prefixes(text: &str, dev: &str) -> Vec<u8> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 || f[5] != dev {
+                return None;
+            }
+            u8::from_str_radix(f[2], 16).ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +219,20 @@ mod tests {
         let psi = "some avg10=72.66 avg60=41.49 avg300=39.07 total=267394229\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         assert_eq!(psi_some_avg10(psi), Some(72.66));
         assert_eq!(psi_some_avg10("full avg10=1.0\n"), None);
+    }
+
+    #[test]
+    fn onlink_prefixes() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+veth1\t0000100A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+eth0\t0100000A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+        assert_eq!(route_onlink_prefixes(route, "eth0"), vec![24, 32]);
+        assert_eq!(route_onlink_prefixes(route, "veth1"), vec![16]);
+        assert!(route_onlink_prefixes(route, "lo").is_empty());
+        let inet6 = "fe80000000000000a8c1abfffe123456 05 40 20 80    veth1\n20010db8000000000000000000000001 05 70 00 80    veth1\n00000000000000000000000000000001 01 80 10 80       lo\n";
+        assert_eq!(if_inet6_prefixes(inet6, "veth1"), vec![64, 112]);
+        assert_eq!(if_inet6_prefixes(inet6, "lo"), vec![128]);
     }
 }

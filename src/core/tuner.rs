@@ -149,6 +149,12 @@ pub trait TunerEnv {
     fn proc_file(&mut self, _path: &str) -> Option<String> {
         None
     }
+    /// Whether an administrator has taken `tunable` over (in `ns` for namespaced
+    /// tunables, in the initial namespace otherwise): for tuners that notice changes the
+    /// cgroup/sysctl hook cannot see (netlink) and must not report them twice.
+    fn admin_owned(&mut self, _tunable: usize, _ns: Ns) -> bool {
+        false
+    }
 }
 
 /// A tuner: descriptors, BPF hooks and event handling.

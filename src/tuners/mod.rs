@@ -1,6 +1,7 @@
 //! The built-in tuners. Adding a tuner: create its folder and add one line here (and
 //! one in build.rs for its BPF object).
 
+pub mod neigh_table;
 pub mod net_buffer;
 pub mod sysctl;
 pub mod tcp_buffer;
@@ -13,6 +14,7 @@ pub fn all() -> Vec<Box<dyn Tuner>> {
         Box::new(sysctl::SysctlTuner::new()),
         Box::new(tcp_buffer::TcpBuffer::new()),
         Box::new(net_buffer::NetBuffer::new()),
+        Box::new(neigh_table::NeighTable::new()),
     ]
 }
 
