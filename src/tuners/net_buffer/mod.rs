@@ -96,6 +96,9 @@ pub struct NetBuffer {
     started: bool,
     /// usecs value for which the ceiling was reported (report once per value).
     ceiling_said: Option<i64>,
+    /// (netdev_budget, netdev_budget_usecs) before our first budget change: the floor of
+    /// any back-off.
+    budget_floor: Option<(i64, i64)>,
 }
 
 fn one_int(v: &SysctlValue) -> Option<i64> {
@@ -209,7 +212,8 @@ impl NetBuffer {
         if let (Some(x), Some(y)) = (policy::proposed_budget(rate, budget), Self::sched_wait(env)) {
             self.corr.update(x as f64, y);
         }
-        let Some(action) = policy::budget_decision(rate, budget, usecs, &self.corr) else {
+        let floor = *self.budget_floor.get_or_insert((budget, usecs));
+        let Some(action) = policy::budget_decision(rate, budget, usecs, floor, &self.corr) else {
             return;
         };
         let (scenario, new_budget, new_usecs) = match action {

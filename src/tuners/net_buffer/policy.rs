@@ -14,10 +14,6 @@ pub const BACKLOG_MAX: i64 = 1 << 20;
 /// had reached ~300 ms of softirq time per poll cycle).
 pub const BUDGET_USECS_MAX: i64 = 50_000;
 
-/// Kernel defaults: a back-off never goes below them.
-pub const BUDGET_DEFAULT: i64 = 300;
-pub const BUDGET_USECS_DEFAULT: i64 = 2_000;
-
 /// The next netdev_max_backlog after backlog drops, or `None` at the bound.
 pub fn backlog_growth(rate: Rate, live: i64) -> Option<i64> {
     if live <= 0 || live >= BACKLOG_MAX {
@@ -125,14 +121,23 @@ pub enum BudgetAction {
 }
 
 /// Decision on a time squeeze. `corr` holds (proposed budget, scheduler wait %) samples;
-/// the caller adds the sample for the proposed increase before asking.
-pub fn budget_decision(rate: Rate, budget: i64, usecs: i64, corr: &Corr) -> Option<BudgetAction> {
+/// the caller adds the sample for the proposed increase before asking. `floor` is
+/// (budget, usecs) as they were before we grew them: a back-off never goes below that
+/// (the kernel's own minimum for usecs is 2 jiffies — 8000 µs at HZ=250 — so a fixed
+/// floor such as the HZ=1000 default of 2000 µs would be rejected there).
+pub fn budget_decision(
+    rate: Rate,
+    budget: i64,
+    usecs: i64,
+    floor: (i64, i64),
+    corr: &Corr,
+) -> Option<BudgetAction> {
     if budget <= 0 || usecs <= 0 {
         return None;
     }
     if corr.r() > CORR_THRESHOLD {
-        let b = rate.shrink(budget).max(BUDGET_DEFAULT.min(budget));
-        let u = rate.shrink(usecs).max(BUDGET_USECS_DEFAULT.min(usecs));
+        let b = rate.shrink(budget).max(floor.0.min(budget));
+        let u = rate.shrink(usecs).max(floor.1.min(usecs));
         return (b != budget || u != usecs).then_some(BudgetAction::Decrease { budget: b, usecs: u });
     }
     let b = rate.grow(budget).filter(|b| *b <= INT_MAX)?;
@@ -220,27 +225,33 @@ mod tests {
         assert!(squeezed(&[4, 1], &[4, 2]));
     }
 
+    /// Floors: the kernel defaults at HZ=1000.
+    const F: (i64, i64) = (300, 2000);
+
     #[test]
     fn budget_grows_until_the_usecs_ceiling() {
         let r = Rate::DEFAULT;
         let c = Corr::default();
         assert_eq!(
-            budget_decision(r, 300, 2000, &c),
+            budget_decision(r, 300, 2000, F, &c),
             Some(BudgetAction::Increase {
                 budget: 375,
                 usecs: 2500
             })
         );
-        assert_eq!(budget_decision(r, 300, 40_001, &c), Some(BudgetAction::Ceiling));
         assert_eq!(
-            budget_decision(r, 300, 40_000, &c),
+            budget_decision(r, 300, 40_001, F, &c),
+            Some(BudgetAction::Ceiling)
+        );
+        assert_eq!(
+            budget_decision(r, 300, 40_000, F, &c),
             Some(BudgetAction::Increase {
                 budget: 375,
                 usecs: 50_000
             })
         );
-        assert_eq!(budget_decision(r, INT_MAX, 2000, &c), None);
-        assert_eq!(budget_decision(r, 0, 2000, &c), None);
+        assert_eq!(budget_decision(r, INT_MAX, 2000, F, &c), None);
+        assert_eq!(budget_decision(r, 0, 2000, F, &c), None);
     }
 
     #[test]
@@ -253,25 +264,33 @@ mod tests {
             c.update(budget as f64, budget as f64 / 10.0);
         }
         assert_eq!(
-            budget_decision(r, 1000, 10_000, &c),
+            budget_decision(r, 1000, 10_000, F, &c),
             Some(BudgetAction::Decrease {
                 budget: 750,
                 usecs: 7500
             })
         );
-        // Never below the kernel defaults.
+        // Never below where we started.
         assert_eq!(
-            budget_decision(r, 320, 2100, &c),
+            budget_decision(r, 320, 2100, F, &c),
             Some(BudgetAction::Decrease {
                 budget: 300,
                 usecs: 2000
             })
         );
-        assert_eq!(budget_decision(r, 300, 2000, &c), None);
+        assert_eq!(budget_decision(r, 300, 2000, F, &c), None);
         assert_eq!(
-            budget_decision(r, 200, 1000, &c),
+            budget_decision(r, 200, 1000, F, &c),
             None,
-            "below the defaults already"
+            "below the floor already"
+        );
+        assert_eq!(
+            budget_decision(r, 1000, 10_000, (300, 8000), &c),
+            Some(BudgetAction::Decrease {
+                budget: 750,
+                usecs: 8000
+            }),
+            "HZ=250: usecs cannot go below 8000"
         );
     }
 
