@@ -20,6 +20,11 @@ const KEYS: [&str; 3] = [
     "net.ipv4.neigh.default.gc_thresh2",
     "net.ipv4.neigh.default.gc_thresh3",
 ];
+const KEYS6: [&str; 3] = [
+    "net.ipv6.neigh.default.gc_thresh1",
+    "net.ipv6.neigh.default.gc_thresh2",
+    "net.ipv6.neigh.default.gc_thresh3",
+];
 
 fn thresholds() -> [i64; 3] {
     KEYS.map(|k| common::global_ints(k)[0])
@@ -27,8 +32,12 @@ fn thresholds() -> [i64; 3] {
 
 /// `ip ntable change name arp_cache thresh1 a thresh2 b thresh3 c` (netlink).
 fn ntable_change(t: [i64; 3]) {
+    ntable_change_in("arp_cache", t);
+}
+
+fn ntable_change_in(table: &str, t: [i64; 3]) {
     let st = Command::new("ip")
-        .args(["ntable", "change", "name", "arp_cache"])
+        .args(["ntable", "change", "name", table])
         .args(["thresh1", &t[0].to_string(), "thresh2", &t[1].to_string()])
         .args(["thresh3", &t[2].to_string()])
         .status()
@@ -36,20 +45,28 @@ fn ntable_change(t: [i64; 3]) {
     assert!(st.success(), "ip ntable change {t:?} failed");
 }
 
-/// Restores the arp_cache thresholds on drop (and on [`Thresholds::restore`]).
+/// Restores a table's thresholds on drop (and on [`Thresholds::restore`]).
 struct Thresholds {
+    keys: [&'static str; 3],
     saved: [i64; 3],
 }
 
 impl Thresholds {
     fn save() -> Thresholds {
-        Thresholds { saved: thresholds() }
+        Self::save_keys(KEYS)
+    }
+
+    fn save_keys(keys: [&'static str; 3]) -> Thresholds {
+        Thresholds {
+            keys,
+            saved: keys.map(|k| common::global_ints(k)[0]),
+        }
     }
 
     fn restore(&self) {
         // Through /proc/sys: independent of the code under test. thresh3 first, so that
         // raising it stops forced GC at once.
-        for (k, v) in KEYS.iter().zip(self.saved).rev() {
+        for (k, v) in self.keys.iter().zip(self.saved).rev() {
             if let Err(e) = bpftune_testbed::sysctl::write(k, &v.to_string()) {
                 eprintln!("cannot restore {k}={v}: {e:#}");
             }
@@ -217,5 +234,67 @@ fn nearly_empty_grown_table_shrinks() {
     let (st, log) = d.stop();
     assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 30));
     assert_eq!(thresholds(), [1000, 2000, 4000], "-R\n{}", common::tail(&log, 30));
+    drop(guard);
+}
+
+/// The IPv6 table (ndisc_cache) grows like the IPv4 one; its cap comes from the device's
+/// IPv6 prefixes (/proc/net/if_inet6 in the device's namespace).
+#[test]
+fn nearly_full_ndisc_table_grows_its_thresholds() {
+    let Some(_g) = setup("nearly_full_ndisc_table_grows_its_thresholds") else {
+        return;
+    };
+    if !std::path::Path::new("/proc/sys/net/ipv6/neigh/default/gc_thresh3").exists() {
+        eprintln!("skipping nearly_full_ndisc_table_grows_its_thresholds: IPv6 disabled");
+        return;
+    }
+    let pair = Pair::new();
+    let dev = pair.veth.dev_a().to_string();
+    pair.rx
+        .ip(&["-6", "addr", "add", "fd00:bc::1/64", "dev", &dev, "nodad"])
+        .expect("IPv6 address");
+    let guard = Thresholds::save_keys(KEYS6);
+    ntable_change_in("ndisc_cache", [16, 32, 64]);
+    let d = Daemon::start(&["-a", "neigh_table", "-a", "sysctl", "-R"]);
+    let failed = (0..120)
+        .filter(|i| {
+            let ip = format!("fd00:bc::{:x}", 0x100 + i);
+            !Command::new("ip")
+                .args([
+                    "-n",
+                    pair.rx.name(),
+                    "-6",
+                    "neigh",
+                    "add",
+                    &ip,
+                    "lladdr",
+                    "02:00:00:00:00:02",
+                ])
+                .args(["dev", &dev, "nud", "stale"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .count();
+    let grown = KEYS6.map(|k| common::global_ints(k)[0]);
+    let _ = pair.rx.ip(&["-6", "neigh", "flush", "dev", &dev]);
+    guard.restore();
+    eprintln!("ndisc_cache: {failed} of 120 additions failed; thresholds 16/32/64 -> {grown:?}");
+    d.expect_log(
+        &format!("updated thresholds for ndisc_cache table, dev '{dev}' (ifindex "),
+        Duration::from_secs(1),
+        "IPv6 growth logged",
+    );
+    assert!(
+        d.log().contains("Scenario 'neighbour table nearly full' occurred for tunable 'net.ipv6.neigh.default.gc_thresh3' in global ns."),
+        "{}",
+        d.tail(30)
+    );
+    assert!(
+        grown[2] > 120,
+        "ndisc thresholds grew past the entries: {grown:?}"
+    );
+    assert!(failed <= 12, "{failed} of 120 IPv6 neighbour additions failed");
+    drop(d);
     drop(guard);
 }
