@@ -19,13 +19,15 @@ lint: deps
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 # Whole test suite: lint, unit tests, root integration tests (real BPF, real traffic in
-# network namespaces), benchmark smoke run. Needs root: the root tests are #[ignore]d
+# network namespaces), benchmark smoke run, and the kernel matrix (the same hooks and a
+# subset of the root tests on Debian's 6.1 and 6.12 kernels under qemu). Needs root: the root tests are #[ignore]d
 # (a plain `cargo test` reports them as ignored) and run here with --include-ignored,
 # where they fail ("needs root: ...") unless run as root. --no-fail-fast: every test
 # binary runs, so the total .ci/run prints counts everything.
 test: build lint
 	$(CARGO) test --release --workspace --no-fail-fast -- --include-ignored --test-threads=1
 	$(MAKE) bench-smoke
+	$(MAKE) kernel-matrix KM_TIMEOUT=600
 
 bench: build
 	./bench/run.sh

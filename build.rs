@@ -13,6 +13,8 @@ const OBJECTS: &[(&str, &str)] = &[
     ("sysctl", "src/tuners/sysctl/sysctl.bpf.c"),
     ("udp_buffer", "src/tuners/udp_buffer/udp_buffer.bpf.c"),
     ("ip_frag", "src/tuners/ip_frag/ip_frag.bpf.c"),
+    ("net_buffer", "src/tuners/net_buffer/net_buffer.bpf.c"),
+    ("neigh_table", "src/tuners/neigh_table/neigh_table.bpf.c"),
     ("probe", "src/core/probe.bpf.c"),
 ];
 

@@ -128,11 +128,13 @@ static __always_inline bool sample_gate(struct bpftune_sample *per_cpu)
 }
 
 /* Post a sysctl-change proposal unless one for the same (tuner, tunable, netns) was
- * posted in the last 25 ms. Returns 0 when posted. */
-static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,
-					     __u32 tunable, const long *old,
-					     const long *new, int nvals, __u64 aux0,
-					     __u64 aux1, __u64 aux2, __u32 flags)
+ * posted in the last 25 ms; `str` (kernel memory, may be NULL) goes into the event's
+ * text, e.g. a device name. Returns 0 when posted. */
+static __always_inline int send_sysctl_event_str(struct net *net, __u32 scenario,
+						 __u32 tunable, const long *old,
+						 const long *new, int nvals, __u64 aux0,
+						 __u64 aux1, __u64 aux2, __u32 flags,
+						 const char *str)
 {
 	struct bpftune_event *ev;
 	__u64 cookie = netns_cookie(net);
@@ -167,8 +169,20 @@ static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,
 	ev->aux[0] = aux0;
 	ev->aux[1] = aux1;
 	ev->aux[2] = aux2;
+	if (str)
+		bpf_probe_read_kernel_str(ev->str, sizeof(ev->str), str);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
+}
+
+/* send_sysctl_event_str without text. */
+static __always_inline int send_sysctl_event(struct net *net, __u32 scenario,
+					     __u32 tunable, const long *old,
+					     const long *new, int nvals, __u64 aux0,
+					     __u64 aux1, __u64 aux2, __u32 flags)
+{
+	return send_sysctl_event_str(net, scenario, tunable, old, new, nvals, aux0, aux1,
+				     aux2, flags, NULL);
 }
 
 #endif

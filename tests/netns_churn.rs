@@ -17,9 +17,11 @@ fn netns_churn_leaks_nothing() {
     let (fds0, threads0) = (fd_count(d.pid()), thread_count(d.pid()));
 
     let mut made = 0;
+    let mut names = std::collections::HashSet::new();
     for round in 0..10 {
         let batch: Vec<_> = (0..20).map(|_| netns("churn")).collect();
         made += batch.len();
+        names.extend(batch.iter().map(|n| n.name().to_string()));
         // A little traffic in some of them, so events come from short-lived namespaces.
         if round % 3 == 0 {
             let v = VethPair::with_prefix(&batch[0], &batch[1], "10.216.0.1/24", "10.216.0.2/24", PREFIX)
@@ -53,9 +55,43 @@ fn netns_churn_leaks_nothing() {
             .any(|l| l.split_whitespace().eq(["tcp_buffer", "active"])),
         "tuners after churn:\n{tuners}"
     );
+    // The daemon must have seen the churn (named namespaces: inotify on /run/netns plus
+    // the mount table), and forgotten every one of ours it saw (bounded registry).
+    // Log lines: "netns created (cookie C, ino I, /run/netns/NAME)", "netns vanished
+    // (cookie C, ino I)".
     let log = d.log();
-    let created = log.matches("netns created").count();
-    eprintln!("daemon noticed {created} namespace creations");
+    let cookie_of = |l: &str| -> Option<u64> {
+        let rest = l.split("(cookie ").nth(1)?;
+        rest.split(',').next()?.trim().parse().ok()
+    };
+    let ours: std::collections::HashSet<u64> = log
+        .lines()
+        .filter(|l| l.contains("netns created"))
+        .filter(|l| names.iter().any(|n| l.contains(&format!("/run/netns/{n})"))))
+        .filter_map(cookie_of)
+        .collect();
+    let forgotten = log
+        .lines()
+        .filter(|l| l.contains("netns vanished"))
+        .filter_map(cookie_of)
+        .filter(|c| ours.contains(c))
+        .count();
+    eprintln!(
+        "daemon noticed {} of our 200 namespaces, forgot {forgotten} of them",
+        ours.len()
+    );
+    assert!(
+        ours.len() >= 100,
+        "the daemon noticed only {} of 200 namespaces\n{}",
+        ours.len(),
+        d.tail(20)
+    );
+    assert_eq!(
+        forgotten,
+        ours.len(),
+        "namespaces noticed but never forgotten\n{}",
+        d.tail(20)
+    );
 
     let (st, log) = d.stop();
     assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 30));

@@ -9,6 +9,7 @@ pub mod events;
 pub mod log;
 #[cfg(test)]
 pub mod mem_sysctl;
+pub mod netlink;
 pub mod netns;
 pub mod plan;
 pub mod probe;

@@ -101,6 +101,11 @@ impl TunableDesc {
         self.optional = true;
         self
     }
+
+    /// `/proc/sys` relative path: dots become slashes (`net/ipv4/tcp_rmem`).
+    pub fn proc_path(&self) -> String {
+        sysctl_path(self.name)
+    }
 }
 
 /// `net.ipv4.tcp_rmem` -> `net/ipv4/tcp_rmem`.

@@ -159,6 +159,17 @@ pub trait TunerEnv {
     /// for all of them. Parse them with [`crate::core::procfs`].
     fn proc_net(&mut self, ns: Ns, files: &[&str]) -> Vec<Option<String>>;
     fn memory(&self) -> MemoryFacts;
+    /// A system-wide `/proc/<path>` file that is not per namespace (e.g. "schedstat",
+    /// "pressure/cpu"); `None` if unreadable or not a plain relative path.
+    fn proc_file(&mut self, _path: &str) -> Option<String> {
+        None
+    }
+    /// Whether an administrator has taken `tunable` over (in `ns` for namespaced
+    /// tunables, in the initial namespace otherwise): for tuners that notice changes the
+    /// cgroup/sysctl hook cannot see (netlink) and must not report them twice.
+    fn admin_owned(&mut self, _tunable: usize, _ns: Ns) -> bool {
+        false
+    }
 }
 
 /// A tuner: descriptors, BPF hooks and event handling.

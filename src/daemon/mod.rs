@@ -130,7 +130,9 @@ impl Daemon {
         };
         let mut engine = Engine::new(
             opts.rate,
-            Box::new(ProcSysctl::default()),
+            // Neighbour-table thresholds go through rtnetlink (RTM_SETNEIGHTBL), the rest
+            // through /proc/sys.
+            Box::new(crate::core::netlink::NeighTableStore::new(ProcSysctl::default())),
             Box::new(registry),
             ledger.clone(),
             store,

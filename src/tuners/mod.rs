@@ -4,6 +4,8 @@
 #[cfg(test)]
 mod fake_env;
 pub mod ip_frag;
+pub mod neigh_table;
+pub mod net_buffer;
 pub mod sysctl;
 pub mod tcp_buffer;
 pub mod udp_buffer;
@@ -17,6 +19,8 @@ pub fn all() -> Vec<Box<dyn Tuner>> {
         Box::new(tcp_buffer::TcpBuffer::new()),
         Box::new(udp_buffer::UdpBuffer::new()),
         Box::new(ip_frag::IpFrag::new()),
+        Box::new(net_buffer::NetBuffer::new()),
+        Box::new(neigh_table::NeighTable::new()),
     ]
 }
 

@@ -591,6 +591,28 @@ impl TunerEnv for EngineCtx<'_> {
     fn memory(&self) -> MemoryFacts {
         self.engine.memory
     }
+
+    fn admin_owned(&mut self, tunable: usize, ns: Ns) -> bool {
+        let Some(desc) = self.engine.desc(self.tuner, tunable) else {
+            return false;
+        };
+        let cookie = if desc.namespaced {
+            self.engine.cookie(ns)
+        } else {
+            self.engine.ns.global_cookie()
+        };
+        self.engine.admin_owned.contains(&(cookie, desc.name.to_string()))
+    }
+
+    fn proc_file(&mut self, path: &str) -> Option<String> {
+        // Plain components only: a tuner cannot climb out of /proc.
+        let valid = path
+            .split('/')
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        valid
+            .then(|| std::fs::read_to_string(format!("/proc/{path}")).ok())
+            .flatten()
+    }
 }
 
 #[cfg(test)]
