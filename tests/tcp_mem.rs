@@ -296,3 +296,77 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
     drop(guard);
     drop(hoad);
 }
+
+/// An absurd tcp_mem max (2e9 pages) under pressure: every value becomes
+/// min(cap, value + 25 %) — min and pressure grow, max is lowered to ¼ of the free buffer
+/// pages — and min < pressure < max holds throughout.
+#[test]
+fn absurd_tcp_mem_max_is_lowered_to_the_cap_under_pressure() {
+    let Some(_g) = setup("absurd_tcp_mem_max_is_lowered_to_the_cap_under_pressure") else {
+        return;
+    };
+    let (srv, cli, _veth) = server_and_clients();
+    let cap = (nr_free_buffer_pages() / 4) as i64;
+    let guard = SysctlGuard::set("net.ipv4.tcp_mem", "50 100 2000000000").expect("set tcp_mem");
+    let before = global_ints("net.ipv4.tcp_mem");
+    assert_eq!(before, vec![50, 100, 2_000_000_000]);
+
+    let d = Daemon::start(&["-R"]);
+    let mut load = Load::start(&srv, &cli);
+    let bytes = load.push(Duration::from_secs(3));
+    let prefix =
+        "Due to near memory pressure change net.ipv4.tcp_mem(min pressure max) from (50 100 2000000000) -> (";
+    let found = d.wait_for(prefix, Duration::from_secs(2));
+    let after = global_ints("net.ipv4.tcp_mem");
+    drop(load);
+    eprintln!("wrote {bytes} bytes; tcp_mem {before:?} -> {after:?}; cap {cap}");
+
+    let log = d.log();
+    let tail = common::tail(&log, 40);
+    assert!(found, "first tcp_mem change not logged:\n{tail}");
+    let first: Vec<i64> = log
+        .lines()
+        .find_map(|l| l.split(prefix).nth(1))
+        .and_then(|rest| rest.split(')').next())
+        .map(common::ints)
+        .unwrap_or_default();
+    assert_eq!(first.len(), 3, "first change {first:?}");
+    assert_eq!(
+        &first[..2],
+        &[62, 125],
+        "min and pressure grow by 25 %: {first:?}"
+    );
+    assert!(
+        first[2] <= cap && first[2] > cap - cap / 100,
+        "max lowered to nr_free_buffer_pages/4 = {cap}: {first:?}"
+    );
+    assert!(
+        after[0] < after[1] && after[1] < after[2] && after[2] <= cap,
+        "min < pressure < max <= cap: {after:?} (cap {cap})"
+    );
+    for l in log
+        .lines()
+        .filter(|l| l.contains("change net.ipv4.tcp_mem(min pressure max)"))
+    {
+        let to: Vec<i64> = l
+            .rsplit("-> (")
+            .next()
+            .and_then(|r| r.split(')').next())
+            .map(common::ints)
+            .unwrap_or_default();
+        assert!(
+            to.len() == 3 && to[0] < to[1] && to[1] < to[2] && to[2] <= cap,
+            "every change keeps min < pressure < max <= cap: {l}"
+        );
+    }
+
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 40));
+    assert_eq!(
+        global_ints("net.ipv4.tcp_mem"),
+        before,
+        "tcp_mem after rollback\n{}",
+        common::tail(&log, 30)
+    );
+    drop(guard);
+}
