@@ -7,6 +7,7 @@ pub mod policy;
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
@@ -196,7 +197,7 @@ pub struct TcpBuffer {
     corr: HashMap<(usize, Ns), Corr>,
     syn_events: HashMap<Ns, u64>,
     low_mem: Vec<LowMemChange>,
-    in_low_mem: bool,
+    low_mem_state: policy::LowMem,
 }
 
 impl TcpBuffer {
@@ -226,9 +227,6 @@ impl TcpBuffer {
                 live
             );
             return;
-        }
-        if self.in_low_mem && ev.flags & (F_NEAR_PRESSURE | F_NEAR_EXHAUSTION) == 0 {
-            self.leave_low_mem(env);
         }
         let corr = self.corr.entry((idx, ns)).or_default();
         corr.update(live[2] as f64, ev.aux[0] as f64);
@@ -320,6 +318,11 @@ impl TcpBuffer {
             return;
         }
         let exhausted = ev.flags & F_NEAR_EXHAUSTION != 0;
+        // Any pressure or exhaustion signal restarts the calm period of the low-memory
+        // state (a no-op while memory is normal).
+        if ev.flags & (F_NEAR_PRESSURE | F_NEAR_EXHAUSTION) != 0 {
+            self.low_mem_state.observe(Instant::now(), false);
+        }
         let nr_free = i64::try_from(env.memory().free_buffer_pages).unwrap_or(i64::MAX);
         if let Some(action) = policy::tcp_mem_decision(env.rate(), live, ev.aux[0] as i64, nr_free) {
             let (scenario, new, reason) = match action {
@@ -373,10 +376,9 @@ impl TcpBuffer {
     }
 
     fn enter_low_mem(&mut self, ns: Ns, env: &mut dyn TunerEnv) {
-        if self.in_low_mem {
+        if !self.low_mem_state.exhaustion(Instant::now()) {
             return;
         }
-        self.in_low_mem = true;
         for t in [
             TCP_NO_METRICS_SAVE,
             TCP_NO_SSTHRESH_METRICS_SAVE,
@@ -397,7 +399,6 @@ impl TcpBuffer {
     /// Restores exactly what entering low memory changed (C bpftune grew the SYN
     /// backlog again on every leave transition instead).
     fn leave_low_mem(&mut self, env: &mut dyn TunerEnv) {
-        self.in_low_mem = false;
         for ch in std::mem::take(&mut self.low_mem) {
             let name = TUNABLES[ch.tunable].name;
             env.apply(Proposal {
@@ -450,7 +451,7 @@ impl TcpBuffer {
         let obs = SynObs {
             max_syn_backlog: max,
             syncookies: cookies,
-            low_mem: self.in_low_mem,
+            low_mem: self.low_mem_state.is_low(),
             cookies_failed: failed,
             cookies_recv: recv,
         };
@@ -526,10 +527,10 @@ impl Tuner for TcpBuffer {
         }
     }
 
-    /// While in low memory, watch /proc/net/sockstat to notice leaving it even when
-    /// no buffer event arrives.
+    /// While in low memory, read /proc/net/sockstat once a tick: the state is left only
+    /// after memory stayed below the pressure threshold for `policy::LOW_MEM_CALM`.
     fn tick(&mut self, env: &mut dyn TunerEnv) {
-        if !self.in_low_mem {
+        if !self.low_mem_state.is_low() {
             return;
         }
         let Ok(mem) = env.read(TCP_MEM, Ns::Global) else {
@@ -542,7 +543,8 @@ impl Tuner for TcpBuffer {
             .flatten()
             .and_then(|t| procfs::sockstat_field(&t, "TCP:", "mem"));
         if let Some(used) = used {
-            if !env.rate().nearly_full(used, mem[1]) {
+            let calm = !env.rate().nearly_full(used, mem[1]);
+            if self.low_mem_state.observe(Instant::now(), calm) {
                 self.leave_low_mem(env);
             }
         }

@@ -1,6 +1,8 @@
 //! tcp_buffer decisions as plain functions of (live values, observation) — no I/O, so
 //! they are unit-tested without root.
 
+use std::time::{Duration, Instant};
+
 use crate::core::corr::{Corr, CORR_THRESHOLD};
 use crate::core::tunable::{Rate, INT_MAX};
 
@@ -117,6 +119,54 @@ pub fn tcp_mem_decision(rate: Rate, live: [i64; 3], allocated: i64, nr_free: i64
     } else {
         MemAction::Pressure(new)
     })
+}
+
+/// How long TCP memory must stay below the pressure threshold before the low-memory
+/// measures are undone. Memory pressure comes in bursts (a backup, a fan-in of many
+/// senders) that pause for seconds and return; leaving at the first calm reading and
+/// re-entering at the next burst flips four sysctls back and forth with every burst.
+/// 30 s spans such pauses and many retransmission timeouts, yet restores metrics caching
+/// and the SYN backlog within half a minute of the load really ending.
+pub const LOW_MEM_CALM: Duration = Duration::from_secs(30);
+
+/// The low-memory state with hysteresis: entered on the first near-exhaustion signal,
+/// left only after memory stayed below the pressure threshold for [`LOW_MEM_CALM`].
+/// Time is passed in, so the machine is tested without waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LowMem {
+    low: bool,
+    /// Start of the current run of calm readings while low.
+    calm_since: Option<Instant>,
+}
+
+impl LowMem {
+    pub fn is_low(&self) -> bool {
+        self.low
+    }
+
+    /// A near-exhaustion signal: true if this enters the low-memory state.
+    pub fn exhaustion(&mut self, _now: Instant) -> bool {
+        self.calm_since = None;
+        !std::mem::replace(&mut self.low, true)
+    }
+
+    /// A memory reading: `calm` if TCP memory is below the pressure threshold. True if
+    /// this leaves the low-memory state.
+    pub fn observe(&mut self, now: Instant, calm: bool) -> bool {
+        if !self.low {
+            return false;
+        }
+        if !calm {
+            self.calm_since = None;
+            return false;
+        }
+        let since = *self.calm_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < LOW_MEM_CALM {
+            return false;
+        }
+        *self = LowMem::default();
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +431,34 @@ mod tests {
             }
         }
         assert_eq!(live, caps);
+    }
+
+    #[test]
+    fn low_memory_state_has_hysteresis() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut m = LowMem::default();
+        assert!(!m.observe(at(0), true), "calm while normal is nothing");
+        assert!(m.exhaustion(at(1)), "first exhaustion signal enters");
+        assert!(!m.exhaustion(at(2)), "already low");
+        assert!(m.is_low());
+        // Calm for a while, then a burst: the calm period starts over.
+        assert!(!m.observe(at(3), true));
+        assert!(!m.observe(at(3 + 29), true));
+        assert!(!m.observe(at(33), false));
+        assert!(!m.observe(at(34), true));
+        assert!(!m.observe(at(34 + 29), true), "29 s of calm is not enough");
+        assert!(m.is_low());
+        assert!(m.observe(at(34 + 30), true), "30 s of calm leaves");
+        assert!(!m.is_low());
+        assert!(!m.observe(at(100), true), "leaves once");
+        // A new exhaustion enters again, and a near-exhaustion reset restarts the clock.
+        assert!(m.exhaustion(at(200)));
+        assert!(!m.observe(at(201), true));
+        assert!(!m.exhaustion(at(220)));
+        assert!(!m.observe(at(231), true), "the calm clock restarted at 231");
+        assert!(!m.observe(at(260), true));
+        assert!(m.observe(at(261), true));
     }
 
     #[test]
