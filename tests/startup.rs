@@ -254,3 +254,236 @@ fn syslog_start_logs_support_lines() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Stale cgroup programs (reference §1.10)
+// ---------------------------------------------------------------------------------------
+
+use libbpf_rs::libbpf_sys;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+/// `r0 = 1; exit`: allow everything (a no-op for sysctl and sockops programs).
+const ALLOW: [u64; 2] = [0x0000_0001_0000_00b7, 0x0000_0000_0000_0095];
+
+/// Loads a no-op program of `prog_type` named `name` (the kernel keeps 15 characters).
+fn load_noop(
+    prog_type: libbpf_sys::bpf_prog_type,
+    attach: libbpf_sys::bpf_attach_type,
+    name: &str,
+) -> OwnedFd {
+    let name = CString::new(name).expect("name");
+    let opts = libbpf_sys::bpf_prog_load_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _,
+        expected_attach_type: attach,
+        ..Default::default()
+    };
+    let mut opts = opts;
+    // SAFETY: ALLOW is two valid 8-byte instructions (bpf_insn layout); the strings and
+    // opts outlive the call.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            prog_type,
+            name.as_ptr(),
+            c"GPL".as_ptr(),
+            ALLOW.as_ptr().cast(),
+            ALLOW.len() as _,
+            &mut opts,
+        )
+    };
+    assert!(
+        fd >= 0,
+        "load {name:?}: {}",
+        std::io::Error::from_raw_os_error(-fd)
+    );
+    // SAFETY: a fresh fd owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A child cgroup of the cgroup-v2 root with legacy (link-less, BPF_F_ALLOW_MULTI)
+/// attachments; whatever is still attached is detached, and the cgroup removed, on drop.
+struct StaleCgroup {
+    path: std::path::PathBuf,
+    dir: fs::File,
+}
+
+const SYSCTL: (libbpf_sys::bpf_prog_type, libbpf_sys::bpf_attach_type) = (
+    libbpf_sys::BPF_PROG_TYPE_CGROUP_SYSCTL,
+    libbpf_sys::BPF_CGROUP_SYSCTL,
+);
+const SOCKOPS: (libbpf_sys::bpf_prog_type, libbpf_sys::bpf_attach_type) = (
+    libbpf_sys::BPF_PROG_TYPE_SOCK_OPS,
+    libbpf_sys::BPF_CGROUP_SOCK_OPS,
+);
+
+impl StaleCgroup {
+    fn new() -> Option<StaleCgroup> {
+        let root = Path::new("/sys/fs/cgroup/unified");
+        let root = if root.is_dir() {
+            root
+        } else {
+            Path::new("/sys/fs/cgroup")
+        };
+        let path = root.join(format!("{}-stale-{}", common::PREFIX, std::process::id()));
+        if let Err(e) = fs::create_dir(&path) {
+            eprintln!("skipping: cannot create cgroup {}: {e}", path.display());
+            return None;
+        }
+        let dir = fs::File::open(&path).expect("open cgroup");
+        Some(StaleCgroup { path, dir })
+    }
+
+    /// Loads and attaches (legacy) a no-op program; returns (prog id, fd).
+    fn attach(
+        &self,
+        kind: (libbpf_sys::bpf_prog_type, libbpf_sys::bpf_attach_type),
+        name: &str,
+    ) -> (u32, OwnedFd) {
+        let fd = load_noop(kind.0, kind.1, name);
+        // SAFETY: both fds are open.
+        let rc = unsafe {
+            libbpf_sys::bpf_prog_attach(
+                fd.as_raw_fd(),
+                self.dir.as_raw_fd(),
+                kind.1,
+                libbpf_sys::BPF_F_ALLOW_MULTI,
+            )
+        };
+        assert_eq!(rc, 0, "attach {name}: {}", std::io::Error::from_raw_os_error(-rc));
+        let mut info = libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: `info` is writable for `len` bytes; all-zero asks for no arrays.
+        let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+        assert_eq!(rc, 0, "prog info of {name}");
+        (info.id, fd)
+    }
+
+    fn attached(&self, attach: libbpf_sys::bpf_attach_type) -> Vec<u32> {
+        let mut ids = [0u32; 64];
+        let mut cnt = ids.len() as u32;
+        let mut flags = 0u32;
+        // SAFETY: `ids` has room for `cnt` entries.
+        let rc = unsafe {
+            libbpf_sys::bpf_prog_query(
+                self.dir.as_raw_fd(),
+                attach,
+                0,
+                &mut flags,
+                ids.as_mut_ptr(),
+                &mut cnt,
+            )
+        };
+        assert_eq!(rc, 0, "query cgroup");
+        ids[..cnt as usize].to_vec()
+    }
+}
+
+impl Drop for StaleCgroup {
+    fn drop(&mut self) {
+        for attach in [SYSCTL.1, SOCKOPS.1] {
+            for id in self.attached(attach) {
+                // SAFETY: plain syscall wrappers on fds we own.
+                unsafe {
+                    let fd = libbpf_sys::bpf_prog_get_fd_by_id(id);
+                    if fd >= 0 {
+                        libbpf_sys::bpf_prog_detach2(fd, self.dir.as_raw_fd(), attach);
+                        libc::close(fd);
+                    }
+                }
+            }
+        }
+        if let Err(e) = fs::remove_dir(&self.path) {
+            eprintln!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// After a `kill -9` of a bpftune that attached without links (C bpftune does), its
+/// programs stay on the cgroup. A new daemon detaches those — and only those: not
+/// another tool's program, not one a live process still holds.
+#[test]
+fn stale_bpftune_cgroup_programs_are_detached_at_start() {
+    let Some(_g) = setup("stale_bpftune_cgroup_programs_are_detached_at_start") else {
+        return;
+    };
+    let Some(cg) = StaleCgroup::new() else {
+        return;
+    };
+    let (stale_sysctl, fd) = cg.attach(SYSCTL, "bpftune_sysctl_write");
+    drop(fd);
+    let (stale_conn, fd) = cg.attach(SOCKOPS, "bpftune_conn_tuner");
+    drop(fd);
+    // Another tool's programs, with and without an owner: never ours to detach.
+    let (other, other_fd) = cg.attach(SYSCTL, "other_tool_sysctl");
+    let (other_ops, fd) = cg.attach(SOCKOPS, "othertool_ops");
+    drop(fd);
+    // A bpftune program whose fd a live process (this test) still holds.
+    let (held, _held_fd) = cg.attach(SYSCTL, "bpftune_sysctl_write");
+
+    let dir = TempDir::new("stale");
+    let log_path = dir.path().join("bpftune.log");
+    let file = fs::File::create(&log_path).expect("log file");
+    let mut cmd = Command::new(BPFTUNE);
+    // The daemon uses the child cgroup itself (`-c`), so nothing else on the host runs
+    // these programs or sees them detached.
+    cmd.args(["-s", "-d"]).stderr(Stdio::from(file));
+    let mut child = cmd
+        .env("BPFTUNE_RUN_DIR", dir.path().join("run"))
+        .env("BPFTUNE_STATE_DIR", dir.path().join("state"))
+        .arg("-c")
+        .arg(&cg.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start bpftune");
+    let log = wait_file(&log_path, STARTED, Duration::from_secs(15));
+    // Our own sysctl program is attached through a link while the daemon runs.
+    let during = cg.attached(SYSCTL.1);
+    // SAFETY: kill(2) on our own, not yet reaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    if wait_timeout(&mut child, Duration::from_secs(15)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        log.contains(STARTED),
+        "daemon did not start:\n{}",
+        common::tail(&log, 40)
+    );
+    for (id, name) in [(stale_sysctl, "bpftune_sysctl_"), (stale_conn, "bpftune_conn_tu")] {
+        assert!(
+            log.contains(&format!("detaching old BPF program '{name}' (id {id}")),
+            "stale {name} (id {id}) not detached:\n{}",
+            common::tail(&log, 40)
+        );
+    }
+    assert_eq!(
+        log.matches("detaching old BPF program").count(),
+        2,
+        "exactly the two stale programs:\n{}",
+        common::tail(&log, 40)
+    );
+    assert!(
+        log.contains(&format!(
+            "(id {held}) attached: live process(es) [{}] hold it",
+            std::process::id()
+        )),
+        "held program should be left alone with a reason:\n{}",
+        common::tail(&log, 40)
+    );
+    let sysctl_now = cg.attached(SYSCTL.1);
+    let ops_now = cg.attached(SOCKOPS.1);
+    assert!(
+        !sysctl_now.contains(&stale_sysctl) && !ops_now.contains(&stale_conn),
+        "{sysctl_now:?} {ops_now:?}"
+    );
+    assert!(
+        sysctl_now.contains(&other) && sysctl_now.contains(&held),
+        "{sysctl_now:?}"
+    );
+    assert!(ops_now.contains(&other_ops), "{ops_now:?}");
+    assert!(
+        during.len() == sysctl_now.len() + 1,
+        "the daemon's own program was attached while it ran and is gone after: {during:?} vs {sysctl_now:?}"
+    );
+    drop(other_fd);
+}
