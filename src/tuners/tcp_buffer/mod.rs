@@ -159,6 +159,18 @@ pub static SLOTS: &[Slot] = &[
         ],
     },
     Slot {
+        // Optional: without it, sockets whose default equals the max are still found
+        // once they transfer (rmem/wmem hooks).
+        name: "established",
+        required: false,
+        candidates: &[
+            c("bpftune_estab_btf", Flavour::TpBtf, "inet_sock_set_state"),
+            c("bpftune_estab_raw", Flavour::RawTp, "inet_sock_set_state"),
+            c("bpftune_set_state_fentry", Flavour::Fentry, "tcp_set_state"),
+            c("bpftune_set_state_kprobe", Flavour::Kprobe, "tcp_set_state"),
+        ],
+    },
+    Slot {
         name: "syn_backlog",
         required: false,
         candidates: &[
