@@ -194,9 +194,18 @@ fn is_cgroup_prog(t: ProgramType) -> bool {
 /// iterators), checking each attach. cgroup programs are skipped: their tuner attaches
 /// them to its cgroup fd (see [`Flavour::is_cgroup`]).
 pub fn attach_all(obj: &Object) -> Result<Vec<libbpf_rs::Link>, HookError> {
+    attach_all_except(obj, &[])
+}
+
+/// [`attach_all`] without the programs named in `skip`: a tuner that attaches those
+/// itself (e.g. only part of the time).
+pub fn attach_all_except(obj: &Object, skip: &[&str]) -> Result<Vec<libbpf_rs::Link>, HookError> {
     let mut links = Vec::new();
     for p in obj.progs_mut() {
         if !p.autoload() || is_cgroup_prog(p.prog_type()) {
+            continue;
+        }
+        if skip.iter().any(|s| p.name() == std::ffi::OsStr::new(s)) {
             continue;
         }
         let link = p.attach().map_err(|source| HookError::Attach {

@@ -2,14 +2,16 @@
 //! (tcp_mem) with low-memory measures, and the SYN backlog. See policy.rs for the
 //! decisions and tcp_buffer.bpf.c for the kernel side.
 
+mod duty;
 pub mod policy;
 
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 use std::collections::HashMap;
+use std::os::fd::AsFd as _;
 use std::time::Instant;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{attach_all_except, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::{Event, F_NEAR_EXHAUSTION, F_NEAR_PRESSURE};
 use crate::core::procfs;
@@ -210,7 +212,19 @@ pub struct TcpBuffer {
     syn_events: HashMap<Ns, u64>,
     low_mem: Vec<LowMemChange>,
     low_mem_state: policy::LowMem,
+    /// The per-sendmsg wmem hook, attached part of the time (duty.rs).
+    wmem_duty: Option<duty::DutyCycle>,
 }
+
+/// wmem programs that run once per `sendmsg` (hot): attached by [`duty::DutyCycle`],
+/// with the tracepoint name raw_tp needs. The other wmem flavours (`tcp_sndbuf_expand`
+/// runs only when the send buffer grows; kprobes attach through perf events) stay
+/// attached.
+const HOT_WMEM: [(&str, Option<&str>); 3] = [
+    ("bpftune_sendmsg_btf", None),
+    ("bpftune_sendmsg_raw", Some("tcp_sendmsg_locked")),
+    ("bpftune_tcp_sendmsg_fentry", None),
+];
 
 impl TcpBuffer {
     pub fn new() -> TcpBuffer {
@@ -280,6 +294,13 @@ impl TcpBuffer {
         }
         if out == Outcome::Applied && idx == TCP_RMEM {
             self.ensure_moderate_rcvbuf(ns, env);
+        }
+        if out == Outcome::Applied && idx == TCP_WMEM && scenario == INCREASE {
+            // More +25 % steps usually follow: watch every sendmsg for a while. At a
+            // clamp nothing is applied, so a sender stuck there does not keep it armed.
+            if let Some(d) = &self.wmem_duty {
+                d.arm();
+            }
         }
     }
 
@@ -520,12 +541,29 @@ impl Tuner for TcpBuffer {
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let skel = load_skel(&ctx).map_err(|e| TunerError::load("tcp_buffer", e))?;
-        let links = attach_all(skel.object()).map_err(|e| TunerError::hook("tcp_buffer", e))?;
+        let hot: Vec<&str> = HOT_WMEM.iter().map(|(p, _)| *p).collect();
+        let links = attach_all_except(skel.object(), &hot).map_err(|e| TunerError::hook("tcp_buffer", e))?;
+        let mut wmem_duty = None;
+        for (name, tp) in HOT_WMEM.iter().filter(|(p, _)| ctx.programs.contains(p)) {
+            let attach_err = |e: std::io::Error| TunerError::Attach {
+                tuner: "tcp_buffer",
+                prog: (*name).to_string(),
+                source: libbpf_rs::Error::from(e),
+            };
+            let prog = skel
+                .object()
+                .progs()
+                .find(|p| p.name() == std::ffi::OsStr::new(name))
+                .ok_or_else(|| attach_err(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+            let fd = prog.as_fd().try_clone_to_owned().map_err(attach_err)?;
+            wmem_duty = Some(duty::DutyCycle::start(fd, *tp).map_err(attach_err)?);
+        }
         // Only a tuner that runs lends its maps to the others.
         ctx.shared
             .adopt(skel.object())
             .map_err(|e| TunerError::load("tcp_buffer", e))?;
         self.links = links;
+        self.wmem_duty = wmem_duty;
         self.skel = Some(skel);
         Ok(())
     }
@@ -580,6 +618,7 @@ impl Tuner for TcpBuffer {
     }
 
     fn stop(&mut self) {
+        self.wmem_duty = None;
         self.links.clear();
         self.skel = None;
     }
