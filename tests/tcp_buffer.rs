@@ -225,7 +225,43 @@ fn sockets_starting_at_the_max_raise_it_at_establishment() {
     let Some(_g) = setup("sockets_starting_at_the_max_raise_it_at_establishment") else {
         return;
     };
+    establishment_raises_both_ends(false);
+}
+
+/// The same over IPv6 (tcp_rmem/tcp_wmem are net.ipv4.* but govern IPv6 TCP too).
+#[test]
+fn ipv6_sockets_starting_at_the_max_raise_it_at_establishment() {
+    let Some(_g) = setup("ipv6_sockets_starting_at_the_max_raise_it_at_establishment") else {
+        return;
+    };
+    establishment_raises_both_ends(true);
+}
+
+/// Adds `addr`/64 to `dev` in `ns` (no duplicate address detection: usable at once).
+fn add_ipv6(ns: &Netns, dev: &str, addr: &str) {
+    let cidr = format!("{addr}/64");
+    let out = ns
+        .command(&["ip", "-6", "addr", "add", &cidr, "dev", dev, "nodad"])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip -6 addr add {cidr} dev {dev} in {}: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn establishment_raises_both_ends(v6: bool) {
     let pair = Pair::new();
+    let (addr_rx, addr_tx) = if v6 {
+        let (a, b) = ("fd00:b07::1", "fd00:b07::2");
+        add_ipv6(&pair.rx, pair.veth.dev_a(), a);
+        add_ipv6(&pair.tx, pair.veth.dev_b(), b);
+        (a.to_string(), b.to_string())
+    } else {
+        (pair.veth.addr_a().to_string(), pair.veth.addr_b().to_string())
+    };
     let idle = netns("idle");
     for ns in [&pair.rx, &pair.tx, &idle] {
         ns_set(ns, "net.ipv4.tcp_rmem", EQUAL);
@@ -235,8 +271,8 @@ fn sockets_starting_at_the_max_raise_it_at_establishment() {
     let global_wmem = global_ints("net.ipv4.tcp_wmem");
 
     let d = Daemon::start(&["-R"]);
-    connect_only(&pair.rx, &pair.tx, pair.veth.addr_a(), 7811, 6);
-    connect_only(&pair.tx, &pair.rx, pair.veth.addr_b(), 7812, 6);
+    connect_only(&pair.rx, &pair.tx, &addr_rx, 7811, 6);
+    connect_only(&pair.tx, &pair.rx, &addr_tx, 7812, 6);
     // Two namespaces each: the log lines do not say which, the sysctls below do.
     let twice = |t: &str| {
         let line = format!("change net.ipv4.{t}(min default max) {GROWN_ONCE}");
