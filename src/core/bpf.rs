@@ -194,9 +194,18 @@ fn is_cgroup_prog(t: ProgramType) -> bool {
 /// iterators), checking each attach. cgroup programs are skipped: their tuner attaches
 /// them to its cgroup fd (see [`Flavour::is_cgroup`]).
 pub fn attach_all(obj: &Object) -> Result<Vec<libbpf_rs::Link>, HookError> {
+    attach_all_except(obj, &[])
+}
+
+/// [`attach_all`] without the programs named in `skip`: a tuner that attaches those
+/// itself (e.g. only part of the time).
+pub fn attach_all_except(obj: &Object, skip: &[&str]) -> Result<Vec<libbpf_rs::Link>, HookError> {
     let mut links = Vec::new();
     for p in obj.progs_mut() {
         if !p.autoload() || is_cgroup_prog(p.prog_type()) {
+            continue;
+        }
+        if skip.iter().any(|s| p.name() == std::ffi::OsStr::new(s)) {
             continue;
         }
         let link = p.attach().map_err(|source| HookError::Attach {
@@ -218,14 +227,23 @@ pub struct LoadConfig {
 
 static LIBBPF_MUTED: AtomicBool = AtomicBool::new(false);
 
+/// One log line for a libbpf message: exactly one "libbpf: " prefix. libbpf prefixes
+/// most of its own messages already (its `pr_warn("libbpf: …")`), some not (e.g. the
+/// verifier log lines), so ours is added only where it is missing.
+pub fn libbpf_line(msg: &str) -> String {
+    let msg = msg.trim_end();
+    let body = msg.strip_prefix("libbpf: ").unwrap_or(msg);
+    format!("libbpf: {body}")
+}
+
 fn libbpf_print(level: PrintLevel, msg: String) {
     if LIBBPF_MUTED.load(Ordering::Relaxed) {
         return;
     }
-    let msg = msg.trim_end();
+    let line = libbpf_line(&msg);
     match level {
-        PrintLevel::Warn => tracing::debug!("libbpf: {msg}"),
-        _ => tracing::trace!("libbpf: {msg}"),
+        PrintLevel::Warn => tracing::debug!("{line}"),
+        _ => tracing::trace!("{line}"),
     }
 }
 
@@ -317,4 +335,18 @@ macro_rules! skel_loaders {
             libbpf_rs::skel::OpenSkel::load(open)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libbpf_line;
+
+    #[test]
+    fn libbpf_lines_carry_one_prefix() {
+        assert_eq!(
+            libbpf_line("libbpf: loading object 'x' from buffer\n"),
+            "libbpf: loading object 'x' from buffer"
+        );
+        assert_eq!(libbpf_line("0: (b7) r0 = 1\n"), "libbpf: 0: (b7) r0 = 1");
+    }
 }

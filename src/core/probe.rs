@@ -68,6 +68,15 @@ impl Level {
     }
 }
 
+/// C bpftune's netns-cookie line, said after the level line by `-S` and at every start.
+pub fn netns_line(cookies: bool) -> &'static str {
+    if cookies {
+        "bpftune supports per-netns policy (via netns cookie)"
+    } else {
+        "bpftune does not support per-netns policy (via netns cookie)"
+    }
+}
+
 pub struct Report {
     pub level: Level,
     pub legacy: bool,
@@ -154,11 +163,7 @@ impl Report {
     pub fn lines(&self) -> Vec<String> {
         let mut out = self.level.headline(&self.tuners, self.legacy);
         if self.level > Level::None {
-            out.push(if self.netns_cookies.is_supported() {
-                "bpftune supports per-netns policy (via netns cookie)".to_string()
-            } else {
-                "bpftune does not support per-netns policy (via netns cookie)".to_string()
-            });
+            out.push(netns_line(self.netns_cookies.is_supported()).to_string());
         }
         out.push(format!(
             "{:<12} {:<16} {:<36} {}",

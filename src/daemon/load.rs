@@ -9,8 +9,9 @@ use crate::core::bpf::{self, LoadConfig, SharedMaps};
 use crate::core::cgroup::CgroupDir;
 use crate::core::change::TunerMeta;
 use crate::core::engine::Engine;
+use crate::core::netns;
 use crate::core::plan::{self, Plan};
-use crate::core::probe::Level;
+use crate::core::probe::{self, Level};
 use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 use crate::tuners;
 
@@ -189,12 +190,17 @@ pub(super) fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&C
         plans.push((name, plan));
     }
     let level = Level::assess(&plans, opts.legacy, shared.ring_buffer().is_some());
+    // The same lines as `bpftune -S` (C bpftune logs them at every start), before
+    // "bpftune started", through the daemon's log sink.
     for line in level.headline(&plans, opts.legacy) {
         match level {
             Level::Normal | Level::Legacy => tracing::info!("{line}"),
             Level::Partial => tracing::warn!("{line}"),
             Level::None => tracing::error!("{line}"),
         }
+    }
+    if level > Level::None {
+        tracing::info!("{}", probe::netns_line(netns::current_cookie().is_ok()));
     }
     Loaded {
         tuners: loaded,

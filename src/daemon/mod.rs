@@ -108,6 +108,9 @@ impl Daemon {
         let server =
             QueryServer::start(&opts.run_dir, opts.port, backend).context("could not start query server")?;
         let cgroup = CgroupDir::setup(&opts.cgroup, &opts.run_dir)?;
+        // Before our own programs are attached: a second daemon was refused above, so
+        // only programs of a dead bpftune can be left here.
+        cgroup.detach_stale_programs();
         let registry = NetnsRegistry::new(PathBuf::from(DEFAULT_PROC_ROOT), PathBuf::from(DEFAULT_RUN_NETNS))
             .context("cannot identify our network namespace")?;
         let global_cookie = registry.global_cookie();

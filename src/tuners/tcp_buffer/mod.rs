@@ -2,13 +2,16 @@
 //! (tcp_mem) with low-memory measures, and the SYN backlog. See policy.rs for the
 //! decisions and tcp_buffer.bpf.c for the kernel side.
 
+mod duty;
 pub mod policy;
 
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 use std::collections::HashMap;
+use std::os::fd::AsFd as _;
+use std::time::Instant;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{attach_all_except, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::{Event, F_NEAR_EXHAUSTION, F_NEAR_PRESSURE};
 use crate::core::procfs;
@@ -158,6 +161,18 @@ pub static SLOTS: &[Slot] = &[
         ],
     },
     Slot {
+        // Optional: without it, sockets whose default equals the max are still found
+        // once they transfer (rmem/wmem hooks).
+        name: "established",
+        required: false,
+        candidates: &[
+            c("bpftune_estab_btf", Flavour::TpBtf, "inet_sock_set_state"),
+            c("bpftune_estab_raw", Flavour::RawTp, "inet_sock_set_state"),
+            c("bpftune_set_state_fentry", Flavour::Fentry, "tcp_set_state"),
+            c("bpftune_set_state_kprobe", Flavour::Kprobe, "tcp_set_state"),
+        ],
+    },
+    Slot {
         name: "syn_backlog",
         required: false,
         candidates: &[
@@ -196,8 +211,20 @@ pub struct TcpBuffer {
     corr: HashMap<(usize, Ns), Corr>,
     syn_events: HashMap<Ns, u64>,
     low_mem: Vec<LowMemChange>,
-    in_low_mem: bool,
+    low_mem_state: policy::LowMem,
+    /// The per-sendmsg wmem hook, attached part of the time (duty.rs).
+    wmem_duty: Option<duty::DutyCycle>,
 }
+
+/// wmem programs that run once per `sendmsg` (hot): attached by [`duty::DutyCycle`],
+/// with the tracepoint name raw_tp needs. The other wmem flavours (`tcp_sndbuf_expand`
+/// runs only when the send buffer grows; kprobes attach through perf events) stay
+/// attached.
+const HOT_WMEM: [(&str, Option<&str>); 3] = [
+    ("bpftune_sendmsg_btf", None),
+    ("bpftune_sendmsg_raw", Some("tcp_sendmsg_locked")),
+    ("bpftune_tcp_sendmsg_fentry", None),
+];
 
 impl TcpBuffer {
     pub fn new() -> TcpBuffer {
@@ -226,9 +253,6 @@ impl TcpBuffer {
                 live
             );
             return;
-        }
-        if self.in_low_mem && ev.flags & (F_NEAR_PRESSURE | F_NEAR_EXHAUSTION) == 0 {
-            self.leave_low_mem(env);
         }
         let corr = self.corr.entry((idx, ns)).or_default();
         corr.update(live[2] as f64, ev.aux[0] as f64);
@@ -270,6 +294,13 @@ impl TcpBuffer {
         }
         if out == Outcome::Applied && idx == TCP_RMEM {
             self.ensure_moderate_rcvbuf(ns, env);
+        }
+        if out == Outcome::Applied && idx == TCP_WMEM && scenario == INCREASE {
+            // More +25 % steps usually follow: watch every sendmsg for a while. At a
+            // clamp nothing is applied, so a sender stuck there does not keep it armed.
+            if let Some(d) = &self.wmem_duty {
+                d.arm();
+            }
         }
     }
 
@@ -320,6 +351,11 @@ impl TcpBuffer {
             return;
         }
         let exhausted = ev.flags & F_NEAR_EXHAUSTION != 0;
+        // Any pressure or exhaustion signal restarts the calm period of the low-memory
+        // state (a no-op while memory is normal).
+        if ev.flags & (F_NEAR_PRESSURE | F_NEAR_EXHAUSTION) != 0 {
+            self.low_mem_state.observe(Instant::now(), false);
+        }
         let nr_free = i64::try_from(env.memory().free_buffer_pages).unwrap_or(i64::MAX);
         if let Some(action) = policy::tcp_mem_decision(env.rate(), live, ev.aux[0] as i64, nr_free) {
             let (scenario, new, reason) = match action {
@@ -373,10 +409,9 @@ impl TcpBuffer {
     }
 
     fn enter_low_mem(&mut self, ns: Ns, env: &mut dyn TunerEnv) {
-        if self.in_low_mem {
+        if !self.low_mem_state.exhaustion(Instant::now()) {
             return;
         }
-        self.in_low_mem = true;
         for t in [
             TCP_NO_METRICS_SAVE,
             TCP_NO_SSTHRESH_METRICS_SAVE,
@@ -397,7 +432,6 @@ impl TcpBuffer {
     /// Restores exactly what entering low memory changed (C bpftune grew the SYN
     /// backlog again on every leave transition instead).
     fn leave_low_mem(&mut self, env: &mut dyn TunerEnv) {
-        self.in_low_mem = false;
         for ch in std::mem::take(&mut self.low_mem) {
             let name = TUNABLES[ch.tunable].name;
             env.apply(Proposal {
@@ -450,7 +484,7 @@ impl TcpBuffer {
         let obs = SynObs {
             max_syn_backlog: max,
             syncookies: cookies,
-            low_mem: self.in_low_mem,
+            low_mem: self.low_mem_state.is_low(),
             cookies_failed: failed,
             cookies_recv: recv,
         };
@@ -507,12 +541,29 @@ impl Tuner for TcpBuffer {
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let skel = load_skel(&ctx).map_err(|e| TunerError::load("tcp_buffer", e))?;
-        let links = attach_all(skel.object()).map_err(|e| TunerError::hook("tcp_buffer", e))?;
+        let hot: Vec<&str> = HOT_WMEM.iter().map(|(p, _)| *p).collect();
+        let links = attach_all_except(skel.object(), &hot).map_err(|e| TunerError::hook("tcp_buffer", e))?;
+        let mut wmem_duty = None;
+        for (name, tp) in HOT_WMEM.iter().filter(|(p, _)| ctx.programs.contains(p)) {
+            let attach_err = |e: std::io::Error| TunerError::Attach {
+                tuner: "tcp_buffer",
+                prog: (*name).to_string(),
+                source: libbpf_rs::Error::from(e),
+            };
+            let prog = skel
+                .object()
+                .progs()
+                .find(|p| p.name() == std::ffi::OsStr::new(name))
+                .ok_or_else(|| attach_err(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+            let fd = prog.as_fd().try_clone_to_owned().map_err(attach_err)?;
+            wmem_duty = Some(duty::DutyCycle::start(fd, *tp).map_err(attach_err)?);
+        }
         // Only a tuner that runs lends its maps to the others.
         ctx.shared
             .adopt(skel.object())
             .map_err(|e| TunerError::load("tcp_buffer", e))?;
         self.links = links;
+        self.wmem_duty = wmem_duty;
         self.skel = Some(skel);
         Ok(())
     }
@@ -526,10 +577,10 @@ impl Tuner for TcpBuffer {
         }
     }
 
-    /// While in low memory, watch /proc/net/sockstat to notice leaving it even when
-    /// no buffer event arrives.
+    /// While in low memory, read /proc/net/sockstat once a tick: the state is left only
+    /// after memory stayed below the pressure threshold for `policy::LOW_MEM_CALM`.
     fn tick(&mut self, env: &mut dyn TunerEnv) {
-        if !self.in_low_mem {
+        if !self.low_mem_state.is_low() {
             return;
         }
         let Ok(mem) = env.read(TCP_MEM, Ns::Global) else {
@@ -542,7 +593,8 @@ impl Tuner for TcpBuffer {
             .flatten()
             .and_then(|t| procfs::sockstat_field(&t, "TCP:", "mem"));
         if let Some(used) = used {
-            if !env.rate().nearly_full(used, mem[1]) {
+            let calm = !env.rate().nearly_full(used, mem[1]);
+            if self.low_mem_state.observe(Instant::now(), calm) {
                 self.leave_low_mem(env);
             }
         }
@@ -566,6 +618,7 @@ impl Tuner for TcpBuffer {
     }
 
     fn stop(&mut self) {
+        self.wmem_duty = None;
         self.links.clear();
         self.skel = None;
     }

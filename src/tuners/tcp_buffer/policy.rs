@@ -1,6 +1,8 @@
 //! tcp_buffer decisions as plain functions of (live values, observation) — no I/O, so
 //! they are unit-tested without root.
 
+use std::time::{Duration, Instant};
+
 use crate::core::corr::{Corr, CORR_THRESHOLD};
 use crate::core::tunable::{Rate, INT_MAX};
 
@@ -73,37 +75,98 @@ pub enum MemAction {
     Exhaustion([i64; 3]),
 }
 
+/// Caps of tcp_mem (min, pressure, max) as divisors of the free buffer pages (reference
+/// §3.1): 1/16, 1/8 and 1/4 — TCP may never claim more than a quarter of memory.
+pub const TCP_MEM_CAP_DIVISORS: [i64; 3] = [16, 8, 4];
+
+/// The caps of [`TCP_MEM_CAP_DIVISORS`] for `nr_free` free buffer pages.
+pub fn tcp_mem_caps(nr_free: i64) -> [i64; 3] {
+    TCP_MEM_CAP_DIVISORS.map(|d| nr_free / d)
+}
+
 /// tcp_mem (pages): `allocated` pages in use; `nr_free` the free-buffer-page estimate.
-/// Near tcp_mem[2] raise max (cap ¼ of free buffer pages); near tcp_mem[1] raise min
-/// (while < 1/16), pressure (while < 1/8) and max. Never lowers a value.
+/// Near tcp_mem[2] (exhaustion) or tcp_mem[1] (pressure) every value becomes
+/// min(cap, grow(value)) with the caps of [`tcp_mem_caps`]: a value below its cap grows
+/// by one step, a value above it (e.g. an absurd max an administrator left behind) is
+/// lowered to the cap. The result always keeps min < pressure < max.
 pub fn tcp_mem_decision(rate: Rate, live: [i64; 3], allocated: i64, nr_free: i64) -> Option<MemAction> {
-    if nr_free <= 0 || live[2] <= 0 {
+    let caps = tcp_mem_caps(nr_free);
+    // Below 16 free pages there is nothing sensible to cap at.
+    if caps[0] < 1 || live[2] <= 0 {
         return None;
     }
-    let cap_max = nr_free / 4;
-    let grow_capped = |v: i64, cap: i64| -> i64 {
-        if v >= cap {
-            v
-        } else {
-            rate.grow(v).map_or(v, |g| g.min(cap))
+    let exhaustion = rate.nearly_full(allocated, live[2]);
+    if !exhaustion && !rate.nearly_full(allocated, live[1]) {
+        return None;
+    }
+    // grow() only overflows for values far above any cap: the cap is the answer then.
+    let step = |v: i64, cap: i64| rate.grow(v).map_or(cap, |g| g.min(cap));
+    let mut new = [
+        step(live[0], caps[0]),
+        step(live[1], caps[1]),
+        step(live[2], caps[2]),
+    ];
+    // Strict order, settled from the top: max is the hard limit, pressure must lie
+    // below it (else the kernel is never "under pressure" before refusing memory), min
+    // below pressure (else it never leaves pressure).
+    new[1] = new[1].min(new[2] - 1);
+    new[0] = new[0].min(new[1] - 1);
+    if new[0] < 1 || new == live {
+        return None;
+    }
+    Some(if exhaustion {
+        MemAction::Exhaustion(new)
+    } else {
+        MemAction::Pressure(new)
+    })
+}
+
+/// How long TCP memory must stay below the pressure threshold before the low-memory
+/// measures are undone. Memory pressure comes in bursts (a backup, a fan-in of many
+/// senders) that pause for seconds and return; leaving at the first calm reading and
+/// re-entering at the next burst flips four sysctls back and forth with every burst.
+/// 30 s spans such pauses and many retransmission timeouts, yet restores metrics caching
+/// and the SYN backlog within half a minute of the load really ending.
+pub const LOW_MEM_CALM: Duration = Duration::from_secs(30);
+
+/// The low-memory state with hysteresis: entered on the first near-exhaustion signal,
+/// left only after memory stayed below the pressure threshold for [`LOW_MEM_CALM`].
+/// Time is passed in, so the machine is tested without waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LowMem {
+    low: bool,
+    /// Start of the current run of calm readings while low.
+    calm_since: Option<Instant>,
+}
+
+impl LowMem {
+    pub fn is_low(&self) -> bool {
+        self.low
+    }
+
+    /// A near-exhaustion signal: true if this enters the low-memory state.
+    pub fn exhaustion(&mut self, _now: Instant) -> bool {
+        self.calm_since = None;
+        !std::mem::replace(&mut self.low, true)
+    }
+
+    /// A memory reading: `calm` if TCP memory is below the pressure threshold. True if
+    /// this leaves the low-memory state.
+    pub fn observe(&mut self, now: Instant, calm: bool) -> bool {
+        if !self.low {
+            return false;
         }
-    };
-    if rate.nearly_full(allocated, live[2]) {
-        let new = [live[0], live[1], grow_capped(live[2], cap_max)];
-        return (new != live).then_some(MemAction::Exhaustion(new));
+        if !calm {
+            self.calm_since = None;
+            return false;
+        }
+        let since = *self.calm_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < LOW_MEM_CALM {
+            return false;
+        }
+        *self = LowMem::default();
+        true
     }
-    if rate.nearly_full(allocated, live[1]) {
-        let mut new = [
-            grow_capped(live[0], nr_free / 16),
-            grow_capped(live[1], nr_free / 8),
-            grow_capped(live[2], cap_max),
-        ];
-        // Keep min <= pressure <= max.
-        new[0] = new[0].min(new[1]);
-        new[1] = new[1].min(new[2]);
-        return (new != live).then_some(MemAction::Pressure(new));
-    }
-    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,9 +332,10 @@ mod tests {
     #[test]
     fn tcp_mem_pressure_and_exhaustion() {
         let nr_free = 1_000_000;
+        // Both signals move every value one step towards its cap.
         assert_eq!(
             tcp_mem_decision(R, [768, 1024, 1536], 1500, nr_free),
-            Some(MemAction::Exhaustion([768, 1024, 1920]))
+            Some(MemAction::Exhaustion([960, 1280, 1920]))
         );
         assert_eq!(
             tcp_mem_decision(R, [768, 1024, 100_000], 1000, nr_free),
@@ -281,20 +345,120 @@ mod tests {
     }
 
     #[test]
-    fn tcp_mem_capped_at_quarter_of_free_pages() {
-        let nr_free = 1000;
+    fn tcp_mem_values_go_to_min_of_cap_and_growth() {
+        let nr_free = 1000; // caps 62, 125, 250
+        assert_eq!(tcp_mem_caps(nr_free), [62, 125, 250]);
         assert_eq!(
             tcp_mem_decision(R, [50, 100, 240], 240, nr_free),
-            Some(MemAction::Exhaustion([50, 100, 250]))
+            Some(MemAction::Exhaustion([62, 125, 250]))
         );
-        assert_eq!(tcp_mem_decision(R, [50, 100, 250], 250, nr_free), None);
-        // Above the cap already (admin's choice): never lowered.
-        assert_eq!(tcp_mem_decision(R, [50, 100, 400], 400, nr_free), None);
-        // Pressure: min capped at 1/16, pressure at 1/8.
+        // At the caps: a fixpoint.
+        assert_eq!(tcp_mem_decision(R, [62, 125, 250], 250, nr_free), None);
+        // Above the caps (an administrator's or an old default): lowered to them.
+        assert_eq!(
+            tcp_mem_decision(R, [50, 100, 400], 400, nr_free),
+            Some(MemAction::Exhaustion([62, 125, 250]))
+        );
         assert_eq!(
             tcp_mem_decision(R, [60, 120, 240], 120, nr_free),
             Some(MemAction::Pressure([62, 125, 250]))
         );
+        // Min and pressure above their caps while only under pressure.
+        assert_eq!(
+            tcp_mem_decision(R, [100_000, 200_000, 300_000], 200_000, 1_000_000),
+            Some(MemAction::Pressure([62_500, 125_000, 250_000]))
+        );
+    }
+
+    #[test]
+    fn absurd_max_under_pressure_is_capped() {
+        // The reference's C code would only ever *raise*; 2e9 pages is 8 TB of 4 KiB pages.
+        assert_eq!(
+            tcp_mem_decision(R, [50, 100, 2_000_000_000], 1000, 1_000_000),
+            Some(MemAction::Pressure([62, 125, 250_000]))
+        );
+        // grow() overflowing is the cap too.
+        assert_eq!(
+            tcp_mem_decision(R, [50, 100, i64::MAX], 1000, 1_000_000),
+            Some(MemAction::Pressure([62, 125, 250_000]))
+        );
+    }
+
+    #[test]
+    fn tcp_mem_keeps_min_below_pressure_below_max() {
+        let nr_free = 1_000_000;
+        let caps = tcp_mem_caps(nr_free);
+        let vals = [
+            1,
+            3,
+            50,
+            100,
+            62_499,
+            62_500,
+            70_000,
+            125_000,
+            200_000,
+            250_000,
+            2_000_000_000,
+        ];
+        let mut checked = 0;
+        for &a in &vals {
+            for &b in &vals {
+                for &c in &vals {
+                    for alloc in [b, c] {
+                        let Some(MemAction::Pressure(n) | MemAction::Exhaustion(n)) =
+                            tcp_mem_decision(R, [a, b, c], alloc, nr_free)
+                        else {
+                            continue;
+                        };
+                        checked += 1;
+                        assert!(0 < n[0] && n[0] < n[1] && n[1] < n[2], "{:?} -> {n:?}", [a, b, c]);
+                        assert!(
+                            n.iter().zip(caps).all(|(v, cap)| *v <= cap),
+                            "{n:?} above caps {caps:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} decisions checked");
+        // Repeated pressure converges to the caps and then stops.
+        let mut live = [50, 100, 2_000_000_000];
+        for _ in 0..100 {
+            match tcp_mem_decision(R, live, live[1], nr_free) {
+                Some(MemAction::Pressure(n) | MemAction::Exhaustion(n)) => live = n,
+                None => break,
+            }
+        }
+        assert_eq!(live, caps);
+    }
+
+    #[test]
+    fn low_memory_state_has_hysteresis() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut m = LowMem::default();
+        assert!(!m.observe(at(0), true), "calm while normal is nothing");
+        assert!(m.exhaustion(at(1)), "first exhaustion signal enters");
+        assert!(!m.exhaustion(at(2)), "already low");
+        assert!(m.is_low());
+        // Calm for a while, then a burst: the calm period starts over.
+        assert!(!m.observe(at(3), true));
+        assert!(!m.observe(at(3 + 29), true));
+        assert!(!m.observe(at(33), false));
+        assert!(!m.observe(at(34), true));
+        assert!(!m.observe(at(34 + 29), true), "29 s of calm is not enough");
+        assert!(m.is_low());
+        assert!(m.observe(at(34 + 30), true), "30 s of calm leaves");
+        assert!(!m.is_low());
+        assert!(!m.observe(at(100), true), "leaves once");
+        // A new exhaustion enters again, and a near-exhaustion reset restarts the clock.
+        assert!(m.exhaustion(at(200)));
+        assert!(!m.observe(at(201), true));
+        assert!(!m.exhaustion(at(220)));
+        assert!(!m.observe(at(231), true), "the calm clock restarted at 231");
+        assert!(!m.observe(at(260), true));
+        assert!(m.observe(at(261), true));
     }
 
     #[test]

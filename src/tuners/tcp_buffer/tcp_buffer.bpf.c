@@ -247,6 +247,50 @@ int BPF_KPROBE(bpftune_tcp_sendmsg_kprobe, struct sock *sk)
 	return sendmsg_body(sk);
 }
 
+/* ---- established slot: once per connection, when it reaches TCP_ESTABLISHED (both the
+ * active and the passive side). A socket that starts with its buffer within one step of
+ * the namespace's max (default == max, or nearly) is limited before it sends or receives
+ * a byte, and the growth hooks above may never see it "grow": post the same increase
+ * event as they do. The tracepoint fires on every state change of every inet socket, so
+ * the new state is checked first, before any other read. */
+#define TCP_ESTABLISHED_STATE 1
+
+static __always_inline int established_body(struct sock *sk, int newstate)
+{
+	if (newstate != TCP_ESTABLISHED_STATE)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	rmem_body(sk);
+	wmem_body(sk);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(bpftune_estab_btf, const struct sock *sk, int oldstate, int newstate)
+{
+	return established_body((struct sock *)sk, newstate);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(bpftune_estab_raw, const struct sock *sk, int oldstate, int newstate)
+{
+	return established_body((struct sock *)sk, newstate);
+}
+
+/* Kernels without the tracepoint (it exists since 4.16): the TCP function behind it. */
+SEC("fentry/tcp_set_state")
+int BPF_PROG(bpftune_set_state_fentry, struct sock *sk, int state)
+{
+	return established_body(sk, state);
+}
+
+SEC("kprobe/tcp_set_state")
+int BPF_KPROBE(bpftune_set_state_kprobe, struct sock *sk, int state)
+{
+	return established_body(sk, state);
+}
+
 /* ---- memory slot: a socket hit its protocol's memory limit (tcp_mem exhaustion);
  * kernels without the tracepoint: entering TCP memory pressure. */
 static __always_inline int exceed_body(struct sock *sk)
