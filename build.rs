@@ -11,6 +11,7 @@ use libbpf_cargo::SkeletonBuilder;
 const OBJECTS: &[(&str, &str)] = &[
     ("tcp_buffer", "src/tuners/tcp_buffer/tcp_buffer.bpf.c"),
     ("sysctl", "src/tuners/sysctl/sysctl.bpf.c"),
+    ("tcp_conn", "src/tuners/tcp_conn/tcp_conn.bpf.c"),
     ("probe", "src/core/probe.bpf.c"),
 ];
 

@@ -112,6 +112,10 @@ impl QueryBackend for Backend {
         lock(&self.ledger).rollback_text()
     }
 
+    fn paths_json(&self) -> String {
+        lock(&self.ledger).extras_json()
+    }
+
     fn changes_json(&self) -> String {
         let l = lock(&self.ledger);
         let records: Vec<_> = l.records().collect();
@@ -428,6 +432,9 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
             for (id, t) in tuners.iter_mut().enumerate() {
                 if let Some(t) = t {
                     t.tick(&mut engine.ctx(id));
+                    if let Some(s) = t.summary() {
+                        lock(&ledger).set_extra(id, s);
+                    }
                 }
             }
             next_tick = now + TICK;
@@ -437,8 +444,11 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
 
     // Orderly shutdown: summaries, rollback, detach everything, unmount.
     drop(rb);
-    for (id, t) in tuners.iter().enumerate() {
+    for (id, t) in tuners.iter_mut().enumerate() {
         let Some(t) = t else { continue };
+        if let Some(s) = t.summary() {
+            lock(&ledger).set_extra(id, s);
+        }
         for s in t.samples() {
             tracing::info!(
                 "Sample '{}': associated program was called {} times, collected data every {} of these.",

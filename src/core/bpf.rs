@@ -19,6 +19,8 @@ pub enum Flavour {
     Fentry,
     /// cgroup/sysctl program.
     CgroupSysctl,
+    /// sockops program on the cgroup (per-socket TCP callbacks).
+    Sockops,
 }
 
 impl Flavour {
@@ -28,12 +30,13 @@ impl Flavour {
             Flavour::RawTp => "raw_tp",
             Flavour::Fentry => "fentry",
             Flavour::CgroupSysctl => "cgroup/sysctl",
+            Flavour::Sockops => "sockops",
         }
     }
 
     /// Allowed in legacy (`-L`) mode.
     pub fn conservative(self) -> bool {
-        matches!(self, Flavour::RawTp | Flavour::CgroupSysctl)
+        matches!(self, Flavour::RawTp | Flavour::CgroupSysctl | Flavour::Sockops)
     }
 }
 
@@ -262,7 +265,12 @@ impl SharedMaps {
 pub fn attach_all(obj: &Object) -> Result<Vec<libbpf_rs::Link>, libbpf_rs::Error> {
     let mut links = Vec::new();
     for p in obj.progs_mut() {
-        if !p.autoload() || p.prog_type() == libbpf_rs::ProgramType::CgroupSysctl {
+        if !p.autoload()
+            || matches!(
+                p.prog_type(),
+                libbpf_rs::ProgramType::CgroupSysctl | libbpf_rs::ProgramType::SockOps
+            )
+        {
             continue;
         }
         links.push(p.attach()?);

@@ -69,6 +69,18 @@ struct Span {
     latest: SysctlValue,
 }
 
+/// A tuner's own summary section (C bpftune's `summarize()` hook), e.g. tcp_conn's
+/// congestion-control counts and per-path table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TunerSummary {
+    /// Printed before the per-scenario lines, in the exit summary and `summary`.
+    pub lines: Vec<String>,
+    /// Printed after `lines` only when logging at debug level (`-d`).
+    pub debug_lines: Vec<String>,
+    /// The tuner's entry in the `jpaths` query (`null` if none).
+    pub json: Option<serde_json::Value>,
+}
+
 /// Counters, first/last values and recent records of every change.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -76,6 +88,7 @@ pub struct Ledger {
     stats: BTreeMap<(usize, usize, usize, bool), u64>,
     spans: BTreeMap<Where, Span>,
     records: VecDeque<ChangeRecord>,
+    extras: BTreeMap<usize, TunerSummary>,
 }
 
 impl Ledger {
@@ -129,6 +142,29 @@ impl Ledger {
         self.records.push_back(rec);
     }
 
+    /// Counts `n` occurrences of a scenario that have no change record of their own.
+    pub fn count(&mut self, tuner: usize, tunable: usize, scenario: usize, global: bool, n: u64) {
+        *self.stats.entry((tuner, tunable, scenario, global)).or_insert(0) += n;
+    }
+
+    /// Replaces a tuner's own summary section.
+    pub fn set_extra(&mut self, tuner: usize, extra: TunerSummary) {
+        self.extras.insert(tuner, extra);
+    }
+
+    /// `jpaths`: `{ "<tuner>": <its JSON>, … }` for every tuner that provides one.
+    pub fn extras_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .extras
+            .iter()
+            .filter_map(|(t, e)| {
+                let name = self.tuners.get(*t)?.name;
+                Some((name.to_string(), e.json.clone()?))
+            })
+            .collect();
+        serde_json::to_string_pretty(&map).unwrap_or_else(|_| "{}".to_string())
+    }
+
     pub fn records(&self) -> impl Iterator<Item = &ChangeRecord> {
         self.records.iter()
     }
@@ -144,6 +180,12 @@ impl Ledger {
         let Some(meta) = self.tuners.get(tuner) else {
             return out;
         };
+        if let Some(extra) = self.extras.get(&tuner) {
+            out.extend(extra.lines.iter().cloned());
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                out.extend(extra.debug_lines.iter().cloned());
+            }
+        }
         for global in [true, false] {
             for (ti, desc) in meta.tunables.iter().enumerate() {
                 let mut any = false;
@@ -288,6 +330,29 @@ mod tests {
         assert!(r.contains("sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456 \""));
         assert!(r.contains("ip netns exec ns1 sysctl -w net.ipv4.tcp_rmem=\"4096 131072 1310720 \""));
         assert_eq!(l.applied_count(), 3);
+    }
+
+    #[test]
+    fn tuner_sections_counts_and_json() {
+        let mut l = ledger();
+        l.count(0, 0, 0, false, 5);
+        l.set_extra(
+            0,
+            TunerSummary {
+                lines: vec!["# Summary: own line".into()],
+                debug_lines: vec!["# Summary: debug only".into()],
+                json: Some(serde_json::json!({"paths_tracked": 1})),
+            },
+        );
+        let s = l.summary_text();
+        let own = s.find("# Summary: own line").expect("own line");
+        let counted = s
+            .find("occurred 5 times for tunable 'net.ipv4.tcp_rmem' in non-global ns.")
+            .expect("counted without a record");
+        assert!(own < counted, "own section first, as C's summarize() hook: {s}");
+        assert_eq!(l.applied_count(), 0);
+        let j: serde_json::Value = serde_json::from_str(&l.extras_json()).expect("valid JSON");
+        assert_eq!(j["tcp_buffer"]["paths_tracked"], 1);
     }
 
     #[test]

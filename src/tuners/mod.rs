@@ -3,6 +3,7 @@
 
 pub mod sysctl;
 pub mod tcp_buffer;
+pub mod tcp_conn;
 
 use crate::core::tuner::Tuner;
 
@@ -11,6 +12,7 @@ pub fn all() -> Vec<Box<dyn Tuner>> {
     vec![
         Box::new(sysctl::SysctlTuner::new()),
         Box::new(tcp_buffer::TcpBuffer::new()),
+        Box::new(tcp_conn::TcpConn::new()),
     ]
 }
 
