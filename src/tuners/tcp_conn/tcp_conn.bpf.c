@@ -35,6 +35,7 @@ struct conn_state {
 	__u8 reported; /* the connection's end was reported */
 	__u8 hands_off; /* the application or the route chose its algorithm */
 	__u8 pad[3];
+	__u64 established_ns;
 };
 
 struct {
@@ -194,8 +195,13 @@ static __always_inline void post(struct bpf_sock_ops *ops, struct sock *sk,
 	ev->new[1] = ops->segs_out;
 	ev->new[2] = ops->total_retrans;
 	ev->aux[0] = ops->rtt_min;
-	/* bytes/s; C bpftune used bytes/us, too coarse below ~10 Mbit/s. */
-	ev->aux[1] = interval ? (__u64)ops->rate_delivered * ops->mss_cache * 1000000ULL / interval : 0;
+	/* Delivery rate in bytes/s: the average over the connection's life (bytes acked /
+	 * time since established) when known. C used the last rate sample (in bytes/us),
+	 * whose maximum over connections favours bursty algorithms over faster ones. */
+	if (st && st->established_ns && ev->ts_ns > st->established_ns)
+		ev->aux[1] = ops->bytes_acked * 1000000000ULL / (ev->ts_ns - st->established_ns);
+	else if (interval)
+		ev->aux[1] = (__u64)ops->rate_delivered * ops->mss_cache * 1000000ULL / interval;
 	ev->aux[3] = ops->family;
 	bpf_ringbuf_submit(ev, 0);
 }
@@ -233,6 +239,7 @@ static __always_inline void established(struct bpf_sock_ops *ops)
 	if (!path_key(ops, (struct sock *)tp, &st->key))
 		return;
 	st->have_key = 1;
+	st->established_ns = bpf_ktime_get_ns();
 	if (chosen_by_others(tp)) {
 		st->hands_off = 1;
 		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RETRANS_CB_FLAG);
