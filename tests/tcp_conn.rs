@@ -171,6 +171,22 @@ fn lossy_path_learns_bbr_and_is_much_faster_than_cubic() {
         "tuned {tuned:.0?} Mbit/s is not ≥ 5 × cubic {baseline:.0}\n{}",
         d.tail(30)
     );
+    // An application that chose cubic keeps it: no loss switch for its connection.
+    let switches = |d: &Daemon| {
+        path(d, line.left(), line.right_addr())
+            .and_then(|p| p["loss_switches"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = switches(&d);
+    let app_cubic = run_cubic(&line, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        switches(&d),
+        before,
+        "an application-chosen algorithm was switched\n{}",
+        d.tail(20)
+    );
+    eprintln!("iperf3 -C cubic with the daemon: {app_cubic:.0} Mbit/s (left alone)");
     let summary = d.query_ok("summary");
     let bbr_count = summary
         .lines()

@@ -269,7 +269,13 @@ impl TcpConn {
                 e.loss_switches += 1;
                 e.loss_switches == 1
             }
-            None => self.logged_unkeyed.insert(ev.ns),
+            None => {
+                // Bounded under namespace churn: at worst a line is said again.
+                if self.logged_unkeyed.len() >= MAX_PATHS {
+                    self.logged_unkeyed.clear();
+                }
+                self.logged_unkeyed.insert(ev.ns)
+            }
         };
         if !first {
             env.count(PERSOCK, SPECIFY, ev.ns, 1);

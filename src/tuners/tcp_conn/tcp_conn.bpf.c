@@ -290,10 +290,13 @@ static __always_inline void retransmit(struct bpf_sock_ops *ops)
 	st = bpf_sk_storage_get(&conn_state_map, bsk, 0, 0);
 	if (st && (st->switched || st->hands_off))
 		return;
-	if (!st && chosen_by_others(tp))
-		return;
 	cur = current_cc(ops);
-	if (cur != TCP_CONN_ALG_BBR) {
+	/* The application may set its algorithm after connecting: the flag is then set
+	 * and the algorithm is not the one we chose (our own choice sets the flag too). */
+	if (chosen_by_others(tp) && !(st && st->chosen && cur == st->chosen - 1)) {
+		if (st)
+			st->hands_off = 1;
+	} else if (cur != TCP_CONN_ALG_BBR) {
 		/* Thin linear timeouts for lossy connections nobody chose an algorithm for,
 		 * unless the namespace already has them on (C: the global initial value). */
 		if ((!st || !st->chosen) && !thin_lto_enabled((struct sock *)tp)) {
