@@ -15,6 +15,7 @@ const OBJECTS: &[(&str, &str)] = &[
     ("ip_frag", "src/tuners/ip_frag/ip_frag.bpf.c"),
     ("net_buffer", "src/tuners/net_buffer/net_buffer.bpf.c"),
     ("neigh_table", "src/tuners/neigh_table/neigh_table.bpf.c"),
+    ("tcp_conn", "src/tuners/tcp_conn/tcp_conn.bpf.c"),
     ("probe", "src/core/probe.bpf.c"),
 ];
 

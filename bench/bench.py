@@ -12,6 +12,8 @@ Benchmarks (see BENCHMARKS.md for what each figure means and the targets):
   outcome   throughput of new 2 s connections after the daemon starts, as a fraction
             of the well-tuned (16 MB) throughput measured in the same run; time to
             90 % and 95 %
+  congestion  tcp_conn on the 40 ms delay line with 1 % and 0 % loss: new connections
+            with the learner's choice / cubic (interleaved), after a warm-up
 
 Every figure is measured in the same run as its baseline; the headline is the median
 over >= 5 trials (1 in --smoke) with min and max. Missed targets never change the
@@ -621,7 +623,7 @@ class IperfServer:
         kill_proc(self.proc, term_timeout=5)
 
 
-def iperf_client(ns, addr, port, secs, server=None, guard=True):
+def iperf_client(ns, addr, port, secs, server=None, guard=True, extra=()):
     """One iperf3 connection; returns dict(start_ns, end_ns, bps, retrans, disturbed).
 
     guard: if the host was disturbed during the run (see HostWatch), wait for it to be
@@ -631,7 +633,8 @@ def iperf_client(ns, addr, port, secs, server=None, guard=True):
     while True:
         tries += 1
         t0 = now_ns()
-        r = subprocess.run(guarded(ns_exec(ns, "iperf3", "-c", addr, "-p", port, "-t", secs, "-J")),
+        r = subprocess.run(guarded(ns_exec(ns, "iperf3", "-c", addr, "-p", port, "-t", secs, "-J",
+                                           *extra)),
                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=secs + 30)
         t1 = now_ns()
@@ -1097,6 +1100,92 @@ def bench_outcome(ctx):
     ctx.results["outcome"] = res
 
 
+ALLOWED_CC = "net.ipv4.tcp_allowed_congestion_control"
+
+
+def nft_drop(ns, port, percent):
+    """environment.md 4-D: drop `percent` % of the packets to `port` in ns's input chain."""
+    rules = (f"table inet bench_loss {{\n  chain input {{\n    type filter hook input priority 0; "
+             f"policy accept;\n    tcp dport {port} numgen random mod 100 < {percent} counter drop\n"
+             f"  }}\n}}\n")
+    r = subprocess.run(ns_exec(ns, "nft", "-f", "-"), input=rules, capture_output=True, text=True,
+                       timeout=10)
+    if r.returncode != 0:
+        raise BenchError(f"nft in {ns}: {r.stderr.strip()}")
+
+
+def bench_congestion(ctx):
+    """tcp_conn: new connections on the 40 ms delay line with loss, cubic (the
+    application's choice, which the tuner leaves alone) interleaved with tuned (the
+    learner's choice) after a warm-up of short connections under a fresh daemon."""
+    secs = 1 if ctx.smoke else 2
+    n = ctx.trials
+    warm = 2 if ctx.smoke else 4
+    pairs = 1 if ctx.smoke else 3
+    losses = [1] if ctx.smoke else [1, 0]
+    log(f"== congestion: 40 ms delay line, {losses} % loss at the receiver (nft numgen); per trial "
+        f"a fresh daemon (-a tcp_conn), {warm} warm-up 1 s connections, then {pairs} interleaved "
+        f"pair(s) of {secs} s connections: iperf3 -C cubic / tuned; ratio = median tuned / "
+        f"median cubic; {n} trial(s)")
+    res = {}
+    allowed0 = read_global(ALLOWED_CC)
+    if allowed0 is None:
+        raise BenchError(f"{ALLOWED_CC} is not readable")
+    try:
+        # Cubic as the namespaces' default needs it allowed (it is not in this VM's list).
+        if "cubic" not in allowed0.split():
+            sysctl_path(ALLOWED_CC).write_text(allowed0 + " cubic")
+        for loss in losses:
+            bed = DelayBed()
+            trials = []
+            try:
+                for ns in (bed.sender, bed.receiver):
+                    ns_sysctl_set(ns, "net.ipv4.tcp_congestion_control", "cubic")
+                if loss:
+                    nft_drop(bed.receiver, 5201, loss)
+                for i in range(n):
+                    flush_metrics(bed.sender, bed.receiver)
+                    d = Daemon(f"congestion-{loss}#{i}", ("-a", "tcp_conn")).wait_ready()
+                    try:
+                        warmups = [bed.conn(1, guard=False)["bps"] for _ in range(warm)]
+                        base, tuned = [], []
+                        for _ in range(pairs):
+                            base.append(iperf_client(bed.sender, bed.addr, 5201, secs, bed.server,
+                                                     extra=("-C", "cubic"))["bps"])
+                            tuned.append(bed.conn(secs)["bps"])
+                        summary = d.query("summary")
+                    finally:
+                        d.stop()
+                    choices = {m.group(1): int(m.group(2)) for m in re.finditer(
+                        r"tcp_conn_tuner:\s+(cubic|bbr|htcp|dctcp)\s+(\d+)", summary)}
+                    ratio = statistics.median(tuned) / statistics.median(base)
+                    trials.append({"warmup_bps": warmups, "cubic_bps": base, "tuned_bps": tuned,
+                                   "ratio": ratio, "choices": choices})
+                    log(f"  {loss} % loss trial {i + 1}/{n}: warm-up "
+                        f"{' '.join(fmt_bps(b) for b in warmups)}; cubic "
+                        f"{' '.join(fmt_bps(b) for b in base)}; tuned "
+                        f"{' '.join(fmt_bps(b) for b in tuned)}; ratio {ratio:.2f}; choices {choices}")
+            finally:
+                bed.close()
+            r = {"ratio": stats([t["ratio"] for t in trials]),
+                 "cubic_bps": stats([statistics.median(t["cubic_bps"]) for t in trials]),
+                 "tuned_bps": stats([statistics.median(t["tuned_bps"]) for t in trials]),
+                 "trials": trials}
+            res[f"loss{loss}"] = r
+            note = (f"cubic {fmt_bps(r['cubic_bps']['median'])}, tuned "
+                    f"{fmt_bps(r['tuned_bps']['median'])}")
+            if loss:
+                ctx.row(f"congestion outcome {loss} % loss: tuned / cubic", r["ratio"], "x",
+                        ">= 10x", lambda v: v >= 10.0, "{:.1f}", note)
+            else:
+                ctx.row("congestion outcome 0 % loss: tuned / cubic", r["ratio"], "", ">= 0.95",
+                        lambda v: v >= 0.95, "{:.2f}", note)
+    finally:
+        if read_global(ALLOWED_CC) != allowed0:
+            sysctl_path(ALLOWED_CC).write_text(allowed0)
+    ctx.results["congestion"] = res
+
+
 def _fmt_t(t):
     return "never" if t is None else f"{t:.1f} s"
 
@@ -1115,6 +1204,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "reaction": bench_reaction,
     "outcome": bench_outcome,
+    "congestion": bench_congestion,
 }
 
 

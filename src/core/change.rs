@@ -70,6 +70,18 @@ struct Span {
     latest: SysctlValue,
 }
 
+/// A tuner's own summary section (C bpftune's `summarize()` hook), e.g. tcp_conn's
+/// congestion-control counts and per-path table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TunerSummary {
+    /// Printed before the per-scenario lines, in the exit summary and `summary`.
+    pub lines: Vec<String>,
+    /// Printed after `lines` only when logging at debug level (`-d`).
+    pub debug_lines: Vec<String>,
+    /// The tuner's entry in the `jpaths` query (`null` if none).
+    pub json: Option<serde_json::Value>,
+}
+
 /// Counters, first/last values and recent records of every change.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -77,6 +89,7 @@ pub struct Ledger {
     stats: BTreeMap<(usize, usize, usize, bool), u64>,
     spans: BTreeMap<Where, Span>,
     records: VecDeque<ChangeRecord>,
+    extras: BTreeMap<usize, TunerSummary>,
 }
 
 impl Ledger {
@@ -128,6 +141,21 @@ impl Ledger {
             self.records.pop_front();
         }
         self.records.push_back(rec);
+    }
+
+    /// Counts `n` occurrences of a scenario that have no change record of their own.
+    pub fn add_count(&mut self, tuner: usize, tunable: usize, scenario: usize, global: bool, n: u64) {
+        *self.stats.entry((tuner, tunable, scenario, global)).or_insert(0) += n;
+    }
+
+    /// Replaces a tuner's own summary section.
+    pub fn set_extra(&mut self, tuner: usize, extra: TunerSummary) {
+        self.extras.insert(tuner, extra);
+    }
+
+    /// A tuner's own summary section, if it has one.
+    pub fn extra(&self, tuner: usize) -> Option<&TunerSummary> {
+        self.extras.get(&tuner)
     }
 
     pub fn records(&self) -> impl Iterator<Item = &ChangeRecord> {

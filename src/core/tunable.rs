@@ -102,6 +102,25 @@ impl TunableDesc {
         self
     }
 
+    /// A string-valued sysctl (e.g. `net.ipv4.tcp_congestion_control`).
+    pub const fn string(mut self) -> Self {
+        self.string = true;
+        self
+    }
+
+    /// A pseudo-tunable that is not a sysctl (e.g. a per-socket setting), used for
+    /// accounting: scenarios are counted against it, nothing is read or written.
+    pub const fn other(name: &'static str) -> Self {
+        TunableDesc {
+            name,
+            kind: TunableKind::Other,
+            namespaced: true,
+            optional: false,
+            string: false,
+            num_values: 0,
+        }
+    }
+
     /// `/proc/sys` relative path: dots become slashes (`net/ipv4/tcp_rmem`).
     pub fn proc_path(&self) -> String {
         sysctl_path(self.name)

@@ -5,6 +5,7 @@
 use std::os::fd::BorrowedFd;
 
 use crate::core::bpf::{HookError, LoadConfig, SharedMaps, Slot};
+pub use crate::core::change::TunerSummary;
 use crate::core::events::Event;
 pub use crate::core::events::Ns;
 use crate::core::sysctl::SysctlError;
@@ -170,6 +171,10 @@ pub trait TunerEnv {
     fn admin_owned(&mut self, _tunable: usize, _ns: Ns) -> bool {
         false
     }
+    /// Counts `n` occurrences of a scenario without a log line or change record: for
+    /// changes too frequent to log one by one (per-socket choices); the tuner logs a
+    /// representative one with [`TunerEnv::note`].
+    fn count(&mut self, _tunable: usize, _scenario: usize, _ns: Ns, _n: u64) {}
 }
 
 /// A tuner: descriptors, BPF hooks and event handling.
@@ -197,6 +202,11 @@ pub trait Tuner {
     fn tick(&mut self, _env: &mut dyn TunerEnv) {}
     fn samples(&self) -> Vec<SampleReport> {
         Vec::new()
+    }
+    /// The tuner's own summary section (C bpftune's `summarize()` hook), refreshed by
+    /// the daemon after every tick and at exit; `None` if the tuner has none.
+    fn summary(&mut self) -> Option<TunerSummary> {
+        None
     }
     /// Detaches and unloads.
     fn stop(&mut self) {}

@@ -74,4 +74,8 @@ impl QueryBackend for Backend {
     fn changes_json(&self) -> String {
         format::changes_json(&lock(&self.ledger))
     }
+
+    fn paths_json(&self) -> String {
+        format::paths_json(&lock(&self.ledger))
+    }
 }

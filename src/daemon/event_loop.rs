@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::Daemon;
-use crate::core::engine::Engine;
+use crate::core::engine::{lock, Engine};
 use crate::core::events::Event;
 use crate::core::tuner::{Ns, Tuner};
 
@@ -57,6 +57,9 @@ impl Daemon {
                 for (id, t) in self.tuners.iter_mut().enumerate() {
                     if let Some(t) = t {
                         t.tick(&mut self.engine.ctx(id));
+                        if let Some(s) = t.summary() {
+                            lock(&self.ledger).set_extra(id, s);
+                        }
                     }
                 }
                 next_tick = now + TICK;

@@ -218,8 +218,11 @@ impl Daemon {
     /// Orderly shutdown: sample reports and summaries, rollback (`-R`), then every BPF
     /// link is detached, the cgroup unmounted and the query socket removed (by `Drop`).
     pub fn shutdown(mut self) {
-        for (id, t) in self.tuners.iter().enumerate() {
+        for (id, t) in self.tuners.iter_mut().enumerate() {
             let Some(t) = t else { continue };
+            if let Some(s) = t.summary() {
+                lock(&self.ledger).set_extra(id, s);
+            }
             for s in t.samples() {
                 tracing::info!(
                     "Sample '{}': associated program was called {} times, collected data every {} of these.",

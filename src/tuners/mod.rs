@@ -8,6 +8,7 @@ pub mod neigh_table;
 pub mod net_buffer;
 pub mod sysctl;
 pub mod tcp_buffer;
+pub mod tcp_conn;
 pub mod udp_buffer;
 
 use crate::core::tuner::Tuner;
@@ -21,6 +22,7 @@ pub fn all() -> Vec<Box<dyn Tuner>> {
         Box::new(ip_frag::IpFrag::new()),
         Box::new(net_buffer::NetBuffer::new()),
         Box::new(neigh_table::NeighTable::new()),
+        Box::new(tcp_conn::TcpConn::new()),
     ]
 }
 

@@ -557,6 +557,15 @@ impl TunerEnv for EngineCtx<'_> {
         self.engine.apply(self.tuner, proposal)
     }
 
+    fn count(&mut self, tunable: usize, scenario: usize, ns: Ns, n: u64) {
+        let global = ns.is_global()
+            || self
+                .engine
+                .desc(self.tuner, tunable)
+                .is_some_and(|d| !d.namespaced);
+        lock(&self.engine.ledger).add_count(self.tuner, tunable, scenario, global, n);
+    }
+
     fn note(&mut self, tunable: usize, scenario: usize, ns: Ns, message: &str) {
         self.engine.note(self.tuner, tunable, scenario, ns, message)
     }

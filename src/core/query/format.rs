@@ -151,6 +151,12 @@ pub fn tuner_summary(l: &Ledger, tuner: usize) -> Vec<String> {
     let Some(meta) = l.tuners.get(tuner) else {
         return out;
     };
+    if let Some(extra) = l.extra(tuner) {
+        out.extend(extra.lines.iter().cloned());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            out.extend(extra.debug_lines.iter().cloned());
+        }
+    }
     for global in [true, false] {
         for (ti, desc) in meta.tunables.iter().enumerate() {
             let mut any = false;
@@ -238,6 +244,18 @@ pub fn rollback(l: &Ledger) -> String {
     s
 }
 
+/// `jpaths`: `{ "<tuner>": <its JSON>, … }` for every tuner that provides one (tcp_conn's
+/// per-path learning table).
+pub fn paths_json(l: &Ledger) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = l
+        .tuners
+        .iter()
+        .enumerate()
+        .filter_map(|(t, meta)| Some((meta.name.to_string(), l.extra(t)?.json.clone()?)))
+        .collect();
+    serde_json::to_string_pretty(&map).unwrap_or_else(|_| "{}".to_string())
+}
+
 /// `jchanges`: the recent change records as a JSON array.
 pub fn changes_json(l: &Ledger) -> String {
     let records: Vec<_> = l.records().collect();
@@ -276,5 +294,29 @@ mod tests {
         let orig = SysctlValue::Ints(vec![4096, 131072, 1000]);
         l.record(0, 0, 0, Some(orig), rec(true, 1, 2000, 3000));
         assert!(rollback(&l).contains("\"4096 131072 1000 \""));
+    }
+
+    #[test]
+    fn tuner_sections_counts_and_json() {
+        use crate::core::change::TunerSummary;
+        let mut l = ledger();
+        l.add_count(0, 0, 0, false, 5);
+        l.set_extra(
+            0,
+            TunerSummary {
+                lines: vec!["# Summary: own line".into()],
+                debug_lines: vec!["# Summary: debug only".into()],
+                json: Some(serde_json::json!({"paths_tracked": 1})),
+            },
+        );
+        let s = summary(&l);
+        let own = s.find("# Summary: own line").expect("own line");
+        let counted = s
+            .find("occurred 5 times for tunable 'net.ipv4.tcp_rmem' in non-global ns.")
+            .expect("counted without a record");
+        assert!(own < counted, "own section first, as C's summarize() hook: {s}");
+        assert_eq!(l.applied_count(), 0);
+        let j: serde_json::Value = serde_json::from_str(&paths_json(&l)).expect("valid JSON");
+        assert_eq!(j["tcp_buffer"]["paths_tracked"], 1);
     }
 }

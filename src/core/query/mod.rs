@@ -78,6 +78,7 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("jstatus", "show status of tunables(json)"),
     ("rollback", "show changes needed to roll back"),
     ("jchanges", "show recent change records(json)"),
+    ("jpaths", "show per-path learning state(json)"),
 ];
 
 /// One line of the `tuners` query.
@@ -121,6 +122,10 @@ pub trait QueryBackend: Send + Sync {
     fn rollback(&self) -> String;
     /// Recent change records as a JSON array (what, where, why, event and write times).
     fn changes_json(&self) -> String;
+    /// `jpaths`: per-tuner learning state as a JSON object (tcp_conn's per-path table).
+    fn paths_json(&self) -> String {
+        "{}".to_string()
+    }
 }
 
 /// `<run_dir>/query.sock`

@@ -60,6 +60,7 @@ pub fn handle_request(raw: &[u8], backend: &dyn QueryBackend) -> String {
             "jstatus" => format_jstatus(&backend.status()),
             "rollback" => backend.rollback(),
             "jchanges" => backend.changes_json(),
+            "jpaths" => backend.paths_json(),
             _ => ERR_INTERNAL.to_string(),
         },
     }

@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(e.applied[0].scenario, MEM_EXHAUSTION);
         assert_eq!(
             e.applied[0].message,
-            "Due to near memory exhaustion change net.ipv4.udp_mem(min pressure max) from (20 45 50) -> (20 45 62)"
+            "Due to near memory exhaustion change net.ipv4.udp_mem(min pressure max) from (20 45 50) -> (25 56 62)"
         );
     }
 

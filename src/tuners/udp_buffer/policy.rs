@@ -80,10 +80,10 @@ pub enum MemAction {
     Exhaustion([i64; 3]),
 }
 
-/// udp_mem (pages), the same rule as tcp_mem: near udp_mem[2] raise max (cap ¼ of free
-/// buffer pages); near udp_mem[1] raise min (while < 1/16), pressure (while < 1/8) and max.
-/// A value already at or above its cap is kept (C bpftune proposed 0 there) and nothing
-/// is ever lowered.
+/// udp_mem (pages), the same rule as tcp_mem: near udp_mem[1] (pressure) or udp_mem[2]
+/// (exhaustion) each value becomes min(cap, grow(value)) with caps 1/16, 1/8 and 1/4 of
+/// free buffer pages — a value above its cap is lowered to it (C bpftune proposed 0
+/// there) — and min < pressure < max holds.
 pub fn udp_mem_decision(rate: Rate, live: [i64; 3], allocated: i64, nr_free: i64) -> Option<MemAction> {
     use crate::tuners::tcp_buffer::policy::{tcp_mem_decision, MemAction as M};
     match tcp_mem_decision(rate, live, allocated, nr_free)? {
@@ -184,16 +184,16 @@ mod tests {
     }
 
     #[test]
-    fn udp_mem_keeps_values_at_their_cap() {
-        // nr_free 160000: caps 10000 / 20000 / 40000; min is already above its cap.
+    fn udp_mem_values_meet_their_caps() {
+        // nr_free 160000: caps 10000 / 20000 / 40000; min is above its cap: lowered to it.
         let live = [12000, 16000, 30000];
         assert_eq!(
             udp_mem_decision(R, live, 15000, 160_000),
-            Some(MemAction::Pressure([12000, 20000, 37500]))
+            Some(MemAction::Pressure([10000, 20000, 37500]))
         );
         assert_eq!(
             udp_mem_decision(R, [20, 45, 50], 49, 160_000),
-            Some(MemAction::Exhaustion([20, 45, 62]))
+            Some(MemAction::Exhaustion([25, 56, 62]))
         );
         assert_eq!(udp_mem_decision(R, [20, 45, 50], 10, 160_000), None);
     }
