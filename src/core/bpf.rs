@@ -293,7 +293,7 @@ macro_rules! open_skel {
     }};
 }
 
-/// Defines a tuner's two skeleton loaders: `try_attach_skel` (a throw-away copy with
+/// Defines a tuner's skeleton loaders: `try_attach_skel` (a throw-away copy with
 /// exactly the given programs, loaded and attached then released, for flavour probing)
 /// and `load_skel` (the real one; the tuner attaches it).
 #[macro_export]
@@ -333,6 +333,24 @@ macro_rules! skel_loaders {
                 ctx.programs
             );
             libbpf_rs::skel::OpenSkel::load(open)
+        }
+
+        /// The usual start of a tracing tuner: load for real, attach every
+        /// auto-attachable program, and only then lend the shared maps (a tuner that
+        /// does not run lends nothing). On error nothing stays attached.
+        #[allow(dead_code)]
+        fn start_skel(
+            ctx: &mut $crate::core::tuner::StartCtx<'_>,
+            tuner: &'static str,
+        ) -> Result<($skel<'static>, Vec<libbpf_rs::Link>), $crate::core::tuner::TunerError> {
+            use $crate::core::tuner::TunerError;
+            let skel = load_skel(ctx).map_err(|e| TunerError::load(tuner, e))?;
+            let object = libbpf_rs::skel::Skel::object(&skel);
+            let links = $crate::core::bpf::attach_all(object).map_err(|e| TunerError::hook(tuner, e))?;
+            ctx.shared
+                .adopt(object)
+                .map_err(|e| TunerError::load(tuner, e))?;
+            Ok((skel, links))
         }
     };
 }

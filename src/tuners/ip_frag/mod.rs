@@ -6,10 +6,9 @@ pub mod policy;
 
 use std::collections::HashMap;
 
-use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::Event;
 use crate::core::procfs;
@@ -212,13 +211,8 @@ impl Tuner for IpFrag {
         try_attach_skel(shared, config, programs)
     }
 
-    fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let skel = load_skel(&ctx).map_err(|e| TunerError::load("ip_frag", e))?;
-        let links = attach_all(skel.object()).map_err(|e| TunerError::hook("ip_frag", e))?;
-        // Only a tuner that runs lends its maps to the others.
-        ctx.shared
-            .adopt(skel.object())
-            .map_err(|e| TunerError::load("ip_frag", e))?;
+    fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
+        let (skel, links) = start_skel(&mut ctx, "ip_frag")?;
         self.links = links;
         self.skel = Some(skel);
         Ok(())

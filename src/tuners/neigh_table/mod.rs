@@ -8,10 +8,9 @@ pub mod policy;
 
 use std::collections::{HashMap, HashSet};
 
-use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::events::Event;
 use crate::core::procfs;
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
@@ -334,11 +333,9 @@ impl Tuner for NeighTable {
         try_attach_skel(shared, config, programs)
     }
 
-    fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let load = |e| TunerError::load("neigh_table", e);
-        let skel = load_skel(&ctx).map_err(load)?;
-        ctx.shared.adopt(skel.object()).map_err(load)?;
-        self.links = attach_all(skel.object()).map_err(|e| TunerError::hook("neigh_table", e))?;
+    fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
+        let (skel, links) = start_skel(&mut ctx, "neigh_table")?;
+        self.links = links;
         self.skel = Some(skel);
         Ok(())
     }

@@ -5,10 +5,9 @@
 
 pub mod policy;
 
-use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::Event;
 use crate::core::procfs;
@@ -346,11 +345,9 @@ impl Tuner for NetBuffer {
         try_attach_skel(shared, config, programs)
     }
 
-    fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let load = |e| TunerError::load("net_buffer", e);
-        let skel = load_skel(&ctx).map_err(load)?;
-        ctx.shared.adopt(skel.object()).map_err(load)?;
-        self.links = attach_all(skel.object()).map_err(|e| TunerError::hook("net_buffer", e))?;
+    fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
+        let (skel, links) = start_skel(&mut ctx, "net_buffer")?;
+        self.links = links;
         self.skel = Some(skel);
         // The kernel side learns netdev_max_backlog on the first tick (about a second).
         Ok(())

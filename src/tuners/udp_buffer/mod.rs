@@ -5,10 +5,9 @@
 
 pub mod policy;
 
-use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{attach_all, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
 use crate::core::events::{Event, F_NEAR_EXHAUSTION};
 use crate::core::procfs;
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
@@ -265,13 +264,8 @@ impl Tuner for UdpBuffer {
         try_attach_skel(shared, config, programs)
     }
 
-    fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
-        let skel = load_skel(&ctx).map_err(|e| TunerError::load("udp_buffer", e))?;
-        let links = attach_all(skel.object()).map_err(|e| TunerError::hook("udp_buffer", e))?;
-        // Only a tuner that runs lends its maps to the others.
-        ctx.shared
-            .adopt(skel.object())
-            .map_err(|e| TunerError::load("udp_buffer", e))?;
+    fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
+        let (skel, links) = start_skel(&mut ctx, "udp_buffer")?;
         self.links = links;
         self.skel = Some(skel);
         Ok(())
