@@ -184,7 +184,8 @@ static __always_inline void post(struct bpf_sock_ops *ops, struct sock *sk,
 	ev->flags = kind;
 	ev->netns_cookie = netns_cookie(net);
 	ev->netns_ino = netns_ino(net);
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	/* No pid: sockops callbacks mostly run in softirq context, and kernels before 6.10
+	 * do not offer bpf_get_current_pid_tgid to sockops programs (EINVAL on 6.1). */
 	ev->ts_ns = bpf_ktime_get_ns();
 	if (st && st->have_key) {
 		__builtin_memcpy(&ev->old[0], st->key.addr, 16);
