@@ -355,6 +355,40 @@ macro_rules! skel_loaders {
     };
 }
 
+/// The descriptor methods every built-in tuner implements the same way: its name, its
+/// tunables and scenarios (arrays in the order of its C enums), its hook slots and the
+/// probing copy of `skel_loaders!`. Expands inside `impl Tuner for …`, after
+/// `skel_loaders!` in the same module.
+#[macro_export]
+macro_rules! tuner_descriptors {
+    ($name:literal, $tunables:expr, $scenarios:expr, $slots:expr) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn tunables(&self) -> &'static [$crate::core::tunable::TunableDesc] {
+            $tunables
+        }
+
+        fn scenarios(&self) -> &'static [$crate::core::tunable::Scenario] {
+            $scenarios
+        }
+
+        fn slots(&self) -> &'static [$crate::core::bpf::Slot] {
+            $slots
+        }
+
+        fn try_attach(
+            &self,
+            shared: &$crate::core::bpf::SharedMaps,
+            config: &$crate::core::bpf::LoadConfig,
+            programs: &[&'static str],
+        ) -> Result<(), $crate::core::bpf::HookError> {
+            try_attach_skel(shared, config, programs)
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::libbpf_line;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::Event;
 use crate::core::procfs;
@@ -186,30 +186,7 @@ impl IpFrag {
 crate::skel_loaders!(IpFragSkelBuilder, IpFragSkel);
 
 impl Tuner for IpFrag {
-    fn name(&self) -> &'static str {
-        "ip_frag"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &TUNABLES
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &SCENARIOS
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        SLOTS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("ip_frag", &TUNABLES, &SCENARIOS, SLOTS);
 
     fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let (skel, links) = start_skel(&mut ctx, "ip_frag")?;

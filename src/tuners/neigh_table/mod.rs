@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::events::Event;
 use crate::core::procfs;
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
@@ -308,30 +308,7 @@ impl NeighTable {
 crate::skel_loaders!(NeighTableSkelBuilder, NeighTableSkel);
 
 impl Tuner for NeighTable {
-    fn name(&self) -> &'static str {
-        "neigh_table"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &TUNABLES
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &SCENARIOS
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        SLOTS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("neigh_table", &TUNABLES, &SCENARIOS, SLOTS);
 
     fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let (skel, links) = start_skel(&mut ctx, "neigh_table")?;

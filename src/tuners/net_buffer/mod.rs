@@ -7,7 +7,7 @@ pub mod policy;
 
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::Event;
 use crate::core::procfs;
@@ -320,30 +320,7 @@ impl NetBuffer {
 crate::skel_loaders!(NetBufferSkelBuilder, NetBufferSkel);
 
 impl Tuner for NetBuffer {
-    fn name(&self) -> &'static str {
-        "net_buffer"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &TUNABLES
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &SCENARIOS
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        SLOTS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("net_buffer", &TUNABLES, &SCENARIOS, SLOTS);
 
     fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let (skel, links) = start_skel(&mut ctx, "net_buffer")?;

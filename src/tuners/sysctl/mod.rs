@@ -5,9 +5,8 @@
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::events::Event;
-use crate::core::tunable::{Scenario, TunableDesc};
 use crate::core::tuner::{StartCtx, Tuner, TunerEnv, TunerError};
 
 mod skel {
@@ -41,30 +40,7 @@ impl SysctlTuner {
 crate::skel_loaders!(SysctlSkelBuilder, SysctlSkel);
 
 impl Tuner for SysctlTuner {
-    fn name(&self) -> &'static str {
-        "sysctl"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &[]
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &[]
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        SLOTS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("sysctl", &[], &[], SLOTS);
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let load = |e| TunerError::load("sysctl", e);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd as _;
 use std::time::Instant;
 
-use crate::core::bpf::{attach_all_except, Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{attach_all_except, Candidate, Flavour, Slot};
 use crate::core::corr::Corr;
 use crate::core::events::{Event, F_NEAR_EXHAUSTION, F_NEAR_PRESSURE};
 use crate::core::procfs;
@@ -514,30 +514,7 @@ impl TcpBuffer {
 crate::skel_loaders!(TcpBufferSkelBuilder, TcpBufferSkel);
 
 impl Tuner for TcpBuffer {
-    fn name(&self) -> &'static str {
-        "tcp_buffer"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &TUNABLES
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &SCENARIOS
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        SLOTS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("tcp_buffer", &TUNABLES, &SCENARIOS, SLOTS);
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let skel = load_skel(&ctx).map_err(|e| TunerError::load("tcp_buffer", e))?;

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd as _;
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::{Link, MapCore as _, MapFlags};
 
-use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::events::{monotonic_ns, Event};
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
 use crate::core::tuner::{Ns, Proposal, StartCtx, Tuner, TunerEnv, TunerError, TunerSummary};
@@ -310,30 +310,7 @@ impl TcpConn {
 crate::skel_loaders!(TcpConnSkelBuilder, TcpConnSkel);
 
 impl Tuner for TcpConn {
-    fn name(&self) -> &'static str {
-        "tcp_conn"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &TUNABLES
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &SCENARIOS
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        HOOKS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("tcp_conn", &TUNABLES, &SCENARIOS, HOOKS);
 
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let load = |e| TunerError::load("tcp_conn", e);

@@ -7,7 +7,7 @@ pub mod policy;
 
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, HookError, LoadConfig, SharedMaps, Slot};
+use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::events::{Event, F_NEAR_EXHAUSTION};
 use crate::core::procfs;
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
@@ -239,30 +239,7 @@ impl UdpBuffer {
 crate::skel_loaders!(UdpBufferSkelBuilder, UdpBufferSkel);
 
 impl Tuner for UdpBuffer {
-    fn name(&self) -> &'static str {
-        "udp_buffer"
-    }
-
-    fn tunables(&self) -> &'static [TunableDesc] {
-        &TUNABLES
-    }
-
-    fn scenarios(&self) -> &'static [Scenario] {
-        &SCENARIOS
-    }
-
-    fn slots(&self) -> &'static [Slot] {
-        SLOTS
-    }
-
-    fn try_attach(
-        &self,
-        shared: &SharedMaps,
-        config: &LoadConfig,
-        programs: &[&'static str],
-    ) -> Result<(), HookError> {
-        try_attach_skel(shared, config, programs)
-    }
+    crate::tuner_descriptors!("udp_buffer", &TUNABLES, &SCENARIOS, SLOTS);
 
     fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let (skel, links) = start_skel(&mut ctx, "udp_buffer")?;
