@@ -46,11 +46,29 @@ pub fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Held for the whole of a root test: this binary's lock and the host-wide one (root
+/// tests of other test binaries or other checkouts wait for it).
+pub struct TestGuard {
+    _host: Option<nix::fcntl::Flock<fs::File>>,
+    _local: MutexGuard<'static, ()>,
+}
+
 /// Common start of every root test: panics ("needs root: …") when not root; otherwise
-/// the global lock, after removing namespaces, devices and temp dirs left by killed runs.
-pub fn setup(test: &str) -> MutexGuard<'static, ()> {
+/// the locks, after removing namespaces, devices and temp dirs left by killed runs.
+pub fn setup(test: &str) -> TestGuard {
     bpftune_testbed::require_root(test);
-    let guard = lock();
+    let local = lock();
+    let host = match bpftune_testbed::host::host_test_lock() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("{test}: WARNING: no host-wide test lock ({e:#}); running anyway");
+            None
+        }
+    };
+    let guard = TestGuard {
+        _host: host,
+        _local: local,
+    };
     // Before any measurement or sysctl setup: another daemon would tune our namespaces.
     wait_for_exclusive_host();
     if let Ok(removed) = bpftune_testbed::cleanup_stale(PREFIX) {
