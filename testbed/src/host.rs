@@ -154,6 +154,23 @@ pub fn interference(log: &str, own: u32) -> Option<String> {
     ))
 }
 
+/// Path of the host-wide lock every root test holds while it runs.
+pub const HOST_TEST_LOCK: &str = "/run/bpftune-root-tests.lock";
+
+/// Takes the host-wide test lock (blocking): root tests of different test binaries and of
+/// different checkouts on one host touch global sysctls and watch every namespace, so
+/// they run one at a time. The lock is released when the returned file is dropped (or
+/// the process dies), so a killed test never leaves it held.
+pub fn host_test_lock() -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOST_TEST_LOCK)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("flock {HOST_TEST_LOCK}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,21 +205,4 @@ mod tests {
         assert!(!descends_from(1, me));
         assert!(monotonic_ns() > 0);
     }
-}
-
-/// Path of the host-wide lock every root test holds while it runs.
-pub const HOST_TEST_LOCK: &str = "/run/bpftune-root-tests.lock";
-
-/// Takes the host-wide test lock (blocking): root tests of different test binaries and of
-/// different checkouts on one host touch global sysctls and watch every namespace, so
-/// they run one at a time. The lock is released when the returned file is dropped (or
-/// the process dies), so a killed test never leaves it held.
-pub fn host_test_lock() -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(HOST_TEST_LOCK)?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("flock {HOST_TEST_LOCK}: {e}"))
 }
