@@ -116,6 +116,7 @@ pub struct Proposal {
 /// What became of a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Written; in observe mode: proposed, recorded and simulated (nothing written).
     Applied,
     /// Live value already equal: nothing written, nothing logged or counted.
     Unchanged,
@@ -146,7 +147,9 @@ pub struct MemoryFacts {
 pub trait TunerEnv {
     fn rate(&self) -> Rate;
     /// Live value of one of this tuner's tunables: in `ns` for namespaced tunables, in
-    /// the initial namespace otherwise.
+    /// the initial namespace otherwise. In observe mode (`--observe`) this is the value
+    /// the tuner proposed last (the simulated value) while the live value has not changed
+    /// since; events are rewritten to match (`Engine::simulated_event`).
     fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError>;
     fn apply(&mut self, proposal: Proposal) -> Outcome;
     /// Logs and counts a scenario without writing anything (C bpftune's
