@@ -151,6 +151,11 @@ pub trait TunerEnv {
     /// the tuner proposed last (the simulated value) while the live value has not changed
     /// since; events are rewritten to match (`Engine::simulated_event`).
     fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError>;
+    /// The value in the kernel, also in observe mode (where [`TunerEnv::read`] returns
+    /// the simulated value): what the BPF side compared with before posting an event.
+    fn read_live(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
+        self.read(tunable, ns)
+    }
     fn apply(&mut self, proposal: Proposal) -> Outcome;
     /// Logs and counts a scenario without writing anything (C bpftune's
     /// `bpftuner_tunable_update`: e.g. "can no longer update thresholds").

@@ -744,6 +744,18 @@ impl TunerEnv for EngineCtx<'_> {
         })
     }
 
+    fn read_live(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
+        let desc = self
+            .engine
+            .desc(self.tuner, tunable)
+            .ok_or_else(|| SysctlError::NotFound(format!("tunable #{tunable}")))?;
+        let (_, target) = self
+            .engine
+            .target_for(&desc, ns)
+            .ok_or(SysctlError::Netns(crate::core::netns::NetnsError::Gone))?;
+        self.engine.read_desc(&desc, &target)
+    }
+
     fn apply(&mut self, proposal: Proposal) -> Outcome {
         self.engine.apply(self.tuner, proposal)
     }
