@@ -87,6 +87,11 @@ pub struct Cli {
     /// Print version and exit
     #[arg(short = 'V', long = "version")]
     pub version: bool,
+
+    /// Observe only: log, count and record what would be changed ("would change ..."),
+    /// never write a sysctl; see the advice query
+    #[arg(long = "observe")]
+    pub observe: bool,
 }
 
 impl Cli {

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
         libdir: cli.libdir.clone(),
         run_dir: cli::run_dir(),
         state_dir: cli::state_dir(),
+        observe: cli.observe,
     };
     match daemon::run(opts) {
         Ok(code) => exit(code),

@@ -29,8 +29,11 @@ pub struct ChangeRecord {
     pub old: Option<SysctlValue>,
     pub new: Option<SysctlValue>,
     pub message: String,
-    /// False for informational records (nothing written).
+    /// False for informational records and proposals (nothing written).
     pub applied: bool,
+    /// Observe mode (`--observe`): the change bpftune would have made; nothing was
+    /// written. Always false when `applied` is true.
+    pub proposed: bool,
     /// CLOCK_MONOTONIC ns of the kernel event that triggered it (0 if none).
     pub event_ts_ns: u64,
     /// CLOCK_MONOTONIC ns when the write completed.
@@ -90,12 +93,43 @@ pub struct Ledger {
     spans: BTreeMap<Where, Span>,
     records: VecDeque<ChangeRecord>,
     extras: BTreeMap<usize, TunerSummary>,
+    /// Per sysctl and namespace: the value to make persistent (applied or proposed)
+    /// and why; feeds the `advice` query and the proposals in `summary`.
+    advice: BTreeMap<Where, Advice>,
+    /// Observe mode: records are proposals, nothing is written.
+    observe: bool,
+}
+
+/// Most distinct reasons kept per advice entry (the newest replace the oldest).
+const MAX_REASONS: usize = 4;
+
+#[derive(Debug, Clone)]
+struct Advice {
+    global: bool,
+    netns: Option<String>,
+    /// Value before the first change (or proposal) in this run.
+    original: SysctlValue,
+    latest: SysctlValue,
+    proposed: bool,
+    /// Distinct tuner messages, oldest first, at most [`MAX_REASONS`].
+    reasons: Vec<String>,
+    /// Changes (or proposals) that led here.
+    count: u64,
 }
 
 impl Ledger {
     pub fn add_tuner(&mut self, meta: TunerMeta) -> usize {
         self.tuners.push(meta);
         self.tuners.len() - 1
+    }
+
+    /// Marks the ledger as observe mode (`--observe`): records are proposals.
+    pub fn set_observe(&mut self, observe: bool) {
+        self.observe = observe;
+    }
+
+    pub fn observe(&self) -> bool {
+        self.observe
     }
 
     pub fn set_state(&mut self, tuner: usize, state: TunerState) {
@@ -137,6 +171,31 @@ impl Ledger {
                     latest: new,
                 });
         }
+        if let (true, Some(old), Some(new)) = (rec.applied || rec.proposed, &rec.old, &rec.new) {
+            let key = Where {
+                tuner,
+                tunable,
+                cookie: rec.netns_cookie,
+            };
+            let a = self.advice.entry(key).or_insert_with(|| Advice {
+                global: rec.global,
+                netns: rec.netns.clone(),
+                original: old.clone(),
+                latest: new.clone(),
+                proposed: rec.proposed,
+                reasons: Vec::new(),
+                count: 0,
+            });
+            a.latest = new.clone();
+            a.proposed = rec.proposed;
+            a.count += 1;
+            if !rec.message.is_empty() && !a.reasons.contains(&rec.message) {
+                if a.reasons.len() == MAX_REASONS {
+                    a.reasons.remove(0);
+                }
+                a.reasons.push(rec.message.clone());
+            }
+        }
         if self.records.len() == MAX_RECORDS {
             self.records.pop_front();
         }
@@ -165,6 +224,37 @@ impl Ledger {
     /// Number of applied changes so far.
     pub fn applied_count(&self) -> usize {
         self.records.iter().filter(|r| r.applied).count()
+    }
+
+    /// Number of proposals so far (observe mode).
+    pub fn proposed_count(&self) -> usize {
+        self.records.iter().filter(|r| r.proposed).count()
+    }
+
+    /// Drops the advice of a namespace that vanished (its values cannot be applied
+    /// anywhere any more).
+    pub fn forget_netns(&mut self, cookie: u64) {
+        self.advice.retain(|w, a| w.cookie != cookie || a.global);
+    }
+
+    /// Every sysctl whose value bpftune changed (or, in observe mode, would change)
+    /// away from where it started, in (tuner, tunable, namespace) order.
+    pub fn advice(&self) -> impl Iterator<Item = AdviceView<'_>> {
+        self.advice
+            .iter()
+            .filter(|(_, a)| a.original != a.latest)
+            .map(|(w, a)| AdviceView {
+                tuner: w.tuner,
+                tunable: w.tunable,
+                cookie: w.cookie,
+                global: a.global,
+                netns: a.netns.as_deref(),
+                original: &a.original,
+                latest: &a.latest,
+                proposed: a.proposed,
+                reasons: &a.reasons,
+                count: a.count,
+            })
     }
 
     /// How often `scenario` happened for `tunable` of `tuner` in the global (or in
@@ -203,6 +293,22 @@ pub struct SpanView<'a> {
     pub latest: &'a SysctlValue,
 }
 
+/// One sysctl value to make persistent (see [`Ledger::advice`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AdviceView<'a> {
+    pub tuner: usize,
+    pub tunable: usize,
+    pub cookie: u64,
+    pub global: bool,
+    pub netns: Option<&'a str>,
+    pub original: &'a SysctlValue,
+    pub latest: &'a SysctlValue,
+    /// True if only proposed (observe mode), false if bpftune wrote it.
+    pub proposed: bool,
+    pub reasons: &'a [String],
+    pub count: u64,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -226,6 +332,7 @@ pub(crate) mod tests {
             new: Some(SysctlValue::Ints(vec![4096, 131072, new])),
             message: String::new(),
             applied: true,
+            proposed: false,
             event_ts_ns: 0,
             write_ts_ns: 0,
         }

@@ -137,6 +137,7 @@ pub struct Proposal {
 /// What became of a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Written; in observe mode: proposed, recorded and simulated (nothing written).
     Applied,
     /// Live value already equal: nothing written, nothing logged or counted.
     Unchanged,
@@ -167,8 +168,15 @@ pub struct MemoryFacts {
 pub trait TunerEnv {
     fn rate(&self) -> Rate;
     /// Live value of one of this tuner's tunables: in `ns` for namespaced tunables, in
-    /// the initial namespace otherwise.
+    /// the initial namespace otherwise. In observe mode (`--observe`) this is the value
+    /// the tuner proposed last (the simulated value) while the live value has not changed
+    /// since; events are rewritten to match (`Engine::simulated_event`).
     fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError>;
+    /// The value in the kernel, also in observe mode (where [`TunerEnv::read`] returns
+    /// the simulated value): what the BPF side compared with before posting an event.
+    fn read_live(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
+        self.read(tunable, ns)
+    }
     fn apply(&mut self, proposal: Proposal) -> Outcome;
     /// Logs and counts a scenario without writing anything (C bpftune's
     /// `bpftuner_tunable_update`: e.g. "can no longer update thresholds").

@@ -78,4 +78,12 @@ impl QueryBackend for Backend {
     fn paths_json(&self) -> String {
         format::paths_json(&lock(&self.ledger))
     }
+
+    fn advice(&self) -> String {
+        format::advice(&lock(&self.ledger))
+    }
+
+    fn advice_json(&self) -> String {
+        format::advice_json(&lock(&self.ledger))
+    }
 }

@@ -90,6 +90,8 @@ pub(super) fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine
         }
     );
     if deliver {
-        tuner.handle(ev, &mut engine.ctx(id));
+        // Observe mode: the tuner judges the event against its simulated values.
+        let ev = engine.simulated_event(ev);
+        tuner.handle(&ev, &mut engine.ctx(id));
     }
 }

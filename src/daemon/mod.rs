@@ -53,6 +53,8 @@ pub struct Options {
     pub libdir: PathBuf,
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// `--observe`: propose, never write.
+    pub observe: bool,
 }
 
 /// What the event loop waits on.
@@ -141,6 +143,10 @@ impl Daemon {
             store,
             memory,
         );
+        if opts.observe {
+            engine.set_observe(true);
+            tracing::info!("observe mode: proposed changes are logged as 'would change', nothing is written; see 'bpftune -q advice'");
+        }
 
         load::scan_libdir(Path::new(crate::cli::SYSTEM_LIBDIR));
         load::scan_libdir(&opts.libdir);

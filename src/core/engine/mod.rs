@@ -3,11 +3,12 @@
 //! the administrator owns, persists the original, writes, and records one
 //! [`ChangeRecord`] that feeds the log, the queries and the exit summary.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::core::change::{ChangeRecord, Ledger, TunerMeta};
-use crate::core::events::monotonic_ns;
+use crate::core::events::{monotonic_ns, Event, MAX_VALUES};
 use crate::core::netns::{NetnsDiff, NetnsRegistry, Target};
 use crate::core::state::StateStore;
 use crate::core::sysctl::{SysctlError, SysctlStore};
@@ -60,6 +61,21 @@ pub struct Engine {
     memory: MemoryFacts,
     /// Persistence failures are reported once; tuning goes on.
     persist_warned: bool,
+    /// Observe mode (`--observe`): everything runs but the sysctl write.
+    observe: bool,
+    /// Observe mode: (netns cookie, sysctl name) -> the value we would have written, so
+    /// that tuners build on what they would have done instead of proposing the first
+    /// step again and again.
+    overlay: HashMap<(u64, String), Simulated>,
+}
+
+/// A proposed value standing in for the live one (observe mode).
+#[derive(Debug, Clone)]
+struct Simulated {
+    /// The live value it was proposed over: once the live value differs (someone else
+    /// wrote it) the simulation is void.
+    over: SysctlValue,
+    value: SysctlValue,
 }
 
 impl Engine {
@@ -83,6 +99,71 @@ impl Engine {
             said: HashSet::new(),
             memory,
             persist_warned: false,
+            observe: false,
+            overlay: HashMap::new(),
+        }
+    }
+
+    /// Observe mode: proposals are logged, counted and recorded, and the tuners see them
+    /// as simulated values, but nothing is written (or persisted for rollback).
+    pub fn set_observe(&mut self, observe: bool) {
+        self.observe = observe;
+        lock(&self.ledger).set_observe(observe);
+    }
+
+    pub fn observe(&self) -> bool {
+        self.observe
+    }
+
+    /// The value the tuners see for `name` in `cookie`: the simulated one while the live
+    /// value is still the one it was proposed over, else the live one (and a void
+    /// simulation is dropped).
+    fn effective(&mut self, cookie: u64, name: &str, live: SysctlValue) -> SysctlValue {
+        let key = (cookie, name.to_string());
+        match self.overlay.get(&key) {
+            Some(sim) if sim.over == live => sim.value.clone(),
+            Some(_) => {
+                tracing::debug!(
+                    "'{name}' in netns (cookie {cookie}) changed behind the simulation; observing the live value ({live}) again"
+                );
+                self.overlay.remove(&key);
+                live
+            }
+            None => live,
+        }
+    }
+
+    /// In observe mode, an event whose kernel-side value (`old`) is the live value a
+    /// simulation stands on is rewritten to carry the simulated value: the tuner then
+    /// judges the event (e.g. a socket buffer against the limit) as it would have in the
+    /// world where the proposal had been written. Other events pass unchanged.
+    pub fn simulated_event<'e>(&self, ev: &'e Event) -> Cow<'e, Event> {
+        if !self.observe || self.overlay.is_empty() {
+            return Cow::Borrowed(ev);
+        }
+        let Some(desc) = self.desc(ev.tuner_id as usize, ev.tunable_id as usize) else {
+            return Cow::Borrowed(ev);
+        };
+        let n = usize::from(desc.num_values);
+        if desc.string || desc.kind != TunableKind::Sysctl || n == 0 || n > MAX_VALUES {
+            return Cow::Borrowed(ev);
+        }
+        let cookie = match ev.ns {
+            Ns::Netns { cookie, .. } if desc.namespaced => cookie,
+            _ => self.ns.global_cookie(),
+        };
+        let Some(sim) = self.overlay.get(&(cookie, desc.name.to_string())) else {
+            return Cow::Borrowed(ev);
+        };
+        match (&sim.over, &sim.value) {
+            (SysctlValue::Ints(over), SysctlValue::Ints(value))
+                if over.as_slice() == &ev.old[..n] && value.len() == n =>
+            {
+                let mut ev = ev.clone();
+                ev.old[..n].copy_from_slice(value);
+                Cow::Owned(ev)
+            }
+            _ => Cow::Borrowed(ev),
         }
     }
 
@@ -139,6 +220,10 @@ impl Engine {
     pub fn forget_netns(&mut self, cookie: u64) {
         self.ns_state.retain(|(_, c), _| *c != cookie);
         self.admin_owned.retain(|(c, _)| *c != cookie);
+        self.overlay.retain(|(c, _), _| *c != cookie);
+        if !self.ns.is_global(cookie) {
+            lock(&self.ledger).forget_netns(cookie);
+        }
         let suffix = format!(":{cookie}");
         self.said.retain(|k| !k.ends_with(&suffix));
         if let Err(e) = self.store.forget_netns(cookie) {
@@ -252,6 +337,12 @@ impl Engine {
             }
             Err(e) => return self.failed(tuner, cookie, &target, &desc, e.to_string()),
         };
+        let real = live.clone();
+        let live = if self.observe {
+            self.effective(cookie, desc.name, live)
+        } else {
+            live
+        };
         if p.expect.as_ref().is_some_and(|e| *e != live) {
             tracing::debug!(
                 "dropping stale proposal for '{}': live ({live}) != premise ({})",
@@ -262,6 +353,9 @@ impl Engine {
         }
         if live == p.value {
             return Outcome::Unchanged;
+        }
+        if self.observe {
+            return self.propose(tuner, cookie, &target, &desc, p, real, live);
         }
         let global = matches!(target, Target::Global);
         let ino = match &target {
@@ -317,10 +411,89 @@ impl Engine {
             new: Some(p.value),
             message: p.message.trim_end().to_string(),
             applied: true,
+            proposed: false,
             event_ts_ns: p.event_ts_ns,
             write_ts_ns: write_ts,
         };
         lock(&self.ledger).record(tuner, p.tunable, p.scenario, original, rec);
+        Outcome::Applied
+    }
+
+    /// Observe mode: everything [`Engine::apply`] does except the write and the
+    /// persisted original. `real` is the live value, `current` what the tuner saw (the
+    /// simulated value if there is one). Returns [`Outcome::Applied`]: for the tuner the
+    /// simulation is the world, and its follow-ups (e.g. enabling tcp_moderate_rcvbuf
+    /// after raising tcp_rmem) are proposed too.
+    #[allow(clippy::too_many_arguments)]
+    fn propose(
+        &mut self,
+        tuner: usize,
+        cookie: u64,
+        target: &Target,
+        desc: &TunableDesc,
+        p: Proposal,
+        real: SysctlValue,
+        current: SysctlValue,
+    ) -> Outcome {
+        let meta = &self.metas[tuner];
+        let tname = meta.name;
+        let sc = meta.scenarios.get(p.scenario).copied();
+        let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
+        let global = matches!(target, Target::Global);
+        let netns = match target {
+            Target::Global => None,
+            Target::Netns(info) => info.name.clone(),
+        };
+        let place = match &netns {
+            _ if global => "global ns".to_string(),
+            Some(name) => format!("netns {name}"),
+            None => format!("netns (cookie {cookie})"),
+        };
+        let message = p.message.trim_end().to_string();
+        // Once per (tuner, tunable, namespace, value); the key ends in the cookie so that
+        // forget_netns drops it with the namespace.
+        let key = format!("would:{tuner}:{}:{}:{cookie}", desc.name, p.value);
+        if self.said.insert(key) {
+            tracing::info!(
+                "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
+                desc.name,
+                if global { "" } else { "non-" }
+            );
+            tracing::info!(
+                "would change {} in {place} from ({current}) to ({}): {message}",
+                desc.name,
+                p.value
+            );
+        }
+        if p.value == real {
+            // Back to the live value (e.g. leaving low memory): nothing to simulate.
+            self.overlay.remove(&(cookie, desc.name.to_string()));
+        } else {
+            self.overlay.insert(
+                (cookie, desc.name.to_string()),
+                Simulated {
+                    over: real,
+                    value: p.value.clone(),
+                },
+            );
+        }
+        let rec = ChangeRecord {
+            time: ChangeRecord::now(),
+            tuner: tname.to_string(),
+            tunable: desc.name.to_string(),
+            scenario: sc_name.to_string(),
+            netns_cookie: cookie,
+            global,
+            netns,
+            old: Some(current),
+            new: Some(p.value),
+            message,
+            applied: false,
+            proposed: true,
+            event_ts_ns: p.event_ts_ns,
+            write_ts_ns: 0,
+        };
+        lock(&self.ledger).record(tuner, p.tunable, p.scenario, None, rec);
         Outcome::Applied
     }
 
@@ -382,6 +555,7 @@ impl Engine {
             new: None,
             message: message.trim_end().to_string(),
             applied: false,
+            proposed: false,
             event_ts_ns: 0,
             write_ts_ns: 0,
         };
@@ -420,6 +594,7 @@ impl Engine {
             }
         }
         if any {
+            self.overlay.remove(&(cookie, name.clone()));
             self.admin_owned.insert((cookie, name));
         }
     }
@@ -428,6 +603,17 @@ impl Engine {
     /// originals, earlier runs of this boot) unless someone else changed it since.
     pub fn rollback(&mut self) {
         let entries = self.store.entries().to_vec();
+        if self.observe {
+            // Observe mode writes nothing, not even a rollback: values an earlier,
+            // enforcing run left stay recorded for a later -R run without --observe.
+            if !entries.is_empty() {
+                tracing::info!(
+                    "observe mode: not rolling back {} sysctl value(s) saved by an earlier bpftune; run with -R and without --observe to restore them",
+                    entries.len()
+                );
+            }
+            return;
+        }
         for e in entries {
             let target = if e.global || self.ns.is_global(e.netns_cookie) {
                 Some(Target::Global)
@@ -542,6 +728,23 @@ impl TunerEnv for EngineCtx<'_> {
     }
 
     fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
+        let desc = self
+            .engine
+            .desc(self.tuner, tunable)
+            .ok_or_else(|| SysctlError::NotFound(format!("tunable #{tunable}")))?;
+        let (cookie, target) = self
+            .engine
+            .target_for(&desc, ns)
+            .ok_or(SysctlError::Netns(crate::core::netns::NetnsError::Gone))?;
+        let live = self.engine.read_desc(&desc, &target)?;
+        Ok(if self.engine.observe {
+            self.engine.effective(cookie, desc.name, live)
+        } else {
+            live
+        })
+    }
+
+    fn read_live(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
         let desc = self
             .engine
             .desc(self.tuner, tunable)

@@ -79,6 +79,8 @@ pub const QUERIES: &[(&str, &str)] = &[
     ("rollback", "show changes needed to roll back"),
     ("jchanges", "show recent change records(json)"),
     ("jpaths", "show per-path learning state(json)"),
+    ("advice", "show sysctl.d fragment of changes"),
+    ("jadvice", "show sysctl.d advice(json)"),
 ];
 
 /// One line of the `tuners` query.
@@ -126,6 +128,11 @@ pub trait QueryBackend: Send + Sync {
     fn paths_json(&self) -> String {
         "{}".to_string()
     }
+    /// `advice`: a sysctl.d fragment per namespace with the values bpftune set (or, in
+    /// observe mode, would set) and why.
+    fn advice(&self) -> String;
+    /// `jadvice`: the same as JSON.
+    fn advice_json(&self) -> String;
 }
 
 /// `<run_dir>/query.sock`

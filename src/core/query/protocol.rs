@@ -61,6 +61,8 @@ pub fn handle_request(raw: &[u8], backend: &dyn QueryBackend) -> String {
             "rollback" => backend.rollback(),
             "jchanges" => backend.changes_json(),
             "jpaths" => backend.paths_json(),
+            "advice" => backend.advice(),
+            "jadvice" => backend.advice_json(),
             _ => ERR_INTERNAL.to_string(),
         },
     }

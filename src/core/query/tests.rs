@@ -77,6 +77,12 @@ impl QueryBackend for Fake {
     fn rollback(&self) -> String {
         "# Summary of rollback operations needed to restore original state for all tuners:\n".into()
     }
+    fn advice(&self) -> String {
+        "# ADVICE\n".into()
+    }
+    fn advice_json(&self) -> String {
+        "{\"observe\": false, \"namespaces\": []}".into()
+    }
 }
 
 fn q(req: &str) -> String {
@@ -415,4 +421,41 @@ fn ephemeral_port_and_drop_cleans_up() {
 fn client_rejects_nul() {
     let err = client(Path::new("/nonexistent"), None, "tu\0ners").expect_err("nul");
     assert!(err.to_string().contains("NUL"));
+}
+
+/// Issue 11 item 6: the C project's PCP agent (`pmdabpftune.python`) reads `jtunables`
+/// and `jstatus` (reference §1.3): tuner objects keyed by tuner name, tunables keyed by
+/// their sysctl name; a tunable is exactly `{"type", "num_values"}`; a status value is
+/// an array (several values), a number (one) or a string. Pinned here so that they stay
+/// readable unchanged.
+#[test]
+fn jtunables_and_jstatus_keep_the_pcp_field_names() {
+    let t: serde_json::Value = serde_json::from_str(&q("jtunables")).expect("valid JSON");
+    let tuners = t.as_object().expect("object of tuners");
+    assert_eq!(
+        tuners.keys().collect::<Vec<_>>(),
+        ["tcp_buffer_tuner", "tcp_conn_tuner"]
+    );
+    for (tuner, tunables) in tuners {
+        for (name, desc) in tunables.as_object().expect("object of tunables") {
+            let keys: Vec<&String> = desc.as_object().expect("tunable object").keys().collect();
+            assert_eq!(keys, ["num_values", "type"], "{tuner}/{name}");
+            assert!(matches!(desc["type"].as_str(), Some("integer" | "string")));
+            assert!(desc["num_values"].is_u64());
+        }
+    }
+    let s: serde_json::Value = serde_json::from_str(&q("jstatus")).expect("valid JSON");
+    let buf = s["tcp_buffer_tuner"].as_object().expect("object of sysctls");
+    assert_eq!(
+        buf.keys().collect::<Vec<_>>(),
+        [
+            "net.ipv4.tcp_no_metrics_save",
+            "net.ipv4.tcp_rmem",
+            "net.ipv6.conf.all.x"
+        ]
+    );
+    assert!(buf["net.ipv4.tcp_rmem"].is_array());
+    assert!(buf["net.ipv4.tcp_no_metrics_save"].is_i64());
+    assert!(buf["net.ipv6.conf.all.x"].is_null());
+    assert!(s["tcp_conn_tuner"]["net.ipv4.tcp_congestion_control"].is_string());
 }

@@ -256,7 +256,14 @@ impl TcpBuffer {
         }
         let corr = self.corr.entry((idx, ns)).or_default();
         corr.update(live[2] as f64, ev.aux[0] as f64);
-        let sockbuf = ev.aux[1] as i64;
+        // Observe mode: the kernel found the socket at the *live* max, the policy judges
+        // it against the simulated one (see policy::simulated_sockbuf).
+        let kernel_max = env
+            .read_live(idx, ns)
+            .ok()
+            .and_then(|v| Self::ints3(&v))
+            .map_or(live[2], |k| k[2]);
+        let sockbuf = policy::simulated_sockbuf(ev.aux[1] as i64, kernel_max, live[2]);
         let cap = Self::buffer_cap(env);
         let Some(action) = policy::buffer_decision(env.rate(), live, sockbuf, corr, ev.flags != 0, cap)
         else {

@@ -69,6 +69,22 @@ pub fn buffer_decision(
     (new_max > live[2]).then_some(BufferAction::Increase([live[0], live[1], new_max]))
 }
 
+/// Observe mode: the socket buffer the policy judges when the simulated max (`sim_max`,
+/// what bpftune would have set) is above the kernel's live max (`kernel_max`). The BPF
+/// side only reports a socket that is near the live max, i.e. one the live max holds
+/// back; with the simulated max in place it would have grown with it (the kernel's
+/// receive/send auto-tuning grows a buffer by up to twice the data moved per RTT), so
+/// it is scaled by `sim_max / kernel_max`. Enforcing runs confirm the model: on the
+/// 40 ms delay line sockets kept reaching each raised max up to the cap
+/// (tests/observe.rs compares the two). Otherwise the buffer is taken as it is.
+pub fn simulated_sockbuf(sockbuf: i64, kernel_max: i64, sim_max: i64) -> i64 {
+    if kernel_max <= 0 || sim_max <= kernel_max {
+        return sockbuf;
+    }
+    let scaled = i128::from(sockbuf) * i128::from(sim_max) / i128::from(kernel_max);
+    i64::try_from(scaled).unwrap_or(i64::MAX)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemAction {
     Pressure([i64; 3]),
@@ -235,6 +251,47 @@ mod tests {
             buffer_decision(R, live, 1000000, &Corr::default(), false, BUFFER_CAP),
             Some(BufferAction::Increase([4096, 131072, 1638400]))
         );
+    }
+
+    #[test]
+    fn observe_mode_judges_the_socket_against_the_simulated_max() {
+        // Not observing (or no simulation): the buffer as the kernel reported it.
+        assert_eq!(simulated_sockbuf(1_000_000, 1_310_720, 1_310_720), 1_000_000);
+        // Simulated max below the live one (a proposed decrease): as reported.
+        assert_eq!(simulated_sockbuf(1_000_000, 1_310_720, 1_000_000), 1_000_000);
+        // A socket held back by the live max would have grown with the simulated one.
+        let s = simulated_sockbuf(1_300_000, 1_310_720, 2_048_000);
+        assert_eq!(s, 1_300_000 * 2_048_000 / 1_310_720);
+        assert!(R.nearly_full(s, 2_048_000));
+        assert_eq!(
+            buffer_decision(
+                R,
+                [4096, 131072, 2_048_000],
+                s,
+                &Corr::default(),
+                false,
+                BUFFER_CAP
+            ),
+            Some(BufferAction::Increase([4096, 131072, 2_560_000]))
+        );
+        // ... up to the cap, where the proposals stop.
+        let cap = buffer_cap(575_796, 4096);
+        let mut max = 1_310_720;
+        let mut steps = 0;
+        while let Some(BufferAction::Increase(n)) = buffer_decision(
+            R,
+            [4096, 131072, max],
+            simulated_sockbuf(1_300_000, 1_310_720, max),
+            &Corr::default(),
+            false,
+            cap,
+        ) {
+            max = n[2];
+            steps += 1;
+            assert!(steps < 100, "no convergence");
+        }
+        assert_eq!(max, cap);
+        assert_eq!(simulated_sockbuf(i64::MAX, 1, i64::MAX), i64::MAX);
     }
 
     #[test]
