@@ -98,6 +98,8 @@ fn main() -> ExitCode {
         libdir: cli.libdir.clone(),
         run_dir: cli::run_dir(),
         state_dir: cli::state_dir(),
+        metrics_listen: cli.metrics_listen,
+        metrics_textfile: cli.metrics_textfile.clone(),
     };
     match daemon::run(opts) {
         Ok(code) => exit(code),

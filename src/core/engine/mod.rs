@@ -10,6 +10,7 @@ use crate::core::change::{ChangeRecord, Ledger, TunerMeta};
 use crate::core::events::monotonic_ns;
 use crate::core::netns::{NetnsDiff, NetnsRegistry, Target};
 use crate::core::state::StateStore;
+use crate::core::stats::{NsLabel, Stats};
 use crate::core::sysctl::{SysctlError, SysctlStore};
 use crate::core::tunable::{sysctl_name, Rate, SysctlValue, TunableDesc, TunableKind};
 use crate::core::tuner::{MemoryFacts, Ns, NsState, Outcome, Proposal, TunerEnv, TunerState};
@@ -26,6 +27,10 @@ pub trait Namespaces {
     fn refresh(&mut self) -> NetnsDiff {
         NetnsDiff::default()
     }
+    /// Known non-global namespaces (for the metrics' `netns` labels).
+    fn list(&self) -> Vec<crate::core::netns::NetnsInfo> {
+        Vec::new()
+    }
 }
 
 impl Namespaces for NetnsRegistry {
@@ -37,6 +42,9 @@ impl Namespaces for NetnsRegistry {
     }
     fn refresh(&mut self) -> NetnsDiff {
         NetnsRegistry::refresh(self)
+    }
+    fn list(&self) -> Vec<crate::core::netns::NetnsInfo> {
+        NetnsRegistry::list(self)
     }
 }
 
@@ -60,6 +68,8 @@ pub struct Engine {
     memory: MemoryFacts,
     /// Persistence failures are reported once; tuning goes on.
     persist_warned: bool,
+    /// Counters for the metrics exporter.
+    stats: Arc<Stats>,
 }
 
 impl Engine {
@@ -83,6 +93,7 @@ impl Engine {
             said: HashSet::new(),
             memory,
             persist_warned: false,
+            stats: Arc::default(),
         }
     }
 
@@ -138,6 +149,7 @@ impl Engine {
     /// Drops bookkeeping for namespaces that are gone (keeps maps bounded under churn).
     pub fn forget_netns(&mut self, cookie: u64) {
         self.ns_state.retain(|(_, c), _| *c != cookie);
+        self.stats.forget_netns(cookie);
         self.admin_owned.retain(|(c, _)| *c != cookie);
         let suffix = format!(":{cookie}");
         self.said.retain(|k| !k.ends_with(&suffix));
@@ -154,6 +166,19 @@ impl Engine {
         for info in &diff.vanished {
             self.forget_netns(info.cookie);
         }
+        self.stats.set_namespaces(
+            self.ns
+                .list()
+                .into_iter()
+                .map(|i| {
+                    let label = NsLabel {
+                        name: i.name,
+                        ino: i.ino,
+                    };
+                    (i.cookie, label)
+                })
+                .collect(),
+        );
         diff
     }
 
@@ -258,6 +283,7 @@ impl Engine {
                 desc.name,
                 p.expect.as_ref().map(ToString::to_string).unwrap_or_default()
             );
+            self.stats.event_stale(tuner);
             return Outcome::Stale;
         }
         if live == p.value {
@@ -335,6 +361,7 @@ impl Engine {
         if matches!(target, Target::Netns(_)) {
             // C bpftune #103: stop retrying a namespace we cannot write.
             self.ns_state.insert((tuner, cookie), NsState::Gone);
+            self.stats.set_ns_state(tuner, cookie, NsState::Gone);
             tracing::info!(
                 "could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more",
                 desc.name
@@ -414,6 +441,7 @@ impl Engine {
             let tname = meta.name;
             tracing::info!("pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{tname}' uses; disabling '{tname}' for namespace cookie {cookie}");
             self.ns_state.insert((t, cookie), NsState::Manual);
+            self.stats.set_ns_state(t, cookie, NsState::Manual);
             tracing::debug!("setting state of netns (cookie {cookie}) to manual for '{tname}'");
             if ns.is_global() {
                 self.set_tuner_state(t, TunerState::Manual);
@@ -476,6 +504,7 @@ impl Engine {
             );
             match self.sysctl.write(&target, &e.sysctl, &e.original) {
                 Ok(()) => {
+                    self.stats.rollback_restored();
                     let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 }
                 Err(err) => tracing::error!("rollback of '{}' failed: {err}", e.sysctl),
@@ -489,6 +518,11 @@ impl Engine {
 
     pub fn ledger(&self) -> &Arc<Mutex<Ledger>> {
         &self.ledger
+    }
+
+    /// Counters shared with the metrics exporter.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 }
 
