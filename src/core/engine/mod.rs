@@ -600,6 +600,10 @@ impl TunerEnv for EngineCtx<'_> {
         lock(&self.engine.ledger).add_count(self.tuner, tunable, scenario, global, n);
     }
 
+    fn stale(&mut self) {
+        self.engine.stats.event_stale(self.tuner);
+    }
+
     fn note(&mut self, tunable: usize, scenario: usize, ns: Ns, message: &str) {
         self.engine.note(self.tuner, tunable, scenario, ns, message)
     }
