@@ -41,6 +41,30 @@ fn main() {
     for h in ["bpf/common.bpf.h", "bpf/bpftune.h", "bpf/vmlinux.h"] {
         println!("cargo:rerun-if-changed={h}");
     }
+    git_label();
+}
+
+/// `bpftune_build_info{git=…}`: $BPFTUNE_GIT if set (packaging), else the commit this
+/// build script last ran at (`git describe`; every clean build, and every build that
+/// recompiles BPF). Not re-run on every commit: that would rebuild every BPF object.
+fn git_label() {
+    println!("cargo:rerun-if-env-changed=BPFTUNE_GIT");
+    let git = env::var("BPFTUNE_GIT")
+        .ok()
+        .filter(|g| !g.is_empty())
+        .or_else(|| {
+            std::process::Command::new("git")
+                .args(["describe", "--always", "--dirty", "--abbrev=12"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+        });
+    if let Some(g) = git {
+        println!("cargo:rustc-env=BPFTUNE_GIT={g}");
+    }
 }
 
 /// `enum name { A, B = 5, C, };` → `pub mod name { pub const A: usize = 0; … pub const COUNT:

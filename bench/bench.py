@@ -5,6 +5,7 @@ Benchmarks (see BENCHMARKS.md for what each figure means and the targets):
 
   startup   process spawn -> "bpftune started: tuners ... attached" on stderr
   idle      daemon CPU and wake-ups per second with no traffic
+  metrics   the idle figures without and with --metrics-listen (scraped every 15 s), as ratios
   overhead  loopback iperf3 throughput with the daemon running / without (alternating
             pairs, fresh namespace per run), daemon CPU per second of traffic, RSS
   reaction  kernel limiting event -> sysctl write, from the daemon's change records,
@@ -754,6 +755,85 @@ def bench_idle(ctx):
             note=f"{threads} threads, RSS {rss / 1024:.1f} MiB")
 
 
+def _idle_windows(d, secs, windows, scrape_port=None):
+    """Samples daemon CPU / wake-ups over `windows` windows of secs/windows s each; with
+    scrape_port, GETs /metrics at the start of every window (as Prometheus would every
+    scrape_interval). Returns (window samples, scrape durations in ms, body bytes)."""
+    import urllib.request
+    samples, scrape_ms, size = [], [], 0
+    prev = ProcSample(d.pid)
+    for _ in range(windows):
+        t_end = time.monotonic() + secs / windows
+        if scrape_port is not None:
+            t0 = now_ns()
+            with urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=10) as r:
+                body = r.read()
+            scrape_ms.append((now_ns() - t0) / 1e6)
+            size = len(body)
+            if not body.rstrip().endswith(b"# EOF"):
+                raise BenchError(f"truncated /metrics reply ({size} bytes)")
+        time.sleep(max(0.0, t_end - time.monotonic()))
+        cur = ProcSample(d.pid)
+        samples.append(prev.until(cur))
+        prev = cur
+    return samples, scrape_ms, size
+
+
+def bench_metrics(ctx):
+    """Idle cost of --metrics-listen: the same idle measurement without and with the
+    exporter (scraped every 15 s), in one run, as ratios."""
+    import socket
+    secs = 6 if ctx.smoke else 60
+    windows = 2 if ctx.smoke else 4  # one scrape per window: every 15 s in a full run
+    log(f"== metrics: idle daemon without / with --metrics-listen (scraped every "
+        f"{secs / windows:.0f} s), {secs} s each")
+    res = {}
+    for label in ("without", "with"):
+        port = None
+        extra = ()
+        if label == "with":
+            with socket.socket() as sk:
+                sk.bind(("127.0.0.1", 0))
+                port = sk.getsockname()[1]
+            extra = ("--metrics-listen", f"127.0.0.1:{port}")
+        d = Daemon(f"metrics-{label}", extra_args=extra)
+        try:
+            d.wait_ready()
+            time.sleep(1.0)
+            samples, scrape_ms, size = _idle_windows(d, secs, windows, port)
+            threads = len(proc_threads(d.pid))
+        finally:
+            d.stop()
+        total = sum(x["secs"] for x in samples)
+        r = {
+            "cpu_pct_sched": sum(x["cpu_pct_sched"] * x["secs"] for x in samples) / total,
+            "wakeups_per_s": sum(x["wakeups_per_s"] * x["secs"] for x in samples) / total,
+            "voluntary_per_s": sum(x["voluntary_per_s"] * x["secs"] for x in samples) / total,
+            "cpu_pct_ticks": 100.0 * sum(x["ticks"] for x in samples) / CLK_TCK / total,
+            "threads": threads, "secs": total, "scrape_ms": scrape_ms, "body_bytes": size,
+        }
+        res[label] = r
+        log(f"  {label} --metrics-listen: CPU {r['cpu_pct_sched']:.4f} % (schedstat; ticks "
+            f"{r['cpu_pct_ticks']:.3f} %), wake-ups {r['wakeups_per_s']:.2f}/s (voluntary "
+            f"{r['voluntary_per_s']:.2f}/s), {threads} threads"
+            + (f"; scrapes {', '.join(f'{m:.1f}' for m in scrape_ms)} ms, {size} bytes" if scrape_ms else ""))
+    w, wo = res["with"], res["without"]
+    ratio = lambda a, b: a / b if b > 0 else float("inf")
+    res["cpu_ratio"] = ratio(w["cpu_pct_sched"], wo["cpu_pct_sched"])
+    res["wakeup_ratio"] = ratio(w["wakeups_per_s"], wo["wakeups_per_s"])
+    ctx.results["metrics"] = res
+    one = lambda v: stats([v])
+    ctx.row("metrics: idle CPU without --metrics-listen", one(wo["cpu_pct_sched"]), " %", fmt="{:.4f}")
+    ctx.row(f"metrics: idle CPU with (scraped every {secs / windows:.0f} s)", one(w["cpu_pct_sched"]), " %",
+            fmt="{:.4f}",
+            note=f"scrape {statistics.median(w['scrape_ms']):.1f} ms median, {w['body_bytes']} bytes")
+    ctx.row("metrics: idle CPU with/without", one(res["cpu_ratio"]), "x", fmt="{:.2f}")
+    ctx.row("metrics: idle wake-ups without", one(wo["wakeups_per_s"]), "/s", fmt="{:.2f}")
+    ctx.row("metrics: idle wake-ups with", one(w["wakeups_per_s"]), "/s", fmt="{:.2f}",
+            note=f"{w['threads']} threads vs {wo['threads']}")
+    ctx.row("metrics: idle wake-ups with/without", one(res["wakeup_ratio"]), "x", fmt="{:.2f}")
+
+
 def bpf_enable_stats():
     """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run_time_ns/run_cnt are counted while the
     returned fd is open (the kernel undoes it when the fd closes, even if we crash; no
@@ -1230,6 +1310,7 @@ def _stats_missing(trials, key):
 BENCHES = {
     "startup": bench_startup,
     "idle": bench_idle,
+    "metrics": bench_metrics,
     "overhead": bench_overhead,
     "reaction": bench_reaction,
     "outcome": bench_outcome,

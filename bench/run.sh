@@ -1,6 +1,6 @@
 #!/bin/sh
 # bpftune benchmark suite: ./bench/run.sh [--smoke] [--only NAME]... [--pairs N] [--json FILE]
-# NAME: overhead | idle | reaction | outcome | congestion | startup. Needs root and the release build
+# NAME: overhead | idle | metrics | reaction | outcome | congestion | startup. Needs root and the release build
 # (cargo build --release --workspace; `make bench` / `make bench-smoke` do both).
 # See BENCHMARKS.md for what each figure means. Exit status is non-zero only when a
 # benchmark could not run; a missed target is reported as MISS, never as a failure.

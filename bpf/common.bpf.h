@@ -32,6 +32,25 @@ struct {
 	__type(value, __u64);
 } last_event_map SEC(".maps");
 
+/* Events lost because the ring buffer was full (reserve failed), one counter per CPU
+ * (no shared cache line on the failure path); shared by every object like the ring
+ * buffer, summed by user space at scrape time (bpftune_events_lost_total). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_events_map SEC(".maps");
+
+static __always_inline void count_lost_event(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost_events_map, &zero);
+
+	if (n)
+		*n += 1;
+}
+
 /* Force BTF for the event type so libbpf-cargo emits a Rust mirror we can check against. */
 struct bpftune_event _bpftune_event_btf = {};
 
@@ -149,8 +168,10 @@ static __always_inline int send_sysctl_event_str(struct net *net, __u32 scenario
 	bpf_map_update_elem(&last_event_map, &key, &now, BPF_ANY);
 
 	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
-	if (!ev)
+	if (!ev) {
+		count_lost_event();
 		return -12;
+	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->tuner_id = tuner_id;
 	ev->scenario_id = scenario;

@@ -92,6 +92,13 @@ pub struct Cli {
     /// never write a sysctl; see the advice query
     #[arg(long = "observe")]
     pub observe: bool,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (`:PORT` or `PORT`: 127.0.0.1)
+    #[arg(long = "metrics-listen", value_name = "ADDR:PORT", value_parser = crate::metrics::parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Write Prometheus metrics to FILE (atomically, every 15 s and at exit) for node_exporter's textfile collector
+    #[arg(long = "metrics-textfile", value_name = "FILE")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 impl Cli {

@@ -99,6 +99,8 @@ fn main() -> ExitCode {
         run_dir: cli::run_dir(),
         state_dir: cli::state_dir(),
         observe: cli.observe,
+        metrics_listen: cli.metrics_listen,
+        metrics_textfile: cli.metrics_textfile.clone(),
     };
     match daemon::run(opts) {
         Ok(code) => exit(code),

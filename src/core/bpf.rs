@@ -129,10 +129,13 @@ pub const TRIAL_TUNER_ID: u32 = u32::MAX;
 pub struct SharedMaps {
     ring_buffer: Option<MapHandle>,
     last_event: Option<MapHandle>,
+    lost_events: Option<MapHandle>,
 }
 
 pub const RING_BUFFER_MAP: &str = "ring_buffer_map";
 pub const LAST_EVENT_MAP: &str = "last_event_map";
+/// Per-CPU count of events the BPF side could not post (ring buffer full).
+pub const LOST_EVENTS_MAP: &str = "lost_events_map";
 
 impl SharedMaps {
     /// Enables exactly `progs` and points the shared maps at existing instances.
@@ -146,6 +149,7 @@ impl SharedMaps {
             let shared = match name.as_str() {
                 RING_BUFFER_MAP => self.ring_buffer.as_ref(),
                 LAST_EVENT_MAP => self.last_event.as_ref(),
+                LOST_EVENTS_MAP => self.lost_events.as_ref(),
                 _ => None,
             };
             if let Some(h) = shared {
@@ -166,6 +170,9 @@ impl SharedMaps {
                 LAST_EVENT_MAP if self.last_event.is_none() => {
                     self.last_event = Some(MapHandle::try_from(&m)?);
                 }
+                LOST_EVENTS_MAP if self.lost_events.is_none() => {
+                    self.lost_events = Some(MapHandle::try_from(&m)?);
+                }
                 _ => {}
             }
         }
@@ -174,6 +181,11 @@ impl SharedMaps {
 
     pub fn ring_buffer(&self) -> Option<&MapHandle> {
         self.ring_buffer.as_ref()
+    }
+
+    /// The shared lost-event counter map (see `count_lost_event` in common.bpf.h).
+    pub fn lost_events(&self) -> Option<&MapHandle> {
+        self.lost_events.as_ref()
     }
 }
 

@@ -98,6 +98,11 @@ pub struct Ledger {
     advice: BTreeMap<Where, Advice>,
     /// Observe mode: records are proposals, nothing is written.
     observe: bool,
+    /// Sysctl writes made, by (tuner, tunable, scenario, global): `stats` also counts
+    /// informational records, the metrics' change counter only real writes.
+    writes: BTreeMap<(usize, usize, usize, bool), u64>,
+    /// Changes proposed but not made (observe mode), same key.
+    proposals: BTreeMap<(usize, usize, usize, bool), u64>,
 }
 
 /// Most distinct reasons kept per advice entry (the newest replace the oldest).
@@ -152,6 +157,15 @@ impl Ledger {
             .stats
             .entry((tuner, tunable, scenario, rec.global))
             .or_insert(0) += 1;
+        if rec.applied {
+            *self
+                .writes
+                .entry((tuner, tunable, scenario, rec.global))
+                .or_insert(0) += 1;
+        }
+        if rec.proposed {
+            self.count_proposal(tuner, tunable, scenario, rec.global);
+        }
         if let (true, Some(new)) = (rec.applied, rec.new.clone()) {
             let key = Where {
                 tuner,
@@ -205,6 +219,24 @@ impl Ledger {
     /// Counts `n` occurrences of a scenario that have no change record of their own.
     pub fn add_count(&mut self, tuner: usize, tunable: usize, scenario: usize, global: bool, n: u64) {
         *self.stats.entry((tuner, tunable, scenario, global)).or_insert(0) += n;
+    }
+
+    /// Counts a change that was proposed but not made (observe mode).
+    pub fn count_proposal(&mut self, tuner: usize, tunable: usize, scenario: usize, global: bool) {
+        *self
+            .proposals
+            .entry((tuner, tunable, scenario, global))
+            .or_insert(0) += 1;
+    }
+
+    /// Sysctl writes made, as ((tuner, tunable, scenario, global), count).
+    pub fn writes(&self) -> impl Iterator<Item = ((usize, usize, usize, bool), u64)> + '_ {
+        self.writes.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Proposed changes (observe mode), as ((tuner, tunable, scenario, global), count).
+    pub fn proposals(&self) -> impl Iterator<Item = ((usize, usize, usize, bool), u64)> + '_ {
+        self.proposals.iter().map(|(k, v)| (*k, *v))
     }
 
     /// Replaces a tuner's own summary section.

@@ -16,6 +16,7 @@ pub mod probe;
 pub mod procfs;
 pub mod query;
 pub mod state;
+pub mod stats;
 pub mod sysctl;
 pub mod tunable;
 pub mod tuner;

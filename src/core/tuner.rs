@@ -204,6 +204,9 @@ pub trait TunerEnv {
     /// changes too frequent to log one by one (per-socket choices); the tuner logs a
     /// representative one with [`TunerEnv::note`].
     fn count(&mut self, _tunable: usize, _scenario: usize, _ns: Ns, _n: u64) {}
+    /// The tuner dropped an event because the live value no longer matches what the
+    /// kernel saw (counted in `bpftune_events_stale_total`, like the engine's own check).
+    fn stale(&mut self) {}
 }
 
 /// A tuner: descriptors, BPF hooks and event handling.

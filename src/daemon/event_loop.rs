@@ -74,6 +74,7 @@ pub(super) fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine
         tracing::debug!("no tuner for id {id}");
         return;
     };
+    engine.stats().event_received(id);
     let deliver = engine.deliverable(id, ev.ns);
     let (cookie, kind) = match ev.ns {
         Ns::Global => (engine.global_cookie(), "global netns"),

@@ -55,6 +55,10 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// `--observe`: propose, never write.
     pub observe: bool,
+    /// `--metrics-listen`: serve Prometheus metrics there.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--metrics-textfile`: rewrite this file with the metrics periodically.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// What the event loop waits on.
@@ -70,6 +74,8 @@ struct Events {
 
 /// A started daemon. Fields are dropped in declaration order: see the module docs.
 pub struct Daemon {
+    /// Dropped first: stops the exporter threads before what they read is released.
+    metrics: Option<crate::metrics::Exporter>,
     events: Events,
     tuners: Vec<Option<Box<dyn Tuner>>>,
     /// Held for its `Drop`: the maps every tuner's object shares.
@@ -197,6 +203,7 @@ impl Daemon {
             waiter.add(&w.fd(), WAKE_NETNS)?;
         }
         let known = engine.refresh_netns().created.len();
+        let metrics = start_metrics(opts, &ledger, &engine, &shared, &tuners)?;
         tracing::info!(
             "bpftune started: tuners {} attached in {} ms; watching {} network namespace(s) besides the initial one (cookie {global_cookie})",
             active.join(", "),
@@ -204,6 +211,7 @@ impl Daemon {
             known
         );
         Ok(Daemon {
+            metrics,
             events: Events {
                 waiter,
                 ring,
@@ -244,6 +252,10 @@ impl Daemon {
         if self.rollback {
             self.engine.rollback();
         }
+        // Last textfile write, after the rollback so its counters are final.
+        if let Some(m) = self.metrics.take() {
+            m.finish();
+        }
         for t in self.tuners.iter_mut().flatten() {
             t.stop();
         }
@@ -251,4 +263,46 @@ impl Daemon {
             c.teardown();
         }
     }
+}
+
+/// Seconds between rewrites of `--metrics-textfile` (a typical scrape interval).
+const METRICS_TEXTFILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Starts the Prometheus exporter if asked for (`--metrics-listen`, `--metrics-textfile`).
+fn start_metrics(
+    opts: &Options,
+    ledger: &Arc<Mutex<Ledger>>,
+    engine: &Engine,
+    shared: &SharedMaps,
+    tuners: &[Option<Box<dyn Tuner>>],
+) -> anyhow::Result<Option<crate::metrics::Exporter>> {
+    if opts.metrics_listen.is_none() && opts.metrics_textfile.is_none() {
+        return Ok(None);
+    }
+    let programs = tuners
+        .iter()
+        .flatten()
+        .flat_map(|t| {
+            let name = t.name();
+            t.slots()
+                .iter()
+                .flat_map(|s| s.candidates.iter())
+                .map(move |c| (name, c.prog))
+        })
+        .collect();
+    let source = Arc::new(crate::metrics::Source {
+        ledger: ledger.clone(),
+        stats: engine.stats().clone(),
+        lost_events: shared
+            .lost_events()
+            .and_then(|m| libbpf_rs::MapHandle::try_from(m).ok()),
+        programs,
+        sysctl: ProcSysctl::default(),
+    });
+    let config = crate::metrics::ExporterConfig {
+        listen: opts.metrics_listen,
+        textfile: opts.metrics_textfile.clone(),
+        interval: METRICS_TEXTFILE_INTERVAL,
+    };
+    Ok(Some(crate::metrics::Exporter::start(&config, source)?))
 }

@@ -11,6 +11,7 @@ use crate::core::change::{ChangeRecord, Ledger, TunerMeta};
 use crate::core::events::{monotonic_ns, Event, MAX_VALUES};
 use crate::core::netns::{NetnsDiff, NetnsRegistry, Target};
 use crate::core::state::StateStore;
+use crate::core::stats::{NsLabel, Stats};
 use crate::core::sysctl::{SysctlError, SysctlStore};
 use crate::core::tunable::{sysctl_name, Rate, SysctlValue, TunableDesc, TunableKind};
 use crate::core::tuner::{MemoryFacts, Ns, NsState, Outcome, Proposal, TunerEnv, TunerState};
@@ -27,6 +28,10 @@ pub trait Namespaces {
     fn refresh(&mut self) -> NetnsDiff {
         NetnsDiff::default()
     }
+    /// Known non-global namespaces (for the metrics' `netns` labels).
+    fn list(&self) -> Vec<crate::core::netns::NetnsInfo> {
+        Vec::new()
+    }
 }
 
 impl Namespaces for NetnsRegistry {
@@ -38,6 +43,9 @@ impl Namespaces for NetnsRegistry {
     }
     fn refresh(&mut self) -> NetnsDiff {
         NetnsRegistry::refresh(self)
+    }
+    fn list(&self) -> Vec<crate::core::netns::NetnsInfo> {
+        NetnsRegistry::list(self)
     }
 }
 
@@ -67,6 +75,8 @@ pub struct Engine {
     /// that tuners build on what they would have done instead of proposing the first
     /// step again and again.
     overlay: HashMap<(u64, String), Simulated>,
+    /// Counters for the metrics exporter.
+    stats: Arc<Stats>,
 }
 
 /// A proposed value standing in for the live one (observe mode).
@@ -101,6 +111,7 @@ impl Engine {
             persist_warned: false,
             observe: false,
             overlay: HashMap::new(),
+            stats: Arc::default(),
         }
     }
 
@@ -219,6 +230,7 @@ impl Engine {
     /// Drops bookkeeping for namespaces that are gone (keeps maps bounded under churn).
     pub fn forget_netns(&mut self, cookie: u64) {
         self.ns_state.retain(|(_, c), _| *c != cookie);
+        self.stats.forget_netns(cookie);
         self.admin_owned.retain(|(c, _)| *c != cookie);
         self.overlay.retain(|(c, _), _| *c != cookie);
         if !self.ns.is_global(cookie) {
@@ -239,6 +251,19 @@ impl Engine {
         for info in &diff.vanished {
             self.forget_netns(info.cookie);
         }
+        self.stats.set_namespaces(
+            self.ns
+                .list()
+                .into_iter()
+                .map(|i| {
+                    let label = NsLabel {
+                        name: i.name,
+                        ino: i.ino,
+                    };
+                    (i.cookie, label)
+                })
+                .collect(),
+        );
         diff
     }
 
@@ -349,6 +374,7 @@ impl Engine {
                 desc.name,
                 p.expect.as_ref().map(ToString::to_string).unwrap_or_default()
             );
+            self.stats.event_stale(tuner);
             return Outcome::Stale;
         }
         if live == p.value {
@@ -508,6 +534,7 @@ impl Engine {
         if matches!(target, Target::Netns(_)) {
             // C bpftune #103: stop retrying a namespace we cannot write.
             self.ns_state.insert((tuner, cookie), NsState::Gone);
+            self.stats.set_ns_state(tuner, cookie, NsState::Gone);
             tracing::info!(
                 "could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more",
                 desc.name
@@ -588,6 +615,7 @@ impl Engine {
             let tname = meta.name;
             tracing::info!("pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{tname}' uses; disabling '{tname}' for namespace cookie {cookie}");
             self.ns_state.insert((t, cookie), NsState::Manual);
+            self.stats.set_ns_state(t, cookie, NsState::Manual);
             tracing::debug!("setting state of netns (cookie {cookie}) to manual for '{tname}'");
             if ns.is_global() {
                 self.set_tuner_state(t, TunerState::Manual);
@@ -662,6 +690,7 @@ impl Engine {
             );
             match self.sysctl.write(&target, &e.sysctl, &e.original) {
                 Ok(()) => {
+                    self.stats.rollback_restored();
                     let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 }
                 Err(err) => tracing::error!("rollback of '{}' failed: {err}", e.sysctl),
@@ -675,6 +704,11 @@ impl Engine {
 
     pub fn ledger(&self) -> &Arc<Mutex<Ledger>> {
         &self.ledger
+    }
+
+    /// Counters shared with the metrics exporter.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 }
 
@@ -767,6 +801,10 @@ impl TunerEnv for EngineCtx<'_> {
                 .desc(self.tuner, tunable)
                 .is_some_and(|d| !d.namespaced);
         lock(&self.engine.ledger).add_count(self.tuner, tunable, scenario, global, n);
+    }
+
+    fn stale(&mut self) {
+        self.engine.stats.event_stale(self.tuner);
     }
 
     fn note(&mut self, tunable: usize, scenario: usize, ns: Ns, message: &str) {

@@ -409,3 +409,30 @@ fn observe_mode_does_not_roll_back() {
     );
     assert_eq!(f.engine.store().entries().len(), 1, "kept for a later -R run");
 }
+
+/// The counters the metrics exporter reads: stale drops (engine's and the tuner's own
+/// check), per-namespace states, rollback restores.
+#[test]
+fn stats_follow_the_engine() {
+    let mut f = fixture("stats");
+    let stats = f.engine.stats().clone();
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, Some(v(999)), v(1638400))),
+        Outcome::Stale
+    );
+    f.engine.ctx(0).stale();
+    assert_eq!(stats.stale(0), 2);
+    f.engine.admin_write(NS, "net/ipv4/tcp_rmem", 1, "sysctl");
+    assert_eq!(
+        stats.netns_view().states.get(&(0, NS_COOKIE)),
+        Some(&NsState::Manual)
+    );
+    f.engine.forget_netns(NS_COOKIE);
+    assert!(stats.netns_view().states.is_empty());
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, GLOBAL, None, v(7864320))),
+        Outcome::Applied
+    );
+    f.engine.rollback();
+    assert_eq!(stats.rollback_restores(), 1);
+}

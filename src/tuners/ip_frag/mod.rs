@@ -129,6 +129,7 @@ impl IpFrag {
                 TUNABLES[high_idx].name,
                 ev.old[0]
             );
+            env.stale();
             return;
         }
         let low_idx = if high_idx == IPFRAG_HIGH {

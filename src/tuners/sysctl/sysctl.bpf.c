@@ -18,8 +18,10 @@ int bpftune_sysctl_write(struct bpf_sysctl *ctx)
 	if ((__s32)(pid_tgid >> 32) == bpftune_pid)
 		return 1;
 	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
-	if (!ev)
+	if (!ev) {
+		count_lost_event();
 		return 1;
+	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	if (bpf_sysctl_get_name(ctx, ev->str, sizeof(ev->str), 0) < 0) {
 		/* Truncated names are not ours (ours are all short): ignore. */

@@ -252,6 +252,7 @@ impl TcpBuffer {
                 ev.old,
                 live
             );
+            env.stale();
             return;
         }
         let corr = self.corr.entry((idx, ns)).or_default();
@@ -355,6 +356,7 @@ impl TcpBuffer {
                 ev.old,
                 live
             );
+            env.stale();
             return;
         }
         let exhausted = ev.flags & F_NEAR_EXHAUSTION != 0;

@@ -175,8 +175,10 @@ static __always_inline void post(struct bpf_sock_ops *ops, struct sock *sk,
 	__u64 interval = ops->rate_interval_us;
 
 	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
-	if (!ev)
+	if (!ev) {
+		count_lost_event();
 		return;
+	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->tuner_id = tuner_id;
 	ev->scenario_id = TCP_CONN_SPECIFY_CONGESTION_CONTROL;

@@ -207,6 +207,7 @@ impl UdpBuffer {
                 "udp_buffer: stale udp_mem event (kernel saw {:?}, live {live:?})",
                 ev.old
             );
+            env.stale();
             return;
         }
         let nr_free = i64::try_from(env.memory().free_buffer_pages).unwrap_or(i64::MAX);
