@@ -802,6 +802,16 @@ def bench_metrics(ctx):
             time.sleep(1.0)
             samples, scrape_ms, size = _idle_windows(d, secs, windows, port)
             threads = len(proc_threads(d.pid))
+            # Context switches of the exporter's own thread since it started (it blocks
+            # in accept(2) at once): what serving the scrapes cost in wake-ups.
+            exporter_switches = 0
+            for tid, (v, n) in proc_ctxsw(d.pid).items():
+                try:
+                    comm = Path(f"/proc/{d.pid}/task/{tid}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if comm == "metrics-http":
+                    exporter_switches += v + n
         finally:
             d.stop()
         total = sum(x["secs"] for x in samples)
@@ -811,12 +821,14 @@ def bench_metrics(ctx):
             "voluntary_per_s": sum(x["voluntary_per_s"] * x["secs"] for x in samples) / total,
             "cpu_pct_ticks": 100.0 * sum(x["ticks"] for x in samples) / CLK_TCK / total,
             "threads": threads, "secs": total, "scrape_ms": scrape_ms, "body_bytes": size,
+            "exporter_thread_switches": exporter_switches,
         }
         res[label] = r
         log(f"  {label} --metrics-listen: CPU {r['cpu_pct_sched']:.4f} % (schedstat; ticks "
             f"{r['cpu_pct_ticks']:.3f} %), wake-ups {r['wakeups_per_s']:.2f}/s (voluntary "
             f"{r['voluntary_per_s']:.2f}/s), {threads} threads"
-            + (f"; scrapes {', '.join(f'{m:.1f}' for m in scrape_ms)} ms, {size} bytes" if scrape_ms else ""))
+            + (f"; scrapes {', '.join(f'{m:.1f}' for m in scrape_ms)} ms, {size} bytes; exporter "
+               f"thread {exporter_switches} context switches in all" if scrape_ms else ""))
     w, wo = res["with"], res["without"]
     ratio = lambda a, b: a / b if b > 0 else float("inf")
     res["cpu_ratio"] = ratio(w["cpu_pct_sched"], wo["cpu_pct_sched"])
@@ -832,6 +844,9 @@ def bench_metrics(ctx):
     ctx.row("metrics: idle wake-ups with", one(w["wakeups_per_s"]), "/s", fmt="{:.2f}",
             note=f"{w['threads']} threads vs {wo['threads']}")
     ctx.row("metrics: idle wake-ups with/without", one(res["wakeup_ratio"]), "x", fmt="{:.2f}")
+    scrapes = max(1, len(w["scrape_ms"]))
+    ctx.row("metrics: exporter thread wake-ups per scrape", one(w["exporter_thread_switches"] / scrapes), "",
+            fmt="{:.1f}", note="context switches of the metrics-http thread since start / scrapes")
 
 
 def bpf_enable_stats():

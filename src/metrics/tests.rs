@@ -384,3 +384,28 @@ fn atomic_write_replaces() {
         "temporary file left"
     );
 }
+
+/// The lost-event counter is a per-CPU array shared by every BPF object: a scrape
+/// reports the sum over CPUs.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn lost_events_sum_over_cpus() {
+    if !crate::core::netns::tests::is_root("lost_events_sum_over_cpus") {
+        return;
+    }
+    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let map = MapHandle::create(MapType::PercpuArray, Some("lost_test"), 4, 8, 1, &opts).expect("create map");
+    let cpus = libbpf_rs::num_possible_cpus().expect("possible CPUs");
+    let values: Vec<Vec<u8>> = (0..cpus).map(|i| (i as u64 + 1).to_ne_bytes().to_vec()).collect();
+    map.update_percpu(&0u32.to_ne_bytes(), &values, MapFlags::ANY)
+        .expect("update");
+    let (_t, mut src) = source(ledger(), Stats::default(), &[]);
+    src.lost_events = Some(map);
+    let s = parse(&src.render().expect("renders"));
+    let want = (1..=cpus as u64).sum::<u64>() as f64;
+    assert_eq!(value(&s, "bpftune_events_lost_total", &[]), Some(want));
+}

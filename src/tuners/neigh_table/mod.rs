@@ -173,6 +173,20 @@ impl NeighTable {
         Some((ints, vals))
     }
 
+    /// Whether the thresholds the kernel side reported are the live ones (else the event
+    /// is stale). Compared with the kernel's values, not [`TunerEnv::read`]'s: in observe
+    /// mode those are the simulated ones, and the event packs all three thresholds, which
+    /// the engine's event rewriting (one tunable per event) does not cover.
+    fn kernel_saw(table: Table, ev: &Event, env: &mut dyn TunerEnv) -> bool {
+        (0..3).all(|i| {
+            env.read_live(table.first + i, Ns::Global)
+                .ok()
+                .as_ref()
+                .and_then(one_int)
+                == Some(ev.old[i])
+        })
+    }
+
     /// Records what the table holds now (after our writes: read back, never assumed).
     fn remember(&mut self, table: Table, env: &mut dyn TunerEnv) {
         if let Some((ints, _)) = Self::live(table, env) {
@@ -199,7 +213,7 @@ impl NeighTable {
         let Some((live, vals)) = Self::live(table, env) else {
             return;
         };
-        if self.changed_behind_our_back(table, live) || live != ev.old {
+        if self.changed_behind_our_back(table, live) || !Self::kernel_saw(table, ev, env) {
             return;
         }
         let dev = ev.text.as_str();
@@ -247,7 +261,7 @@ impl NeighTable {
         let Some((live, vals)) = Self::live(table, env) else {
             return;
         };
-        if self.changed_behind_our_back(table, live) || live != ev.old {
+        if self.changed_behind_our_back(table, live) || !Self::kernel_saw(table, ev, env) {
             return;
         }
         let Some(new) = policy::empty_decision(env.rate(), live) else {
