@@ -182,7 +182,7 @@ fn journal_native_protocol_carries_the_fields_of_a_real_change() {
         Some(live.as_str()),
         "the value now in the namespace"
     );
-    let scenario = field(&f, "BPFTUNE_SCENARIO").unwrap_or_default().to_string();
+    let scenario = field(f, "BPFTUNE_SCENARIO").unwrap_or_default().to_string();
     assert!(!scenario.is_empty(), "{f:?}");
     // The "Scenario ... occurred" line before it carries the same scenario.
     assert!(

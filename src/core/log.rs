@@ -470,7 +470,9 @@ mod tests {
     }
 
     /// Records what the layer would emit, through the same visitor.
-    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+    /// (message as printed, structured journal fields) per event.
+    type Captured = Vec<(String, Vec<(String, String)>)>;
+    struct Capture(std::sync::Arc<std::sync::Mutex<Captured>>);
 
     impl<S: tracing::Subscriber> Layer<S> for Capture {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
