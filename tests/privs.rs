@@ -5,15 +5,17 @@
 //! — with the effective sets empty again after each of them.
 
 mod common;
+#[path = "common/sysd.rs"]
+mod sysd;
 
 use std::time::Duration;
 
 use common::{admin_sysctl, ns_ints, ns_set, setup, Daemon, Pair};
 
 const SMALL_RMEM: &str = "4096 131072 262144";
-/// CAP_DAC_OVERRIDE(1) CAP_NET_ADMIN(12) CAP_SYS_PTRACE(19) CAP_SYS_ADMIN(21)
-/// CAP_PERFMON(38) CAP_BPF(39): `bpftune::core::privs::KEEP`.
-const KEEP_MASK: u64 = (1 << 1) | (1 << 12) | (1 << 19) | (1 << 21) | (1 << 38) | (1 << 39);
+/// CAP_NET_ADMIN(12) CAP_SYS_PTRACE(19) CAP_SYS_ADMIN(21) CAP_PERFMON(38) CAP_BPF(39):
+/// `bpftune::core::privs::KEEP`.
+const KEEP_MASK: u64 = (1 << 12) | (1 << 19) | (1 << 21) | (1 << 38) | (1 << 39);
 
 /// (thread name, CapEff, CapPrm) of every thread of `pid`.
 fn thread_caps(pid: u32) -> Vec<(String, u64, u64)> {
@@ -128,4 +130,97 @@ fn idle_effective_set_is_empty_and_tuning_still_works() {
         .filter(|l| l.contains("Operation not permitted") && !l.contains("memory limit"))
         .collect();
     assert!(eperm.is_empty(), "EPERM: {eperm:#?}\n{tail}");
+}
+
+/// CapabilityBoundingSet= of packaging/bpftune.service, as capability numbers.
+fn unit_bounding_set() -> Vec<u8> {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/bpftune.service"))
+        .expect("read packaging/bpftune.service");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("unit has CapabilityBoundingSet=");
+    line.split_whitespace()
+        .map(|name| {
+            name.parse::<caps::Capability>()
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .index()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn the_units_bounding_set_is_enough_to_start_tune_and_roll_back() {
+    let _g = setup("the_units_bounding_set_is_enough_to_start_tune_and_roll_back");
+    let keep = unit_bounding_set();
+    eprintln!("bounding set: {keep:?}");
+    let p = Pair::new();
+    ns_set(&p.rx, "net.ipv4.tcp_rmem", SMALL_RMEM);
+    ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
+    let mut d = sysd::SysDaemon::spawn_bounded("bounded", &["-s", "-R"], &[], Some(keep.clone()));
+    assert!(
+        d.wait_stderr("bpftune started", Duration::from_secs(20)),
+        "no start:\n{}",
+        d.stderr()
+    );
+    let bnd = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
+    let bnd = bnd
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    // What this (test) process may pass on: a container may lack some of them itself
+    // (e.g. CAP_SYS_RESOURCE).
+    let ours = std::fs::read_to_string("/proc/self/status").expect("own status");
+    let ours = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(str::trim)
+        .unwrap_or_default();
+    let ours = u64::from_str_radix(ours, 16).expect("own CapBnd");
+    let expect: u64 = keep.iter().map(|c| 1u64 << c).sum::<u64>() & ours;
+    assert_eq!(
+        u64::from_str_radix(&bnd, 16).ok(),
+        Some(expect),
+        "CapBnd of the daemon"
+    );
+    let log = d.stderr();
+    for tuner in [
+        "tcp_buffer",
+        "neigh_table",
+        "net_buffer",
+        "udp_buffer",
+        "ip_frag",
+        "tcp_conn",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("bpftune started") && l.contains(tuner)),
+            "{tuner} not attached with the unit's bounding set:\n{log}"
+        );
+    }
+    p.iperf(3);
+    assert!(
+        d.wait_stderr(
+            "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144)",
+            Duration::from_secs(3)
+        ),
+        "no tuning with the unit's bounding set:\n{}",
+        d.stderr()
+    );
+    let st = d.terminate();
+    let log = d.stderr();
+    assert!(st.success(), "exit {st}\n{log}");
+    assert_eq!(
+        ns_ints(&p.rx, "net.ipv4.tcp_rmem"),
+        common::ints(SMALL_RMEM),
+        "rollback\n{log}"
+    );
+    let eperm: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Operation not permitted") && !l.contains("memory limit"))
+        .collect();
+    assert!(eperm.is_empty(), "EPERM: {eperm:#?}");
 }

@@ -13,7 +13,7 @@
 //! |-----------|--------------|
 //! | `setns(CLONE_NEWNET)` into a namespace | `CAP_SYS_ADMIN` |
 //! | reading `/proc/PID/ns/net` of processes with more capabilities than our effective set (namespace discovery, entering by `/proc` path) | `CAP_SYS_PTRACE` |
-//! | `/proc/sys` writes as uid 0: namespaces owned by another user namespace (containers) belong to that namespace's root, and net sysctls of such namespaces are checked against `CAP_NET_ADMIN` there | `CAP_NET_ADMIN`, `CAP_DAC_OVERRIDE` |
+//! | `/proc/sys` writes: none for the permission itself (proc_sys_permission() grants the owner bits to euid 0, in every namespace, whoever owns the namespace); `CAP_NET_ADMIN` for handlers that check it (e.g. module autoload of a congestion control) | `CAP_NET_ADMIN` |
 //! | `RTM_SETNEIGHTBL` (the socket's opener and the sender are both checked) | `CAP_NET_ADMIN` |
 //! | BPF syscalls after start (re-attaching a program, map updates: kernels before 6.5 check `CAP_BPF` on every bpf() call when unprivileged BPF is disabled) | `CAP_BPF`, `CAP_PERFMON` |
 //! | shutdown: rollback, detaching, unmounting the cgroup2 hierarchy | all of [`KEEP`] |
@@ -30,13 +30,12 @@ pub const KEEP: &[Capability] = &[
     Capability::CAP_SYS_ADMIN,
     Capability::CAP_SYS_PTRACE,
     Capability::CAP_NET_ADMIN,
-    Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_BPF,
     Capability::CAP_PERFMON,
 ];
 
 /// Capabilities of a sysctl write (see the module table).
-pub const SYSCTL_WRITE: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CAP_DAC_OVERRIDE];
+pub const SYSCTL_WRITE: &[Capability] = &[Capability::CAP_NET_ADMIN];
 /// Capabilities of entering a network namespace.
 pub const ENTER_NETNS: &[Capability] = &[Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
 /// Capabilities of scanning `/proc/*/ns/net`.

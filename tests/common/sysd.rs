@@ -78,6 +78,17 @@ impl SysDaemon {
     /// `env` may use `{JOURNAL_STREAM}`: replaced by `<dev>:<ino>` of the stderr file, as
     /// systemd sets it for a service whose stderr is the journal.
     pub fn spawn(tag: &str, args: &[&str], env: &[(&str, &str)]) -> SysDaemon {
+        Self::spawn_bounded(tag, args, env, None)
+    }
+
+    /// Like [`SysDaemon::spawn`]; with `bounding`, every capability not in it is dropped
+    /// from the bounding set before exec (as systemd's CapabilityBoundingSet= does).
+    pub fn spawn_bounded(
+        tag: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        bounding: Option<Vec<u8>>,
+    ) -> SysDaemon {
         let dir = temp_dir(tag);
         let stderr_path = dir.path().join("stderr");
         let stderr = File::create(&stderr_path).expect("create stderr file");
@@ -98,6 +109,21 @@ impl SysDaemon {
             .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v.replace("{JOURNAL_STREAM}", &stream));
+        }
+        if let Some(keep) = bounding {
+            // SAFETY: prctl(PR_CAPBSET_DROP) is async-signal-safe and only changes the
+            // child's own bounding set; `keep` is moved into the closure.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    for cap in 0..64u8 {
+                        if !keep.contains(&cap) {
+                            // EINVAL for numbers past the kernel's last capability.
+                            libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0);
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn bpftune");
         SysDaemon {
