@@ -2,11 +2,13 @@
 # Installs what bpftune needs to build and test on Debian/Ubuntu: clang (BPF C),
 # libelf/zlib (vendored libbpf), iperf3/nftables/iproute2/python3 (tests, benchmarks),
 # busybox-static/kmod (the kernel matrix's initramfs and module handling), bpftool (the
-# benchmarks name the BPF programs they profile).
+# benchmarks name the BPF programs they profile), systemd (systemd-analyze, for the
+# packaged unit's verify/security test).
 # Idempotent: apt runs only when something is missing.
 set -euo pipefail
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make iperf3 nftables iproute2 python3 procps bpftool
-  busybox-static kmod)
+  busybox-static kmod
+  systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

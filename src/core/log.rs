@@ -24,9 +24,18 @@
 //!   is passed as an argument to a `"%s"` format, never as the format string. Without a
 //!   syslog socket (minimal containers) one notice is printed and stderr is used instead.
 //!
+//! * [`Sink::JournalNative`]: when stderr is the journal (as above) and the journal's
+//!   native socket exists (`/run/systemd/journal/socket`, [`crate::core::journal`]), each
+//!   message is one native-protocol datagram with MESSAGE (the same text as on the other
+//!   sinks), PRIORITY, SYSLOG_IDENTIFIER=bpftune and the structured fields below. If a send
+//!   fails, a notice is printed once and that message (and every later failing one) goes to
+//!   stderr with the `<prio>` prefix instead.
+//!
 //! Message composition: the event's `message` field, followed by every other field as
-//! ` key=value`. Span fields are not printed. Logging never panics; write errors are
-//! ignored.
+//! ` key=value` — except the structured fields of [`STRUCTURED_FIELDS`] (`tuner`,
+//! `tunable`, `scenario`, `netns`, `netns_cookie`, `old`, `new`), which only the journal
+//! gets, as `BPFTUNE_<NAME>` fields (`journalctl BPFTUNE_TUNER=tcp_buffer`). Span fields
+//! are not printed. Logging never panics; write errors are ignored.
 
 use std::ffi::CString;
 use std::fmt::{self, Write as _};
@@ -39,6 +48,8 @@ use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
+
+use crate::core::journal::{self, JournalWriter};
 
 /// syslog priorities used by bpftune.
 pub const LOG_ERR: u8 = 3;
@@ -72,12 +83,28 @@ pub enum Sink {
     Stderr = 0,
     Journal = 1,
     Syslog = 2,
+    /// journald's native protocol (datagrams with structured fields).
+    JournalNative = 3,
 }
+
+/// `tracing` field names that are structured data for the journal (`BPFTUNE_<NAME>`)
+/// rather than text appended to the message.
+pub const STRUCTURED_FIELDS: &[&str] = &[
+    "tuner",
+    "tunable",
+    "scenario",
+    "netns",
+    "netns_cookie",
+    "old",
+    "new",
+];
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static SINK: AtomicU8 = AtomicU8::new(Sink::Stderr as u8);
 static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
 static OPENLOG: OnceLock<()> = OnceLock::new();
+static JOURNAL: OnceLock<Option<JournalWriter>> = OnceLock::new();
+static JOURNAL_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the global `tracing` subscriber and selects the destination.
 ///
@@ -114,6 +141,7 @@ pub fn current_sink() -> Sink {
     match SINK.load(Ordering::Relaxed) {
         1 => Sink::Journal,
         2 => Sink::Syslog,
+        3 => Sink::JournalNative,
         _ => Sink::Stderr,
     }
 }
@@ -168,7 +196,20 @@ fn resolve_sink(dest: Destination) -> Sink {
         Destination::Stderr => Sink::Stderr,
         Destination::Syslog => {
             if stderr_is_journal() {
-                Sink::Journal
+                // Started by systemd: the native protocol when journald's socket is
+                // there (it carries the structured fields), the stream otherwise.
+                let path = journal::socket_path();
+                let writer = JOURNAL.get_or_init(|| {
+                    if std::fs::symlink_metadata(&path).is_err() {
+                        return None;
+                    }
+                    JournalWriter::new(&path).ok()
+                });
+                if writer.is_some() {
+                    Sink::JournalNative
+                } else {
+                    Sink::Journal
+                }
             } else if std::fs::symlink_metadata("/dev/log").is_ok() {
                 OPENLOG.get_or_init(|| {
                     // SAFETY: the ident is a 'static C string literal, as openlog(3)
@@ -237,6 +278,12 @@ fn write_syslog(prio: u8, msg: &str) {
 /// Emits one already-composed message at `prio` to the current sink, honouring the
 /// level threshold. Usable without `tracing` (e.g. for adapters).
 pub fn emit(prio: u8, msg: &str) {
+    emit_structured(prio, msg, &[]);
+}
+
+/// Like [`emit`], with structured journal fields (`(JOURNAL_NAME, value)`); sinks other
+/// than the native journal print only `msg`.
+pub fn emit_structured(prio: u8, msg: &str, fields: &[(String, String)]) {
     if prio > threshold() {
         return;
     }
@@ -244,7 +291,35 @@ pub fn emit(prio: u8, msg: &str) {
         Sink::Stderr => write_stderr(&format_stderr(msg)),
         Sink::Journal => write_stderr(&format_journal(prio, msg)),
         Sink::Syslog => write_syslog(prio, msg),
+        Sink::JournalNative => write_journal(prio, msg, fields),
     }
+}
+
+fn write_journal(prio: u8, msg: &str, fields: &[(String, String)]) {
+    let Some(Some(w)) = JOURNAL.get() else {
+        write_stderr(&format_journal(prio, msg));
+        return;
+    };
+    if let Err(e) = w.send(&journal::encode_entry(prio, msg, fields)) {
+        if !JOURNAL_FAILED.swap(true, Ordering::Relaxed) {
+            write_stderr(&format_journal(
+                LOG_WARNING,
+                &format!(
+                    "cannot send to the journal socket {} ({e}); such messages go to stderr",
+                    w.path().display()
+                ),
+            ));
+        }
+        write_stderr(&format_journal(prio, msg));
+    }
+}
+
+/// The journal field name of a structured `tracing` field (`tuner` -> `BPFTUNE_TUNER`), or
+/// `None` for a field that is appended to the message text.
+pub fn journal_field_name(field: &str) -> Option<String> {
+    STRUCTURED_FIELDS
+        .contains(&field)
+        .then(|| format!("BPFTUNE_{}", field.to_ascii_uppercase()))
 }
 
 fn threshold() -> u8 {
@@ -279,7 +354,8 @@ impl<S: tracing::Subscriber> Layer<S> for BpftuneLayer {
         }
         let mut v = MessageVisitor::default();
         event.record(&mut v);
-        emit(prio, &v.finish());
+        let structured = std::mem::take(&mut v.structured);
+        emit_structured(prio, &v.finish(), &structured);
     }
 }
 
@@ -287,6 +363,8 @@ impl<S: tracing::Subscriber> Layer<S> for BpftuneLayer {
 struct MessageVisitor {
     message: String,
     fields: String,
+    /// [`STRUCTURED_FIELDS`] as (journal name, value).
+    structured: Vec<(String, String)>,
 }
 
 impl MessageVisitor {
@@ -307,6 +385,8 @@ impl Visit for MessageVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message.push_str(value);
+        } else if let Some(name) = journal_field_name(field.name()) {
+            self.structured.push((name, value.to_string()));
         } else {
             let _ = write!(self.fields, " {}={}", field.name(), value);
         }
@@ -316,6 +396,9 @@ impl Visit for MessageVisitor {
         if field.name() == "message" {
             // fmt::Arguments' Debug is its Display.
             let _ = write!(self.message, "{value:?}");
+        } else if let Some(name) = journal_field_name(field.name()) {
+            // `%value` fields arrive here; their Debug is the value's Display.
+            self.structured.push((name, format!("{value:?}")));
         } else {
             let _ = write!(self.fields, " {}={:?}", field.name(), value);
         }
@@ -375,13 +458,62 @@ mod tests {
         let v = MessageVisitor {
             message: "changed x\n".into(),
             fields: " netns=3".into(),
+            structured: Vec::new(),
         };
         assert_eq!(v.finish(), "changed x netns=3");
         let v = MessageVisitor {
             message: "plain\n".into(),
             fields: String::new(),
+            structured: Vec::new(),
         };
         assert_eq!(v.finish(), "plain\n");
+    }
+
+    /// Records what the layer would emit, through the same visitor.
+    /// (message as printed, structured journal fields) per event.
+    type Captured = Vec<(String, Vec<(String, String)>)>;
+    struct Capture(std::sync::Arc<std::sync::Mutex<Captured>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            let mut v = MessageVisitor::default();
+            event.record(&mut v);
+            let structured = std::mem::take(&mut v.structured);
+            if let Ok(mut out) = self.0.lock() {
+                out.push((v.finish(), structured));
+            }
+        }
+    }
+
+    #[test]
+    fn structured_fields_are_kept_out_of_the_message() {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sub = tracing_subscriber::registry().with(Capture(out.clone()));
+        tracing::subscriber::with_default(sub, || {
+            let old = 4096u64;
+            tracing::info!(
+                tuner = "tcp_buffer",
+                tunable = "net.ipv4.tcp_rmem",
+                netns_cookie = 7u64,
+                old = %old,
+                other = 3,
+                "change {}\n",
+                "x"
+            );
+        });
+        let out = out.lock().expect("lock");
+        let (msg, fields) = &out[0];
+        assert_eq!(msg, "change x other=3");
+        assert_eq!(
+            fields,
+            &vec![
+                ("BPFTUNE_TUNER".to_string(), "tcp_buffer".to_string()),
+                ("BPFTUNE_TUNABLE".to_string(), "net.ipv4.tcp_rmem".to_string()),
+                ("BPFTUNE_NETNS_COOKIE".to_string(), "7".to_string()),
+                ("BPFTUNE_OLD".to_string(), "4096".to_string()),
+            ]
+        );
+        assert_eq!(journal_field_name("x"), None);
     }
 
     #[test]

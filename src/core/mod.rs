@@ -6,12 +6,14 @@ pub mod change;
 pub mod corr;
 pub mod engine;
 pub mod events;
+pub mod journal;
 pub mod log;
 #[cfg(test)]
 pub mod mem_sysctl;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
+pub mod privs;
 pub mod probe;
 pub mod procfs;
 pub mod query;

@@ -207,6 +207,8 @@ impl SysctlStore for ProcSysctl {
     fn write(&self, target: &Target, name: &str, value: &SysctlValue) -> Result<(), SysctlError> {
         let path = self.path_of(name)?;
         let text = value.to_proc_text();
+        // Raised before the setns thread is spawned: it inherits them for the write.
+        let _caps = crate::core::privs::raise(crate::core::privs::SYSCTL_WRITE);
         match target {
             Target::Global => write_text(&path, &text),
             Target::Netns(info) => run_in_netns(&info.path, Some(info.ino), || write_text(&path, &text))?,

@@ -26,7 +26,12 @@ impl Daemon {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let now = Instant::now();
-            let wait = next_tick.min(next_scan).saturating_duration_since(now);
+            let mut due = next_tick.min(next_scan);
+            if let Some(d) = self.notify.next_deadline() {
+                // The watchdog ping (half WATCHDOG_USEC) may be due before the tick.
+                due = due.min(d);
+            }
+            let wait = due.saturating_duration_since(now);
             let ready = self.events.waiter.wait(Some(wait)).context("epoll_wait")?;
             let mut rescan = false;
             for token in ready {
@@ -63,7 +68,12 @@ impl Daemon {
                     }
                 }
                 next_tick = now + TICK;
+                let changes = lock(&self.ledger).applied_count();
+                self.notify
+                    .status(super::notify::status_line(&self.active, changes), now);
             }
+            // A loop stuck anywhere above never gets here: systemd restarts it.
+            self.notify.poll(now);
         }
     }
 }

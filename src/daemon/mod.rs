@@ -13,6 +13,7 @@
 mod backend;
 mod event_loop;
 mod load;
+pub mod notify;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -86,6 +87,10 @@ pub struct Daemon {
     /// Held for its `Drop`: stops the query thread and removes the socket.
     _server: QueryServer,
     rollback: bool,
+    /// systemd notification (READY/STATUS/WATCHDOG/STOPPING); a no-op outside systemd.
+    notify: notify::Notifier,
+    /// Names of the attached tuners (for STATUS=).
+    active: Vec<&'static str>,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code; start-up failures are
@@ -202,6 +207,15 @@ impl Daemon {
         if let Some(w) = &watcher {
             waiter.add(&w.fd(), WAKE_NETNS)?;
         }
+        // Start-up is over: from here on this thread keeps only what later operations
+        // raise (core::privs); the log line and READY=1 below come after the drop.
+        match crate::core::privs::drop_to_idle() {
+            Ok(kept) => tracing::debug!(
+                "capabilities while idle: effective none, permitted {}",
+                crate::core::privs::names(&kept).join(" ")
+            ),
+            Err(e) => tracing::warn!("cannot drop capabilities: {e}"),
+        }
         let known = engine.refresh_netns().created.len();
         let metrics = start_metrics(opts, &ledger, &engine, &shared, &tuners)?;
         tracing::info!(
@@ -210,6 +224,10 @@ impl Daemon {
             started.elapsed().as_millis(),
             known
         );
+        // Every tuner is attached and the loop is about to run: now systemd may start
+        // what is ordered after us.
+        let mut notify = notify::Notifier::from_env();
+        notify.ready(notify::status_line(&active, 0), Instant::now());
         Ok(Daemon {
             metrics,
             events: Events {
@@ -226,12 +244,18 @@ impl Daemon {
             cgroup: Some(cgroup),
             _server: server,
             rollback: opts.rollback,
+            notify,
+            active,
         })
     }
 
     /// Orderly shutdown: sample reports and summaries, rollback (`-R`), then every BPF
     /// link is detached, the cgroup unmounted and the query socket removed (by `Drop`).
     pub fn shutdown(mut self) {
+        self.notify.stopping();
+        // Rollback, detaching and unmounting: everything still permitted, for the rest
+        // of the process's life.
+        let _caps = crate::core::privs::raise(crate::core::privs::KEEP);
         for (id, t) in self.tuners.iter_mut().enumerate() {
             let Some(t) = t else { continue };
             if let Some(s) = t.summary() {

@@ -247,7 +247,10 @@ impl Engine {
     /// bookkeeping is dropped (bounded memory under namespace churn).
     pub fn refresh_netns(&mut self) -> NetnsDiff {
         // The registry logs "netns created/vanished (cookie N, ...)" at debug.
-        let diff = self.ns.refresh();
+        let diff = {
+            let _caps = crate::core::privs::raise(crate::core::privs::SCAN_PROC);
+            self.ns.refresh()
+        };
         for info in &diff.vanished {
             self.forget_netns(info.cookie);
         }
@@ -408,12 +411,30 @@ impl Engine {
         let meta = &self.metas[tuner];
         let sc = meta.scenarios.get(p.scenario).copied();
         let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
+        let ns_label = netns_label(&target);
+        // tuner/tunable/scenario/netns/old/new are structured journal fields (BPFTUNE_*),
+        // not part of the message text (see core::log).
         tracing::info!(
+            tuner = tname,
+            tunable = desc.name,
+            scenario = sc_name,
+            netns = %ns_label,
+            netns_cookie = cookie,
             "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
             desc.name,
             if global { "" } else { "non-" }
         );
-        tracing::info!("{}", p.message.trim_end());
+        tracing::info!(
+            tuner = tname,
+            tunable = desc.name,
+            scenario = sc_name,
+            netns = %ns_label,
+            netns_cookie = cookie,
+            old = %live,
+            new = %p.value,
+            "{}",
+            p.message.trim_end()
+        );
         if p.event_ts_ns > 0 {
             tracing::debug!(
                 "reaction: {} us from event to write of '{}'",
@@ -560,12 +581,28 @@ impl Engine {
             .get(scenario)
             .map(|s| (s.name, s.description))
             .unwrap_or(("?", ""));
+        let ns_label = if global {
+            "global".to_string()
+        } else {
+            self.cookie(ns).to_string()
+        };
         tracing::info!(
+            tuner = meta.name,
+            tunable = desc.name,
+            scenario = sc_name,
+            netns = %ns_label,
             "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
             desc.name,
             if global { "" } else { "non-" }
         );
-        tracing::info!("{}", message.trim_end());
+        tracing::info!(
+            tuner = meta.name,
+            tunable = desc.name,
+            scenario = sc_name,
+            netns = %ns_label,
+            "{}",
+            message.trim_end()
+        );
         let rec = ChangeRecord {
             time: ChangeRecord::now(),
             tuner: meta.name.to_string(),
@@ -613,7 +650,13 @@ impl Engine {
             }
             any = true;
             let tname = meta.name;
-            tracing::info!("pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{tname}' uses; disabling '{tname}' for namespace cookie {cookie}");
+            tracing::info!(
+                tuner = tname,
+                tunable = name.as_str(),
+                netns = %if ns.is_global() { "global".to_string() } else { cookie.to_string() },
+                netns_cookie = cookie,
+                "pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{tname}' uses; disabling '{tname}' for namespace cookie {cookie}"
+            );
             self.ns_state.insert((t, cookie), NsState::Manual);
             self.stats.set_ns_state(t, cookie, NsState::Manual);
             tracing::debug!("setting state of netns (cookie {cookie}) to manual for '{tname}'");
@@ -683,6 +726,11 @@ impl Engine {
                 continue;
             }
             tracing::info!(
+                tunable = e.sysctl.as_str(),
+                netns = %if e.global { "global".to_string() } else { e.netns_cookie.to_string() },
+                netns_cookie = e.netns_cookie,
+                old = %live,
+                new = %e.original,
                 "Rolling back sysctl values for '{}'{where_} from ({}) to original values ({})...",
                 e.sysctl,
                 live.c_style(),
@@ -709,6 +757,15 @@ impl Engine {
     /// Counters shared with the metrics exporter.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+}
+
+/// `BPFTUNE_NETNS` of a journal entry: "global", else the namespace's /run/netns name
+/// when it has one, else its cookie.
+fn netns_label(target: &Target) -> String {
+    match target {
+        Target::Global => "global".to_string(),
+        Target::Netns(info) => info.name.clone().unwrap_or_else(|| info.cookie.to_string()),
     }
 }
 

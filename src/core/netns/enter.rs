@@ -33,7 +33,7 @@ pub fn run_in_netns<T: Send>(
         let handle = std::thread::Builder::new()
             .name("bpftune-netns".into())
             .spawn_scoped(s, move || -> Result<T, NetnsError> {
-                enter_netns(path, expected_ino)?;
+                enter_netns_privileged(path, expected_ino)?;
                 Ok(f())
             })
             .map_err(NetnsError::Io)?;
@@ -63,6 +63,13 @@ fn enter_netns(path: &Path, expected_ino: Option<u64>) -> Result<(), NetnsError>
     setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| enter_err(e.into()))?;
     drop(file);
     Ok(())
+}
+
+/// [`enter_netns`] with the capabilities it needs raised on this (the new) thread only:
+/// opening `/proc/PID/ns/net` and `setns`. They are lowered before the caller's work runs.
+fn enter_netns_privileged(path: &Path, expected_ino: Option<u64>) -> Result<(), NetnsError> {
+    let _caps = crate::core::privs::raise(crate::core::privs::ENTER_NETNS);
+    enter_netns(path, expected_ino)
 }
 
 /// Cookie of the calling thread's current network namespace.

@@ -357,7 +357,14 @@ impl QueryServer {
         let (wake_tx, wake_rx) = UnixStream::pair().context("cannot create wake-up pair")?;
         let thread = std::thread::Builder::new()
             .name("bpftune-query".into())
-            .spawn(move || serve_loop(unix, tcp, wake_rx, backend))
+            .spawn(move || {
+                // Spawned early in start-up: queries need no capabilities of their own
+                // (a namespace read raises what it needs on its setns thread).
+                if let Err(e) = crate::core::privs::drop_to_idle() {
+                    tracing::debug!("query server: {e}");
+                }
+                serve_loop(unix, tcp, wake_rx, backend)
+            })
             .context("cannot spawn query server thread")?;
         server.wake = Some(wake_tx);
         server.thread = Some(thread);

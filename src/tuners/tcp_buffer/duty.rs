@@ -96,6 +96,11 @@ impl DutyCycle {
         let thread = std::thread::Builder::new()
             .name("wmem-duty".into())
             .spawn(move || {
+                // Spawned during start-up with all of its capabilities: this thread only
+                // needs the BPF ones, and only around re-attaching.
+                if let Err(e) = crate::core::privs::drop_to_idle() {
+                    tracing::debug!("wmem-duty: {e}");
+                }
                 let start = Instant::now();
                 let mut link = Some(first);
                 loop {
@@ -109,6 +114,7 @@ impl DutyCycle {
                         next = schedule(next, start, None).1;
                     }
                     if want && link.is_none() {
+                        let _caps = crate::core::privs::raise(crate::core::privs::BPF);
                         link = attach(&prog, tp.as_ref())
                             .map_err(|e| tracing::debug!("tcp_buffer: re-attaching the wmem hook: {e}"))
                             .ok();

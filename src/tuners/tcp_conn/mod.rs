@@ -239,6 +239,8 @@ impl TcpConn {
         self.dirty = true;
         let Some(skel) = self.skel.as_ref() else { return };
         let map = &skel.maps.path_choice_map;
+        // bpf() map calls check CAP_BPF on kernels before 6.5 (unprivileged BPF off).
+        let _caps = crate::core::privs::raise(crate::core::privs::BPF);
         if let Some(old) = evicted {
             // Already gone from the kernel's LRU map is fine too.
             let _ = map.delete(&key_bytes(&old));
