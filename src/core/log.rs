@@ -97,6 +97,8 @@ pub const STRUCTURED_FIELDS: &[&str] = &[
     "netns_cookie",
     "old",
     "new",
+    // Observe mode: a change bpftune would have made (`BPFTUNE_PROPOSED=true`).
+    "proposed",
 ];
 
 static DEBUG: AtomicBool = AtomicBool::new(false);

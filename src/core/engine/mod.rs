@@ -501,12 +501,27 @@ impl Engine {
         // forget_netns drops it with the namespace.
         let key = format!("would:{tuner}:{}:{}:{cookie}", desc.name, p.value);
         if self.said.insert(key) {
+            // The same structured journal fields as a real change (see core::log).
+            let ns_label = netns_label(target);
             tracing::info!(
+                tuner = tname,
+                tunable = desc.name,
+                scenario = sc_name,
+                netns = %ns_label,
+                netns_cookie = cookie,
                 "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
                 desc.name,
                 if global { "" } else { "non-" }
             );
             tracing::info!(
+                tuner = tname,
+                tunable = desc.name,
+                scenario = sc_name,
+                netns = %ns_label,
+                netns_cookie = cookie,
+                old = %current,
+                new = %p.value,
+                proposed = true,
                 "would change {} in {place} from ({current}) to ({}): {message}",
                 desc.name,
                 p.value
