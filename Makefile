@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean man deb image
 
 deps:
 	./scripts/install-deps.sh
@@ -47,3 +47,10 @@ kernel-matrix: build
 
 clean:
 	$(CARGO) clean
+
+# Man pages (docs/man/*.8) and shell completions (docs/completions/) from the clap
+# definition, the query table and the tuners: run after changing a flag, query or tuner
+# and commit the result (xtask/tests/docs.rs fails until then).
+man:
+	$(CARGO) run --release -p bpftune-docgen -- docs
+
