@@ -54,3 +54,8 @@ clean:
 man:
 	$(CARGO) run --release -p bpftune-docgen -- docs
 
+
+# Debian package (cargo-deb, installed by scripts/install-deps.sh): target/debian/*.deb
+# from the release build (no rebuild).
+deb: build
+	$(CARGO) deb -p bpftune --no-build

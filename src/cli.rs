@@ -5,8 +5,14 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
-/// Compiled-in system plugin directory (`-P`); C bpftune's `BPFTUNER_LIB_DIR`.
-pub const SYSTEM_LIBDIR: &str = "/usr/lib64/bpftune/";
+/// Compiled-in system plugin directory (`-P`); C bpftune's `BPFTUNER_LIB_DIR`, which is
+/// `<prefix>/<libdir>/bpftune/` there (`/usr/lib64/bpftune/` on RPM systems, `lib/` on
+/// Debian). Ours defaults to Debian's `/usr/lib/bpftune/`, the directory the Debian
+/// package creates; set `BPFTUNE_SYSTEM_LIBDIR` at build time for another layout.
+pub const SYSTEM_LIBDIR: &str = match option_env!("BPFTUNE_SYSTEM_LIBDIR") {
+    Some(dir) => dir,
+    None => "/usr/lib/bpftune/",
+};
 /// Default local plugin directory (`-l`).
 pub const LOCAL_LIBDIR: &str = "/usr/local/lib64/bpftune/";
 /// Run directory: query socket, port file, cgroup mount.
