@@ -59,3 +59,10 @@ man:
 # from the release build (no rebuild).
 deb: build
 	$(CARGO) deb -p bpftune --no-build
+
+# Container image localhost/bpftune:VERSION, FROM scratch (Containerfile), built offline
+# from the release binary and the libraries it links (scripts/image-rootfs.sh).
+IMAGE ?= localhost/bpftune:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image: build
+	./scripts/image-rootfs.sh target/release/bpftune target/image
+	podman build --network=none -f target/image/Containerfile -t $(IMAGE) target/image

@@ -7,9 +7,10 @@ set -euo pipefail
 pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make iperf3 nftables iproute2 python3 procps
   busybox-static kmod
   # Shipping (tests/package.rs, tests/container.rs, scripts/validate-deploy.sh): lintian
-  # and man-db check the .deb, podman builds and runs the image, python3-venv holds
+  # and man-db check the .deb, podman (with runc: crun refuses cgroup hybrid hosts)
+  # builds and runs the image, python3-venv holds
   # kubernetes-validate.
-  lintian man-db podman python3-venv)
+  lintian man-db podman runc python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
