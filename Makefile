@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean man deb image
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean man deb image validate-deploy
 
 deps:
 	./scripts/install-deps.sh
@@ -26,6 +26,7 @@ lint: deps
 # binary runs, so the total .ci/run prints counts everything.
 test: build lint
 	$(CARGO) test --release --workspace --no-fail-fast -- --include-ignored --test-threads=1
+	$(MAKE) validate-deploy
 	$(MAKE) bench-smoke
 	$(MAKE) kernel-matrix KM_TIMEOUT=600
 
@@ -66,3 +67,8 @@ IMAGE ?= localhost/bpftune:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.tom
 image: build
 	./scripts/image-rootfs.sh target/release/bpftune target/image
 	podman build --network=none -f target/image/Containerfile -t $(IMAGE) target/image
+
+# Kubernetes manifests (deploy/kubernetes/) against the API schemas, offline once the
+# kubernetes-validate venv exists (target/deploy-venv).
+validate-deploy: deps
+	./scripts/validate-deploy.sh

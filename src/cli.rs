@@ -116,6 +116,13 @@ pub fn run_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(RUN_DIR))
 }
 
+/// `BPFTUNE_ROLLBACK=1` is `-R` for environments that set options through the
+/// environment rather than the command line (the Kubernetes DaemonSet's ConfigMap; its
+/// FROM-scratch image has no shell to expand a variable into flags).
+pub fn rollback_from_env() -> bool {
+    std::env::var_os("BPFTUNE_ROLLBACK").is_some_and(|v| v == "1")
+}
+
 pub fn state_dir() -> PathBuf {
     std::env::var_os("BPFTUNE_STATE_DIR")
         .map(PathBuf::from)

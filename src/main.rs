@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         legacy: cli.legacy,
         rate,
         port: cli.port,
-        rollback: cli.rollback,
+        rollback: cli.rollback || cli::rollback_from_env(),
         libdir: cli.libdir.clone(),
         run_dir: cli::run_dir(),
         state_dir: cli::state_dir(),

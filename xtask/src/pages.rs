@@ -492,6 +492,9 @@ Run directory instead of \fI/var/run/bpftune\fR.
 .TP
 .B BPFTUNE_STATE_DIR
 State directory instead of \fI/var/lib/bpftune\fR.
+.TP
+.B BPFTUNE_ROLLBACK
+\fB1\fR: as \fB\-R\fR (the Kubernetes DaemonSet sets it from its ConfigMap).
 .SH FILES
 .TP
 .I /var/run/bpftune/query.sock
