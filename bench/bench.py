@@ -786,13 +786,29 @@ def bpf_prog_stats(pid):
     return out
 
 
+def prog_tuners():
+    """{BPF function name: tuner} from the tuners' BPF C sources (src/tuners/<tuner>/*.bpf.c):
+    the profile is reported per tuner, and two tuners may hook the same tracepoint."""
+    out = {}
+    for src in sorted((ROOT / "src" / "tuners").glob("*/*.bpf.c")):
+        text = src.read_text()
+        for m in re.finditer(r'SEC\("[^"]+"\)\s*\n\s*int\s+(?:BPF_PROG\(|BPF_KPROBE\()?(\w+)', text):
+            out[m.group(1)] = src.parent.name
+    return out
+
+
 def bpf_prog_name(prog_id):
+    """(function name, tuner) of a loaded program: bpftool gives the full name from BTF
+    (the kernel's own name is cut at 15 characters)."""
     try:
         r = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
                            capture_output=True, text=True, timeout=5)
-        return json.loads(r.stdout).get("name", f"id {prog_id}")
+        name = json.loads(r.stdout).get("name", f"id {prog_id}")
     except (OSError, ValueError, subprocess.SubprocessError):
-        return f"id {prog_id}"
+        name = f"id {prog_id}"
+    tuners = prog_tuners()
+    tuner = tuners.get(name) or next((t for f, t in tuners.items() if f.startswith(name)), "?")
+    return name, tuner
 
 
 def overhead_run(label, secs, with_daemon, profile=False):
@@ -825,6 +841,7 @@ def overhead_run(label, secs, with_daemon, profile=False):
             WATCH.wait_quiet()
         entry = {"bps": r["bps"], "disturbed": r["disturbed"]}
         if d is not None:
+            entry["tuners"] = d.tuners
             s = before.until(after)
             entry.update(cpu_pct=s["cpu_pct"], cpu_pct_sched=s["cpu_pct_sched"],
                          ticks=s["ticks"], secs=s["secs"],
@@ -834,7 +851,7 @@ def overhead_run(label, secs, with_daemon, profile=False):
         if profile:
             wsecs = (r["end_ns"] - r["start_ns"]) / 1e9
             entry["progs"] = {
-                bpf_prog_name(pid_): {"runs_per_s": (c1 - progs0.get(pid_, (0, 0))[0]) / wsecs,
+                "{1}/{0}".format(*bpf_prog_name(pid_)): {"runs_per_s": (c1 - progs0.get(pid_, (0, 0))[0]) / wsecs,
                                       "ns_per_run": (t1 - progs0.get(pid_, (0, 0))[1])
                                       / max(1, c1 - progs0.get(pid_, (0, 0))[0]),
                                       "cpu_pct": 100.0 * (t1 - progs0.get(pid_, (0, 0))[1]) / 1e9 / wsecs}
@@ -871,12 +888,18 @@ def bench_overhead(ctx):
     # The daemon's BPF programs run in the traffic's own context (softirq, iperf3): their
     # cost is in the throughput, not in the daemon's CPU. Measure it directly once.
     prof = overhead_run("overhead-profile", secs, True, profile=True)
+    log(f"  tuners loaded in the runs with the daemon: {pairs[0]['with'].get('tuners')}")
     if prof is None:
         log("  BPF run-time profile: BPF_ENABLE_STATS not available, skipped")
     else:
         for name, p in sorted(prof["progs"].items(), key=lambda kv: -kv[1]["cpu_pct"]):
-            log(f"  BPF profile: {name:26s} {p['runs_per_s']:10.0f} runs/s x {p['ns_per_run']:6.1f} ns "
+            log(f"  BPF profile: {name:44s} {p['runs_per_s']:10.0f} runs/s x {p['ns_per_run']:6.1f} ns "
                 f"= {p['cpu_pct']:.3f} % of a core")
+        per_tuner = {}
+        for name, p in prof["progs"].items():
+            per_tuner[name.split("/")[0]] = per_tuner.get(name.split("/")[0], 0.0) + p["cpu_pct"]
+        for tuner, pct in sorted(per_tuner.items(), key=lambda kv: -kv[1]):
+            log(f"  BPF profile per tuner: {tuner:14s} {pct:.3f} % of a core")
     withs = [p["with"] for p in pairs]
     tot_ticks = sum(w["ticks"] for w in withs)
     tot_secs = sum(w["secs"] for w in withs)
@@ -899,6 +922,12 @@ def bench_overhead(ctx):
             f"without {fmt_bps(res['without_bps']['median'])}; {below}/{n} ratios below 1")
     ctx.row("overhead: noise floor, without / without (A/A)", res["noise"], "", fmt="{:.4f}",
             note="the ratio above is only resolved to about this spread")
+    # The A/A spread (largest |without'/without - 1|) is how far apart two runs of the
+    # same thing land here; a with/without ratio closer to 1 than that is not resolvable.
+    spread = max(abs(p["noise"] - 1) for p in pairs)
+    ctx.row("overhead: ratio within the A/A noise floor", res["ratio"], "", "|1-r| <= A/A",
+            lambda v: abs(v - 1) <= spread, "{:.4f}",
+            f"median ratio vs A/A spread +/-{spread:.4f} (1 +/- largest |A/A - 1|)")
     if prof is not None:
         ctx.row("overhead: BPF programs' own run time", stats([res["bpf_cpu_pct"]]), " %", fmt="{:.3f}",
                 note=f"% of a core at {fmt_bps(prof['bps'])}, 1 profiled run (BPF_ENABLE_STATS)")

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what bpftune needs to build and test on Debian/Ubuntu: clang (BPF C),
 # libelf/zlib (vendored libbpf), iperf3/nftables/iproute2/python3 (tests, benchmarks),
-# busybox-static/kmod (the kernel matrix's initramfs and module handling).
+# busybox-static/kmod (the kernel matrix's initramfs and module handling), bpftool (the
+# benchmarks name the BPF programs they profile).
 # Idempotent: apt runs only when something is missing.
 set -euo pipefail
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make iperf3 nftables iproute2 python3 procps
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make iperf3 nftables iproute2 python3 procps bpftool
   busybox-static kmod
   # Shipping (tests/package.rs, tests/container.rs, scripts/validate-deploy.sh): lintian
   # and man-db check the .deb, podman (with runc: crun refuses cgroup hybrid hosts)
-  # builds and runs the image, python3-venv holds
-  # kubernetes-validate.
+  # builds and runs the image, python3-venv holds kubernetes-validate.
   lintian man-db podman runc python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -166,7 +166,7 @@ impl Report {
             out.push(netns_line(self.netns_cookies.is_supported()).to_string());
         }
         out.push(format!(
-            "{:<12} {:<16} {:<36} {}",
+            "{:<12} {:<18} {:<36} {}",
             "TUNER", "HOOK", "CHOSEN", "TRIED"
         ));
         for (name, plan) in &self.tuners {
@@ -190,7 +190,7 @@ impl Report {
                 if why.is_empty() {
                     why.push("no candidate allowed in legacy mode".into());
                 }
-                out.push(format!("{name:<12} {hook:<16} {chosen:<36} {}", why.join("; ")));
+                out.push(format!("{name:<12} {hook:<18} {chosen:<36} {}", why.join("; ")));
             }
         }
         let sockops = match &self.sockops {
@@ -203,7 +203,7 @@ impl Report {
             ("iter/tcp", self.iter_tcp.to_string()),
             ("netns cookies", self.netns_cookies.to_string()),
         ] {
-            out.push(format!("{:<12} {what:<16} {s}", "feature"));
+            out.push(format!("{:<12} {what:<18} {s}", "feature"));
         }
         out
     }

@@ -92,6 +92,27 @@ pub struct SampleReport {
     pub every: u64,
 }
 
+impl SampleReport {
+    /// Reports of time-gated samples (`sample_gate` in bpf/common.bpf.h): per sample,
+    /// the calls seen and the calls that proceeded, summed over CPUs; "every" is the
+    /// average stride. Samples never called are left out.
+    pub fn gated(
+        names: &[&'static str],
+        per_sample: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Vec<SampleReport> {
+        names
+            .iter()
+            .zip(per_sample)
+            .map(|(&name, (calls, proceeded))| SampleReport {
+                name,
+                calls,
+                every: calls / proceeded.max(1),
+            })
+            .filter(|r| r.calls > 0)
+            .collect()
+    }
+}
+
 /// A change a tuner wants. The core checks it against the live value, the
 /// administrator's ownership and the clamps before writing.
 #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,24 @@ impl FakeEnv {
         self.values.insert(k, SysctlValue::Ints(v.to_vec()));
     }
 
+    pub fn set_value(&mut self, tunable: usize, ns: Ns, v: SysctlValue) {
+        let k = self.key(tunable, ns);
+        self.values.insert(k, v);
+    }
+
+    /// The value of `tunable` in `ns`; panics (a test failure) if it was never set.
+    pub fn value(&self, tunable: usize, ns: Ns) -> SysctlValue {
+        self.values
+            .get(&self.key(tunable, ns))
+            .cloned()
+            .unwrap_or_else(|| panic!("tunable {tunable} not set in {ns:?}"))
+    }
+
+    /// Sets /proc/net/<file> of `ns`.
+    pub fn set_proc(&mut self, ns: Ns, file: &str, text: impl Into<String>) {
+        self.proc.insert((ns, file.to_string()), text.into());
+    }
+
     pub fn get(&self, tunable: usize, ns: Ns) -> Option<i64> {
         self.values
             .get(&self.key(tunable, ns))

@@ -206,22 +206,14 @@ impl Tuner for IpFrag {
         let Some(bss) = self.skel.as_ref().and_then(|s| s.maps.bss_data.as_deref()) else {
             return Vec::new();
         };
-        bss.samples
-            .iter()
-            .zip(SAMPLE_NAMES)
-            .map(|(cpus, name)| {
-                // Time-gated sampling (sample_gate): `rate` counts the calls that
-                // proceeded, so "every" is the average stride.
-                let calls: u64 = cpus.iter().map(|s| s.count).sum();
-                let proceeded: u64 = cpus.iter().map(|s| s.rate).sum();
-                SampleReport {
-                    name,
-                    calls,
-                    every: calls / proceeded.max(1),
-                }
-            })
-            .filter(|r| r.calls > 0)
-            .collect()
+        // Time-gated sampling: `rate` counts the calls that proceeded.
+        let per_sample = bss.samples.iter().map(|cpus| {
+            (
+                cpus.iter().map(|s| s.count).sum(),
+                cpus.iter().map(|s| s.rate).sum(),
+            )
+        });
+        SampleReport::gated(&SAMPLE_NAMES, per_sample)
     }
 
     fn stop(&mut self) {

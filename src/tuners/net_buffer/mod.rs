@@ -366,66 +366,16 @@ impl Tuner for NetBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::sysctl::SysctlError;
-    use crate::core::tunable::Rate;
-    use crate::core::tuner::MemoryFacts;
-    use std::collections::HashMap;
-
-    /// A TunerEnv over plain values, applying proposals like the engine does.
-    #[derive(Default)]
-    struct FakeEnv {
-        values: HashMap<usize, SysctlValue>,
-        softnet: String,
-        applied: Vec<Proposal>,
-    }
-
-    impl TunerEnv for FakeEnv {
-        fn rate(&self) -> Rate {
-            Rate::DEFAULT
-        }
-        fn read(&mut self, tunable: usize, _ns: Ns) -> Result<SysctlValue, SysctlError> {
-            self.values
-                .get(&tunable)
-                .cloned()
-                .ok_or_else(|| SysctlError::NotFound(TUNABLES[tunable].name.into()))
-        }
-        fn apply(&mut self, p: Proposal) -> Outcome {
-            let live = self.values.get(&p.tunable).cloned();
-            if p.expect.is_some() && p.expect != live {
-                return Outcome::Stale;
-            }
-            if live.as_ref() == Some(&p.value) {
-                return Outcome::Unchanged;
-            }
-            self.values.insert(p.tunable, p.value.clone());
-            self.applied.push(p);
-            Outcome::Applied
-        }
-        fn note(&mut self, _t: usize, _s: usize, _ns: Ns, _m: &str) {}
-        fn admin_write(&mut self, _ns: Ns, _p: &str, _pid: i32, _comm: &str) {}
-        fn proc_net(&mut self, _ns: Ns, files: &[&str]) -> Vec<Option<String>> {
-            files
-                .iter()
-                .map(|f| (*f == "softnet_stat").then(|| self.softnet.clone()))
-                .collect()
-        }
-        fn memory(&self) -> MemoryFacts {
-            MemoryFacts {
-                free_buffer_pages: 1_000_000,
-                page_size: 4096,
-            }
-        }
-    }
+    use crate::tuners::fake_env::FakeEnv;
 
     fn env() -> FakeEnv {
-        let mut e = FakeEnv::default();
-        let int = |v| SysctlValue::Ints(vec![v]);
-        e.values.insert(NETDEV_MAX_BACKLOG, int(8));
-        e.values
-            .insert(FLOW_LIMIT_CPU_BITMAP, SysctlValue::Str("0".into()));
-        e.values.insert(NETDEV_BUDGET, int(300));
-        e.values.insert(NETDEV_BUDGET_USECS, int(8000));
-        e.values.insert(HIGH_ORDER_ALLOC_DISABLE, int(1));
+        // Every net_buffer tunable is global.
+        let mut e = FakeEnv::new(&[false; TUNABLES.len()]);
+        e.set(NETDEV_MAX_BACKLOG, Ns::Global, &[8]);
+        e.set_value(FLOW_LIMIT_CPU_BITMAP, Ns::Global, SysctlValue::Str("0".into()));
+        e.set(NETDEV_BUDGET, Ns::Global, &[300]);
+        e.set(NETDEV_BUDGET_USECS, Ns::Global, &[8000]);
+        e.set(HIGH_ORDER_ALLOC_DISABLE, Ns::Global, &[1]);
         e
     }
 
@@ -450,8 +400,14 @@ mod tests {
         let mut e = env();
         let mut t = NetBuffer::new();
         t.handle(&drop_event(8, 1), &mut e);
-        assert_eq!(e.values[&NETDEV_MAX_BACKLOG], SysctlValue::Ints(vec![10]));
-        assert_eq!(e.values[&FLOW_LIMIT_CPU_BITMAP], SysctlValue::Str("2".into()));
+        assert_eq!(
+            e.value(NETDEV_MAX_BACKLOG, Ns::Global),
+            SysctlValue::Ints(vec![10])
+        );
+        assert_eq!(
+            e.value(FLOW_LIMIT_CPU_BITMAP, Ns::Global),
+            SysctlValue::Str("2".into())
+        );
         assert_eq!(
             e.applied[0].message,
             "Due to excessive drops, change net.core.netdev_max_backlog from (8) -> (10)"
@@ -464,7 +420,10 @@ mod tests {
         t.handle(&drop_event(8, 1), &mut e);
         assert_eq!(e.applied.len(), 2);
         t.handle(&drop_event(10, 1), &mut e);
-        assert_eq!(e.values[&NETDEV_MAX_BACKLOG], SysctlValue::Ints(vec![12]));
+        assert_eq!(
+            e.value(NETDEV_MAX_BACKLOG, Ns::Global),
+            SysctlValue::Ints(vec![12])
+        );
         assert_eq!(e.applied.len(), 3, "bit already set");
     }
 
@@ -474,19 +433,29 @@ mod tests {
         let mut t = NetBuffer::new();
         let mut squeeze = 4u64;
         let mut tick = |e: &mut FakeEnv, t: &mut NetBuffer| {
-            e.softnet = format!("00000010 00000000 {squeeze:08x}\n00000010 00000000 00000000\n");
+            e.set_proc(
+                Ns::Global,
+                "softnet_stat",
+                format!("00000010 00000000 {squeeze:08x}\n00000010 00000000 00000000\n"),
+            );
             squeeze += 3;
             t.tick(e);
         };
         tick(&mut e, &mut t); // first reading; also the start-up rule
-        assert_eq!(e.values[&HIGH_ORDER_ALLOC_DISABLE], SysctlValue::Ints(vec![0]));
+        assert_eq!(
+            e.value(HIGH_ORDER_ALLOC_DISABLE, Ns::Global),
+            SysctlValue::Ints(vec![0])
+        );
         tick(&mut e, &mut t);
-        assert_eq!(e.values[&NETDEV_BUDGET], SysctlValue::Ints(vec![375]));
-        assert_eq!(e.values[&NETDEV_BUDGET_USECS], SysctlValue::Ints(vec![10000]));
+        assert_eq!(e.value(NETDEV_BUDGET, Ns::Global), SysctlValue::Ints(vec![375]));
+        assert_eq!(
+            e.value(NETDEV_BUDGET_USECS, Ns::Global),
+            SysctlValue::Ints(vec![10000])
+        );
         for _ in 0..20 {
             tick(&mut e, &mut t);
         }
-        let usecs = one_int(&e.values[&NETDEV_BUDGET_USECS]).unwrap_or(0);
+        let usecs = one_int(&e.value(NETDEV_BUDGET_USECS, Ns::Global)).unwrap_or(0);
         assert!(
             usecs <= policy::BUDGET_USECS_MAX && usecs > 30_000,
             "stopped at {usecs}"
@@ -498,12 +467,26 @@ mod tests {
     fn untraced_softnet_drops_grow_the_backlog() {
         let mut e = env();
         let mut t = NetBuffer::new();
-        e.softnet = "00000010 00000000 00000000\n00000010 00000000 00000000\n".into();
+        e.set_proc(
+            Ns::Global,
+            "softnet_stat",
+            "00000010 00000000 00000000\n00000010 00000000 00000000\n",
+        );
         t.tick(&mut e);
-        e.softnet = "00000010 00000000 00000000\n00000010 00000598 00000000\n".into();
+        e.set_proc(
+            Ns::Global,
+            "softnet_stat",
+            "00000010 00000000 00000000\n00000010 00000598 00000000\n",
+        );
         t.tick(&mut e);
-        assert_eq!(e.values[&NETDEV_MAX_BACKLOG], SysctlValue::Ints(vec![10]));
-        assert_eq!(e.values[&FLOW_LIMIT_CPU_BITMAP], SysctlValue::Str("2".into()));
+        assert_eq!(
+            e.value(NETDEV_MAX_BACKLOG, Ns::Global),
+            SysctlValue::Ints(vec![10])
+        );
+        assert_eq!(
+            e.value(FLOW_LIMIT_CPU_BITMAP, Ns::Global),
+            SysctlValue::Str("2".into())
+        );
     }
 
     #[test]

@@ -1,50 +1,12 @@
 //! tcp_buffer glue tests over a fake TunerEnv (policy has its own tests in policy.rs).
 
 use super::*;
-use crate::core::sysctl::SysctlError;
-use crate::core::tunable::Rate;
-use crate::core::tuner::MemoryFacts;
+use crate::tuners::fake_env::FakeEnv;
 
-/// A TunerEnv over plain values, applying proposals like the engine does.
-#[derive(Default)]
-struct FakeEnv {
-    values: HashMap<usize, SysctlValue>,
-    applied: Vec<Proposal>,
-}
-
-impl TunerEnv for FakeEnv {
-    fn rate(&self) -> Rate {
-        Rate::DEFAULT
-    }
-    fn read(&mut self, tunable: usize, _ns: Ns) -> Result<SysctlValue, SysctlError> {
-        self.values
-            .get(&tunable)
-            .cloned()
-            .ok_or_else(|| SysctlError::NotFound(TUNABLES[tunable].name.into()))
-    }
-    fn apply(&mut self, p: Proposal) -> Outcome {
-        let live = self.values.get(&p.tunable).cloned();
-        if p.expect.is_some() && p.expect != live {
-            return Outcome::Stale;
-        }
-        if live.as_ref() == Some(&p.value) {
-            return Outcome::Unchanged;
-        }
-        self.values.insert(p.tunable, p.value.clone());
-        self.applied.push(p);
-        Outcome::Applied
-    }
-    fn note(&mut self, _t: usize, _s: usize, _ns: Ns, _m: &str) {}
-    fn admin_write(&mut self, _ns: Ns, _p: &str, _pid: i32, _comm: &str) {}
-    fn proc_net(&mut self, _ns: Ns, files: &[&str]) -> Vec<Option<String>> {
-        vec![None; files.len()]
-    }
-    fn memory(&self) -> MemoryFacts {
-        MemoryFacts {
-            free_buffer_pages: 1_000_000,
-            page_size: 4096,
-        }
-    }
+/// Every tunable is read and written in one place here (the namespace routing is the
+/// engine's, tested there).
+fn fake() -> FakeEnv {
+    FakeEnv::new(&[false; TUNABLES.len()])
 }
 
 fn rmem_event(max: i64, sockbuf: u64, srtt: u64) -> Event {
@@ -64,17 +26,19 @@ fn rmem_event(max: i64, sockbuf: u64, srtt: u64) -> Event {
 }
 
 fn env(max: i64) -> FakeEnv {
-    let mut e = FakeEnv::default();
-    e.values
-        .insert(TCP_RMEM, SysctlValue::Ints(vec![4096, 131072, max]));
-    e.values.insert(TCP_MODERATE_RCVBUF, SysctlValue::Ints(vec![0]));
-    e.values
-        .insert(TCP_MEM, SysctlValue::Ints(vec![287898, 383867, 575796]));
+    let mut e = fake();
+    e.set_value(TCP_RMEM, Ns::Global, SysctlValue::Ints(vec![4096, 131072, max]));
+    e.set_value(TCP_MODERATE_RCVBUF, Ns::Global, SysctlValue::Ints(vec![0]));
+    e.set_value(
+        TCP_MEM,
+        Ns::Global,
+        SysctlValue::Ints(vec![287898, 383867, 575796]),
+    );
     e
 }
 
 fn rmem_max(e: &FakeEnv) -> i64 {
-    e.values[&TCP_RMEM].ints().map_or(0, |v| v[2])
+    e.value(TCP_RMEM, Ns::Global).ints().map_or(0, |v| v[2])
 }
 
 #[test]
@@ -83,7 +47,10 @@ fn raise_rmem_and_enable_moderate_rcvbuf() {
     let mut t = TcpBuffer::new();
     t.handle(&rmem_event(1310720, 1310720, 40_000), &mut e);
     assert_eq!(rmem_max(&e), 1638400);
-    assert_eq!(e.values[&TCP_MODERATE_RCVBUF], SysctlValue::Ints(vec![1]));
+    assert_eq!(
+        e.value(TCP_MODERATE_RCVBUF, Ns::Global),
+        SysctlValue::Ints(vec![1])
+    );
     assert_eq!(e.applied.len(), 2);
     assert!(e.applied[0]
         .message
