@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean man deb image validate-deploy
 
 deps:
 	./scripts/install-deps.sh
@@ -26,6 +26,7 @@ lint: deps
 # binary runs, so the total .ci/run prints counts everything.
 test: build lint
 	$(CARGO) test --release --workspace --no-fail-fast -- --include-ignored --test-threads=1
+	$(MAKE) validate-deploy
 	$(MAKE) bench-smoke
 	$(MAKE) kernel-matrix KM_TIMEOUT=600
 
@@ -47,3 +48,27 @@ kernel-matrix: build
 
 clean:
 	$(CARGO) clean
+
+# Man pages (docs/man/*.8) and shell completions (docs/completions/) from the clap
+# definition, the query table and the tuners: run after changing a flag, query or tuner
+# and commit the result (xtask/tests/docs.rs fails until then).
+man:
+	$(CARGO) run --release -p bpftune-docgen -- docs
+
+
+# Debian package (cargo-deb, installed by scripts/install-deps.sh): target/debian/*.deb
+# from the release build (no rebuild).
+deb: build
+	$(CARGO) deb -p bpftune --no-build
+
+# Container image localhost/bpftune:VERSION, FROM scratch (Containerfile), built offline
+# from the release binary and the libraries it links (scripts/image-rootfs.sh).
+IMAGE ?= localhost/bpftune:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image: build
+	./scripts/image-rootfs.sh target/release/bpftune target/image
+	podman build --network=none -f target/image/Containerfile -t $(IMAGE) target/image
+
+# Kubernetes manifests (deploy/kubernetes/) against the API schemas, offline once the
+# kubernetes-validate venv exists (target/deploy-venv).
+validate-deploy: deps
+	./scripts/validate-deploy.sh

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return exit(1);
         }
     };
-    let to_stderr = cli.stderr || cli.support || cli.query.is_some();
+    let to_stderr = cli.stderr || cli.support || cli.query.is_some() || cli.rollback_now;
     let destination = if to_stderr {
         Destination::Stderr
     } else {
@@ -71,6 +71,27 @@ fn main() -> ExitCode {
         };
     }
 
+    if cli.rollback_now {
+        return match daemon::rollback_now::run(&cli::state_dir(), &cli::run_dir()) {
+            Ok(r) if r.left == 0 => {
+                tracing::info!("rollback: {} persisted original value(s) handled", r.found);
+                exit(0)
+            }
+            Ok(r) => {
+                tracing::error!(
+                    "rollback: {} of {} original value(s) could not be restored",
+                    r.left,
+                    r.found
+                );
+                exit(1)
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                exit(1)
+            }
+        };
+    }
+
     if cli.support {
         let report = probe::run(&bpftune::tuners::all(), cli.legacy);
         for line in report.lines() {
@@ -94,7 +115,7 @@ fn main() -> ExitCode {
         legacy: cli.legacy,
         rate,
         port: cli.port,
-        rollback: cli.rollback,
+        rollback: cli.rollback || cli::rollback_from_env(),
         libdir: cli.libdir.clone(),
         run_dir: cli::run_dir(),
         state_dir: cli::state_dir(),

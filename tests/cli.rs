@@ -34,7 +34,7 @@ fn version_prints_name_and_version() {
 fn print_libdir() {
     let (code, out, err) = run_bpftune(&["-P"]);
     assert_eq!(code, 0, "bpftune -P exit code; stderr: {err}");
-    assert_eq!(out.trim_end(), "/usr/lib64/bpftune/", "-P output");
+    assert_eq!(out.trim_end(), "/usr/lib/bpftune/", "-P output");
 }
 
 #[test]

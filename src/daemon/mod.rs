@@ -14,6 +14,7 @@ mod backend;
 mod event_loop;
 mod load;
 pub mod notify;
+pub mod rollback_now;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -1,0 +1,65 @@
+//! `--rollback-now`: restore the originals a stopped bpftune persisted in
+//! `<state_dir>/originals.json` and exit, without loading any BPF program. This is the
+//! one-shot form of `-R` that the Debian package's prerm and the Kubernetes preStop hook
+//! need: they run after the daemon has stopped (or while it is being replaced), when
+//! there is no daemon left whose exit could roll back.
+//!
+//! It goes through the same [`Engine::rollback`] as `-R`, so the rule is the same: a
+//! sysctl is restored only if it still holds the value bpftune last wrote; a value
+//! somebody changed since is left alone.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _};
+
+use crate::core::change::Ledger;
+use crate::core::engine::Engine;
+use crate::core::netns::{NetnsRegistry, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
+use crate::core::state::{boot_id, StateStore};
+use crate::core::sysctl::ProcSysctl;
+use crate::core::tunable::Rate;
+use crate::core::tuner::MemoryFacts;
+
+/// What a one-shot rollback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollbackReport {
+    /// Entries found in the state file (this boot's).
+    pub found: usize,
+    /// Entries still in the state file afterwards (restores that failed).
+    pub left: usize,
+}
+
+/// Restores the persisted originals in `state_dir`. Refuses while a daemon answers on
+/// the query socket in `run_dir`: that daemon owns the state file and would write over
+/// the restored values (stop it first, or let its own `-R` do the work).
+pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
+    if crate::core::query::client(run_dir, None, "tuners").is_ok() {
+        bail!(
+            "a bpftune daemon is running (it answers on {}); stop it before --rollback-now",
+            run_dir.display()
+        );
+    }
+    let (store, inherited) = StateStore::open(state_dir, &boot_id());
+    let found = inherited.map(|(n, _)| n).unwrap_or(0);
+    if found == 0 {
+        return Ok(RollbackReport { found: 0, left: 0 });
+    }
+    let registry = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
+        .context("cannot identify our network namespace")?;
+    let mut engine = Engine::new(
+        Rate::default(),
+        Box::new(crate::core::netlink::NeighTableStore::new(ProcSysctl::default())),
+        Box::new(registry),
+        Arc::new(Mutex::new(Ledger::default())),
+        store,
+        // Rollback writes originals only; no tuner decides anything here.
+        MemoryFacts {
+            free_buffer_pages: 0,
+            page_size: 4096,
+        },
+    );
+    engine.rollback();
+    let left = engine.store().entries().len();
+    Ok(RollbackReport { found, left })
+}
