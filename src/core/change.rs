@@ -90,6 +90,8 @@ pub struct Ledger {
     spans: BTreeMap<Where, Span>,
     records: VecDeque<ChangeRecord>,
     extras: BTreeMap<usize, TunerSummary>,
+    /// Where plugin tuners were loaded from (tuner id → path); built-in tuners have none.
+    pub origins: BTreeMap<usize, String>,
 }
 
 impl Ledger {

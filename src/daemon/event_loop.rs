@@ -18,6 +18,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub(super) const WAKE_RINGBUF: u64 = 0;
 pub(super) const WAKE_SIGNAL: u64 = 1;
 pub(super) const WAKE_NETNS: u64 = 2;
+pub(super) const WAKE_PLUGINS: u64 = 3;
 
 impl Daemon {
     /// Runs until SIGINT/SIGTERM.
@@ -29,6 +30,7 @@ impl Daemon {
             let wait = next_tick.min(next_scan).saturating_duration_since(now);
             let ready = self.events.waiter.wait(Some(wait)).context("epoll_wait")?;
             let mut rescan = false;
+            let mut plugins_changed = false;
             for token in ready {
                 match token {
                     WAKE_SIGNAL => return Ok(()),
@@ -40,6 +42,7 @@ impl Daemon {
                     WAKE_NETNS => {
                         rescan |= self.events.watcher.as_ref().is_some_and(|w| w.drain());
                     }
+                    WAKE_PLUGINS => plugins_changed |= self.plugins.drain(),
                     _ => {}
                 }
             }
@@ -47,6 +50,10 @@ impl Daemon {
                 let next = self.events.queue.borrow_mut().pop_front();
                 let Some(ev) = next else { break };
                 dispatch(&ev, &mut self.tuners, &mut self.engine);
+            }
+            if plugins_changed {
+                self.plugins
+                    .scan(&mut self.tuners, &mut self.engine, &mut self._shared);
             }
             let now = Instant::now();
             if rescan || now >= next_scan {
@@ -62,6 +69,7 @@ impl Daemon {
                         }
                     }
                 }
+                self.plugins.reap(&mut self.tuners, &mut self.engine);
                 next_tick = now + TICK;
             }
         }

@@ -13,6 +13,7 @@
 mod backend;
 mod event_loop;
 mod load;
+mod plugins;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -70,7 +71,10 @@ struct Events {
 pub struct Daemon {
     events: Events,
     tuners: Vec<Option<Box<dyn Tuner>>>,
-    /// Held for its `Drop`: the maps every tuner's object shares.
+    /// Plugin directories and the plugins loaded from them (their tuners are in `tuners`).
+    plugins: plugins::Plugins,
+    /// Held for its `Drop`: the maps every tuner's object shares (plugins loaded while
+    /// running reuse them too).
     _shared: SharedMaps,
     engine: Engine,
     ledger: Arc<Mutex<Ledger>>,
@@ -142,9 +146,30 @@ impl Daemon {
             memory,
         );
 
-        load::scan_libdir(Path::new(crate::cli::SYSTEM_LIBDIR));
-        load::scan_libdir(&opts.libdir);
-        let load::Loaded { tuners, shared } = load::load_tuners(opts, &mut engine, Some(&cgroup));
+        let plugin_dirs = [Path::new(crate::cli::SYSTEM_LIBDIR), opts.libdir.as_path()];
+        let load::Loaded {
+            mut tuners,
+            mut shared,
+        } = load::load_tuners(
+            opts,
+            &mut engine,
+            Some(&cgroup),
+            &plugins::Plugins::names_present(&plugin_dirs),
+        );
+        // Plugins after the built-in tuners: their ids follow, and their objects reuse
+        // the shared maps the built-in objects created (or create them, if none runs).
+        let mut plugins = plugins::Plugins::new(
+            &plugin_dirs,
+            &opts.allow,
+            crate::tuners::names(),
+            bpf::LoadConfig {
+                shift: opts.rate.shift(),
+                debug: opts.debug,
+                pid: std::process::id() as i32,
+            },
+            Some(cgroup.fd()),
+        );
+        plugins.scan(&mut tuners, &mut engine, &mut shared);
         let active: Vec<&'static str> = tuners.iter().flatten().map(|t| t.name()).collect();
         let ringbuf = shared
             .ring_buffer()
@@ -190,6 +215,9 @@ impl Daemon {
         if let Some(w) = &watcher {
             waiter.add(&w.fd(), WAKE_NETNS)?;
         }
+        if let Some(fd) = plugins.fd() {
+            waiter.add(&fd, event_loop::WAKE_PLUGINS)?;
+        }
         let known = engine.refresh_netns().created.len();
         tracing::info!(
             "bpftune started: tuners {} attached in {} ms; watching {} network namespace(s) besides the initial one (cookie {global_cookie})",
@@ -206,6 +234,7 @@ impl Daemon {
                 watcher,
             },
             tuners,
+            plugins,
             _shared: shared,
             engine,
             ledger,
