@@ -54,6 +54,25 @@ fn install(from: &Path, dir: &Path, name: &str) -> PathBuf {
     dst
 }
 
+/// A copy in `stage` of target/release/librust_sample.so, next to this test's own directory (target/release/deps).
+fn rust_sample(stage: &Path) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let lib = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("librust_sample.so"))
+        .expect("target dir");
+    assert!(
+        lib.exists(),
+        "{} missing: build the workspace first (cargo build --release --workspace)",
+        lib.display()
+    );
+    let copy = stage.join("rust_sample.so");
+    std::fs::copy(&lib, &copy).expect("copy rust sample");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    copy
+}
+
 fn count(log: &str, pat: &str) -> usize {
     log.lines().filter(|l| l.contains(pat)).count()
 }
@@ -130,6 +149,21 @@ fn plugins_load_unload_and_refusals_while_running() {
             .lines()
             .any(|l| l.split_whitespace().take(2).eq(["sample", "gone"])),
         "unloaded plugin shows as gone:\n{tuners}"
+    );
+
+    // The Rust sample (a cdylib of the workspace, built by `make build`).
+    let rust = rust_sample(stage.path());
+    install(&rust, dir.path(), "rust_sample_tuner.so");
+    d.expect_log(
+        "plugin tuner 'rust_sample' (id ",
+        Duration::from_secs(5),
+        "rust sample loaded",
+    );
+    read_core_pattern();
+    d.expect_log(
+        &format!("rust_sample: kernel.core_pattern read by pid {me} (plugins_load_un), seen from Rust"),
+        Duration::from_secs(5),
+        "rust sample event",
     );
 
     // Refusals, each with its reason.
