@@ -2,9 +2,14 @@
 //! its job in more than one way, each a set of BPF programs. Every strategy has a
 //! timeout; when the current one's expires, every strategy is evaluated and the tuner
 //! switches to the best (detaching the current programs, attaching the new ones).
-//! This module decides; the tuner (or the plugin adapter) attaches and detaches.
+//! This module decides ([`Strategies`]) and drives any [`Tuner`] that has strategies
+//! ([`drive`], called by the daemon every tick); the tuner attaches and detaches
+//! (built-in tuners in their [`Tuner::switch_strategy`], plugins through the adapter in
+//! [`crate::core::plugin`]).
 
 use std::time::{Duration, Instant};
+
+use crate::core::tuner::{Tuner, TunerEnv};
 
 /// One strategy of a tuner.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,9 +79,109 @@ impl Strategies {
     }
 }
 
+/// If `tuner`'s current strategy timed out: evaluates every strategy, and switches to
+/// the best one (logging the switch). Returns the switch made, if any.
+pub fn drive(tuner: &mut dyn Tuner, env: &mut dyn TunerEnv, now: Instant) -> Option<Switch> {
+    let (n, current) = {
+        let st = tuner.strategies()?;
+        if !st.due(now) {
+            return None;
+        }
+        (st.descs().len(), st.current())
+    };
+    let scores: Vec<f64> = (0..n).map(|i| tuner.evaluate_strategy(i, current, env)).collect();
+    let st = tuner.strategies()?;
+    let sw = st.decide(now, &scores)?;
+    let (from, to) = (st.descs()[sw.from].name.clone(), st.descs()[sw.to].name.clone());
+    let name = tuner.name();
+    match tuner.switch_strategy(sw.from, sw.to) {
+        Ok(()) => tracing::info!("{name}: switching strategy from '{from}' to '{to}' (scores {scores:?})"),
+        Err(e) => tracing::error!("{name}: cannot switch strategy from '{from}' to '{to}': {e}"),
+    }
+    Some(sw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::bpf::{HookError, LoadConfig, SharedMaps, Slot};
+    use crate::core::events::Event;
+    use crate::core::tunable::{Scenario, TunableDesc};
+    use crate::core::tuner::{StartCtx, TunerError};
+    use crate::tuners::fake_env::FakeEnv;
+
+    /// A built-in-style tuner whose two strategies score by what the environment says
+    /// (tunable 0's value: 1 favours strategy 1), recording the switches it was asked for.
+    struct Fake {
+        strategies: Strategies,
+        switches: Vec<(usize, usize)>,
+    }
+
+    impl Tuner for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn tunables(&self) -> &'static [TunableDesc] {
+            &[]
+        }
+        fn scenarios(&self) -> &'static [Scenario] {
+            &[]
+        }
+        fn slots(&self) -> &'static [Slot] {
+            &[]
+        }
+        fn try_attach(&self, _: &SharedMaps, _: &LoadConfig, _: &[&'static str]) -> Result<(), HookError> {
+            Ok(())
+        }
+        fn start(&mut self, _: StartCtx<'_>) -> Result<(), TunerError> {
+            Ok(())
+        }
+        fn handle(&mut self, _: &Event, _: &mut dyn TunerEnv) {}
+        fn strategies(&mut self) -> Option<&mut Strategies> {
+            Some(&mut self.strategies)
+        }
+        fn evaluate_strategy(&mut self, strategy: usize, _current: usize, env: &mut dyn TunerEnv) -> f64 {
+            let want = env
+                .read(0, crate::core::tuner::Ns::Global)
+                .ok()
+                .and_then(|v| v.ints().and_then(|x| x.first().copied()))
+                .unwrap_or(0);
+            if want as usize == strategy {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        fn switch_strategy(&mut self, from: usize, to: usize) -> Result<(), TunerError> {
+            self.switches.push((from, to));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drive_evaluates_on_timeout_and_switches() {
+        let t0 = Instant::now();
+        let mut f = Fake {
+            strategies: Strategies::new(descs()[..2].to_vec(), t0).expect("strategies"),
+            switches: Vec::new(),
+        };
+        let mut env = FakeEnv::new(&[false]);
+        env.set(0, crate::core::tuner::Ns::Global, &[1]);
+        // Not due yet: nothing evaluated.
+        assert_eq!(drive(&mut f, &mut env, t0), None);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(drive(&mut f, &mut env, t1), Some(Switch { from: 0, to: 1 }));
+        assert_eq!(f.switches, [(0, 1)]);
+        // Same preference at the next timeout (2 s for strategy 1): no switch.
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(drive(&mut f, &mut env, t2), None);
+        env.set(0, crate::core::tuner::Ns::Global, &[0]);
+        assert_eq!(
+            drive(&mut f, &mut env, t2 + Duration::from_secs(2)),
+            Some(Switch { from: 1, to: 0 })
+        );
+        assert_eq!(f.switches, [(0, 1), (1, 0)]);
+    }
 
     fn descs() -> Vec<StrategyDesc> {
         ["a", "b", "c"]

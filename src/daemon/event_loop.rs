@@ -64,6 +64,7 @@ impl Daemon {
                 for (id, t) in self.tuners.iter_mut().enumerate() {
                     if let Some(t) = t {
                         t.tick(&mut self.engine.ctx(id));
+                        crate::core::strategy::drive(t.as_mut(), &mut self.engine.ctx(id), now);
                         if let Some(s) = t.summary() {
                             lock(&self.ledger).set_extra(id, s);
                         }

@@ -406,10 +406,6 @@ impl PluginTuner {
         self.failed.clone()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.spec.path
-    }
-
     /// Runs `f` with a host table whose ctx reaches `env`.
     fn with_host<R>(&self, env: Option<&mut dyn TunerEnv>, f: impl FnOnce(*const abi::Host) -> R) -> R {
         let mut ctx = HostCtx {
@@ -563,45 +559,6 @@ impl PluginTuner {
         self.unload();
         self.failed.set(true);
     }
-
-    fn evaluate_strategies(&mut self, env: &mut dyn TunerEnv) {
-        let now = Instant::now();
-        let Some(st) = &self.strategies else { return };
-        if !st.due(now) || !self.started {
-            return;
-        }
-        let current = st.current() as u32;
-        let state = self.state;
-        let evals: Vec<Option<abi::EvaluateFn>> = self.spec.strategies.iter().map(|(_, e)| *e).collect();
-        let scores: Vec<f64> = self.with_host(Some(env), |host| {
-            evals
-                .iter()
-                .enumerate()
-                // SAFETY: the plugin's evaluate callback with its own state and our host.
-                .map(|(i, e)| e.map_or(-1.0, |f| unsafe { f(state, host, i as u32, current) }))
-                .collect()
-        });
-        let Some(st) = self.strategies.as_mut() else {
-            return;
-        };
-        if let Some(sw) = st.decide(now, &scores) {
-            let (from, to) = (st.descs()[sw.from].name.clone(), st.descs()[sw.to].name.clone());
-            match self.sync_links() {
-                Ok(()) => tracing::info!(
-                    "{}: switching strategy from '{from}' to '{to}' (scores {scores:?})",
-                    self.spec.name
-                ),
-                Err(e) => {
-                    tracing::error!(
-                        "{}: cannot switch strategy to '{to}': {e}; disabling it",
-                        self.spec.name
-                    );
-                    self.unload();
-                    self.failed.set(true);
-                }
-            }
-        }
-    }
 }
 
 impl Tuner for PluginTuner {
@@ -712,10 +669,33 @@ impl Tuner for PluginTuner {
             let rc = self.with_host(Some(&mut *env), |host| unsafe { tick(state, host) });
             if rc != 0 {
                 self.fail("tick", rc);
-                return;
             }
         }
-        self.evaluate_strategies(env);
+    }
+
+    fn strategies(&mut self) -> Option<&mut Strategies> {
+        // A stopped plugin has nothing to switch.
+        self.strategies.as_mut().filter(|_| self.started)
+    }
+
+    fn evaluate_strategy(&mut self, strategy: usize, current: usize, env: &mut dyn TunerEnv) -> f64 {
+        let Some(Some(eval)) = self.spec.strategies.get(strategy).map(|(_, e)| *e) else {
+            return -1.0;
+        };
+        let state = self.state;
+        // SAFETY: the plugin's evaluate callback with its own state and our host table.
+        self.with_host(Some(env), |host| unsafe {
+            eval(state, host, strategy as u32, current as u32)
+        })
+    }
+
+    fn switch_strategy(&mut self, _from: usize, _to: usize) -> Result<(), TunerError> {
+        let name = self.spec.name;
+        self.sync_links().map_err(|e| {
+            self.unload();
+            self.failed.set(true);
+            TunerError::hook(name, e)
+        })
     }
 
     fn stop(&mut self) {
