@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{setup, temp_dir, Daemon, TempDir};
+use common::{netns, ns_ints, setup, temp_dir, Daemon, TempDir};
 
 const BPF_DIR: &str = env!("BPFTUNE_EXAMPLE_BPF_DIR");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -164,6 +164,36 @@ fn plugins_load_unload_and_refusals_while_running() {
         &format!("rust_sample: kernel.core_pattern read by pid {me} (plugins_load_un), seen from Rust"),
         Duration::from_secs(5),
         "rust sample event",
+    );
+    // Its demo proposal goes through the engine: a reader named bpftune_demo in a
+    // namespace gets that namespace's somaxconn raised by one, recorded as a change.
+    let ns = netns("plugin");
+    let before = ns_ints(&ns, "net.core.somaxconn")[0];
+    let demo = stage.path().join("bpftune_demo");
+    std::fs::copy("/bin/cat", &demo).expect("copy cat");
+    let st = ns
+        .command(&[&demo.display().to_string(), "/proc/sys/kernel/core_pattern"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run demo reader");
+    assert!(st.success(), "demo reader failed");
+    d.expect_log(
+        &format!(
+            "rust_sample: proposed net.core.somaxconn {before} -> {}: applied",
+            before + 1
+        ),
+        Duration::from_secs(5),
+        "rust sample proposal applied",
+    );
+    assert_eq!(
+        ns_ints(&ns, "net.core.somaxconn"),
+        [before + 1],
+        "somaxconn raised in the namespace"
+    );
+    let changes = d.query_ok("jchanges");
+    assert!(
+        changes.contains("rust_sample") && changes.contains("net.core.somaxconn"),
+        "change recorded:\n{changes}"
     );
 
     // Refusals, each with its reason.

@@ -10,6 +10,8 @@ int sample_core_pattern_read(struct bpf_sysctl *ctx)
 {
 	static const char want[] = "kernel/core_pattern";
 	struct bpftune_event *ev;
+	struct task_struct *task;
+	struct net *net;
 	__u64 pid_tgid;
 	char name[sizeof(want)];
 	int i;
@@ -31,8 +33,13 @@ int sample_core_pattern_read(struct bpf_sysctl *ctx)
 	if (!ev)
 		return 1;
 	__builtin_memset(ev, 0, sizeof(*ev));
+	/* The reader's network namespace: proposals for namespaced sysctls go there. */
+	task = (struct task_struct *)bpf_get_current_task();
+	net = BPF_CORE_READ(task, nsproxy, net_ns);
 	ev->tuner_id = tuner_id;
 	ev->scenario_id = 0;
+	ev->netns_cookie = netns_cookie(net);
+	ev->netns_ino = netns_ino(net);
 	ev->pid = pid_tgid >> 32;
 	ev->ts_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(ev->str, 16);
