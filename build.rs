@@ -19,6 +19,15 @@ const OBJECTS: &[(&str, &str)] = &[
     ("probe", "src/core/probe.bpf.c"),
 ];
 
+/// (object name, source) of the example plugins' BPF parts.
+const EXAMPLE_OBJECTS: &[(&str, &str)] = &[
+    ("sample_tuner", "examples/plugins/sample_tuner/sample_tuner.bpf.c"),
+    (
+        "strategy_tuner",
+        "examples/plugins/strategy_tuner/strategy_tuner.bpf.c",
+    ),
+];
+
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for (name, src) in OBJECTS {
@@ -38,6 +47,20 @@ fn main() {
                 .unwrap_or_else(|e| panic!("writing ids of {header}: {e}"));
         }
     }
+    // The example plugins' BPF objects (no skeleton: a plugin embeds the object in its
+    // shared object). The plugin tests compile the user-space part with clang and embed
+    // these; BPFTUNE_EXAMPLE_BPF_DIR tells them where they are.
+    for (name, src) in EXAMPLE_OBJECTS {
+        SkeletonBuilder::new()
+            .source(src)
+            .obj(out.join(format!("{name}.bpf.o")))
+            .clang_args(["-I", "bpf", "-Wall", "-Wno-unused-variable"])
+            .build()
+            .unwrap_or_else(|e| panic!("building example BPF object {src}: {e}"));
+        println!("cargo:rerun-if-changed={src}");
+    }
+    println!("cargo:rustc-env=BPFTUNE_EXAMPLE_BPF_DIR={}", out.display());
+    println!("cargo:rerun-if-changed=include/bpftune/plugin.h");
     for h in ["bpf/common.bpf.h", "bpf/bpftune.h", "bpf/vmlinux.h"] {
         println!("cargo:rerun-if-changed={h}");
     }

@@ -103,6 +103,8 @@ pub struct Ledger {
     writes: BTreeMap<(usize, usize, usize, bool), u64>,
     /// Changes proposed but not made (observe mode), same key.
     proposals: BTreeMap<(usize, usize, usize, bool), u64>,
+    /// Where plugin tuners were loaded from (tuner id → path); built-in tuners have none.
+    pub origins: BTreeMap<usize, String>,
 }
 
 /// Most distinct reasons kept per advice entry (the newest replace the oldest).

@@ -8,6 +8,7 @@ use crate::core::bpf::{HookError, LoadConfig, SharedMaps, Slot};
 pub use crate::core::change::TunerSummary;
 use crate::core::events::Event;
 pub use crate::core::events::Ns;
+use crate::core::strategy::Strategies;
 use crate::core::sysctl::SysctlError;
 use crate::core::tunable::{Rate, Scenario, SysctlValue, TunableDesc};
 
@@ -242,6 +243,21 @@ pub trait Tuner {
     }
     /// Detaches and unloads.
     fn stop(&mut self) {}
+    /// The tuner's strategies (see [`crate::core::strategy`]), if it has any: the daemon
+    /// evaluates them when the current one's timeout expires and switches to the best.
+    fn strategies(&mut self) -> Option<&mut Strategies> {
+        None
+    }
+    /// Score of strategy `strategy` while `current` runs: higher is better, negative
+    /// (or NaN) rules it out.
+    fn evaluate_strategy(&mut self, _strategy: usize, _current: usize, _env: &mut dyn TunerEnv) -> f64 {
+        -1.0
+    }
+    /// Detaches the programs of strategy `from` and attaches those of `to` (already the
+    /// current one in [`Tuner::strategies`]). On error the tuner stops itself.
+    fn switch_strategy(&mut self, _from: usize, _to: usize) -> Result<(), TunerError> {
+        Ok(())
+    }
 }
 
 /// Accepts `tcp_buffer`, `tcp_buffer_tuner.so` or a path ending in it (`-a`).

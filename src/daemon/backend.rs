@@ -17,12 +17,14 @@ pub(super) struct Backend {
 
 impl QueryBackend for Backend {
     fn tuners(&self) -> Vec<TunerRow> {
-        lock(&self.ledger)
-            .tuners
+        let l = lock(&self.ledger);
+        l.tuners
             .iter()
-            .map(|t| TunerRow {
+            .enumerate()
+            .map(|(id, t)| TunerRow {
                 name: t.name.to_string(),
                 state: t.state.as_str().to_string(),
+                origin: l.origins.get(&id).cloned(),
             })
             .collect()
     }

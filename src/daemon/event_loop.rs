@@ -18,6 +18,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub(super) const WAKE_RINGBUF: u64 = 0;
 pub(super) const WAKE_SIGNAL: u64 = 1;
 pub(super) const WAKE_NETNS: u64 = 2;
+pub(super) const WAKE_PLUGINS: u64 = 3;
 
 impl Daemon {
     /// Runs until SIGINT/SIGTERM.
@@ -34,6 +35,7 @@ impl Daemon {
             let wait = due.saturating_duration_since(now);
             let ready = self.events.waiter.wait(Some(wait)).context("epoll_wait")?;
             let mut rescan = false;
+            let mut plugins_changed = false;
             for token in ready {
                 match token {
                     WAKE_SIGNAL => return Ok(()),
@@ -45,6 +47,7 @@ impl Daemon {
                     WAKE_NETNS => {
                         rescan |= self.events.watcher.as_ref().is_some_and(|w| w.drain());
                     }
+                    WAKE_PLUGINS => plugins_changed |= self.plugins.drain(),
                     _ => {}
                 }
             }
@@ -52,6 +55,13 @@ impl Daemon {
                 let next = self.events.queue.borrow_mut().pop_front();
                 let Some(ev) = next else { break };
                 dispatch(&ev, &mut self.tuners, &mut self.engine);
+            }
+            if plugins_changed {
+                // Loading a plugin is a start-up in miniature (BPF load and attach, cgroup
+                // programs): raise what start-up had (core::privs: idle is empty).
+                let _caps = crate::core::privs::raise(crate::core::privs::KEEP);
+                self.plugins
+                    .scan(&mut self.tuners, &mut self.engine, &mut self._shared);
             }
             let now = Instant::now();
             if rescan || now >= next_scan {
@@ -62,11 +72,13 @@ impl Daemon {
                 for (id, t) in self.tuners.iter_mut().enumerate() {
                     if let Some(t) = t {
                         t.tick(&mut self.engine.ctx(id));
+                        crate::core::strategy::drive(t.as_mut(), &mut self.engine.ctx(id), now);
                         if let Some(s) = t.summary() {
                             lock(&self.ledger).set_extra(id, s);
                         }
                     }
                 }
+                self.plugins.reap(&mut self.tuners, &mut self.engine);
                 next_tick = now + TICK;
                 let changes = lock(&self.ledger).applied_count();
                 self.notify

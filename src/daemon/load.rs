@@ -1,8 +1,7 @@
-//! Start-up helpers: loading and attaching the tuners (with per-hook fallback), the lib
-//! directories, memory facts.
+//! Start-up helpers: loading and attaching the built-in tuners (with per-hook fallback),
+//! memory facts. Plugin tuners are loaded by `plugins.rs`.
 
 use std::os::fd::BorrowedFd;
-use std::path::Path;
 
 use super::Options;
 use crate::core::bpf::{self, LoadConfig, SharedMaps};
@@ -14,31 +13,6 @@ use crate::core::plan::{self, Plan};
 use crate::core::probe::{self, Level};
 use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 use crate::tuners;
-
-/// C bpftune loads `<name>_tuner.so` plugins from its lib dirs; ours are built in. Tell
-/// the operator what we found there, so a stray plugin is not silently ignored.
-pub(super) fn scan_libdir(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        tracing::debug!("could not open dir '{}'", dir.display());
-        return;
-    };
-    let builtin = tuners::names();
-    for entry in rd.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix("_tuner.so") else {
-            continue;
-        };
-        if builtin.contains(&stem) {
-            tracing::debug!("'{}' is built into this bpftune", entry.path().display());
-        } else {
-            tracing::info!(
-                "ignoring plugin '{}': this bpftune only runs its built-in tuners ({})",
-                entry.path().display(),
-                builtin.join(", ")
-            );
-        }
-    }
-}
 
 pub(super) fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
@@ -140,7 +114,12 @@ fn log_plan(name: &str, plan: &Plan) {
 /// Starts every allowed tuner with its first-choice hooks, falling back per hook slot
 /// to the next candidate that attaches (see [`plan::start`]), then logs the support
 /// level of what actually runs.
-pub(super) fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&CgroupDir>) -> Loaded {
+pub(super) fn load_tuners(
+    opts: &Options,
+    engine: &mut Engine,
+    cgroup: Option<&CgroupDir>,
+    plugin_names: &[String],
+) -> Loaded {
     let config = LoadConfig {
         shift: opts.rate.shift(),
         debug: opts.debug,
@@ -148,8 +127,15 @@ pub(super) fn load_tuners(opts: &Options, engine: &mut Engine, cgroup: Option<&C
     };
     let builtin = tuners::names();
     for a in &opts.allow {
-        if !builtin.iter().any(|n| allow_matches(std::slice::from_ref(a), n)) {
-            tracing::error!("-a {a}: no such tuner (built-in tuners: {})", builtin.join(", "));
+        let known = builtin
+            .iter()
+            .copied()
+            .chain(plugin_names.iter().map(String::as_str));
+        if !known.clone().any(|n| allow_matches(std::slice::from_ref(a), n)) {
+            tracing::error!(
+                "-a {a}: no such tuner (tuners: {})",
+                known.collect::<Vec<_>>().join(", ")
+            );
         }
     }
     let mut shared = SharedMaps::default();

@@ -14,6 +14,7 @@ mod backend;
 mod event_loop;
 mod load;
 pub mod notify;
+mod plugins;
 pub mod rollback_now;
 
 use std::cell::RefCell;
@@ -80,7 +81,10 @@ pub struct Daemon {
     metrics: Option<crate::metrics::Exporter>,
     events: Events,
     tuners: Vec<Option<Box<dyn Tuner>>>,
-    /// Held for its `Drop`: the maps every tuner's object shares.
+    /// Plugin directories and the plugins loaded from them (their tuners are in `tuners`).
+    plugins: plugins::Plugins,
+    /// Held for its `Drop`: the maps every tuner's object shares (plugins loaded while
+    /// running reuse them too).
     _shared: SharedMaps,
     engine: Engine,
     ledger: Arc<Mutex<Ledger>>,
@@ -160,9 +164,30 @@ impl Daemon {
             tracing::info!("observe mode: proposed changes are logged as 'would change', nothing is written; see 'bpftune -q advice'");
         }
 
-        load::scan_libdir(Path::new(crate::cli::SYSTEM_LIBDIR));
-        load::scan_libdir(&opts.libdir);
-        let load::Loaded { tuners, shared } = load::load_tuners(opts, &mut engine, Some(&cgroup));
+        let plugin_dirs = [Path::new(crate::cli::SYSTEM_LIBDIR), opts.libdir.as_path()];
+        let load::Loaded {
+            mut tuners,
+            mut shared,
+        } = load::load_tuners(
+            opts,
+            &mut engine,
+            Some(&cgroup),
+            &plugins::Plugins::names_present(&plugin_dirs),
+        );
+        // Plugins after the built-in tuners: their ids follow, and their objects reuse
+        // the shared maps the built-in objects created (or create them, if none runs).
+        let mut plugins = plugins::Plugins::new(
+            &plugin_dirs,
+            &opts.allow,
+            crate::tuners::names(),
+            bpf::LoadConfig {
+                shift: opts.rate.shift(),
+                debug: opts.debug,
+                pid: std::process::id() as i32,
+            },
+            Some(cgroup.fd()),
+        );
+        plugins.scan(&mut tuners, &mut engine, &mut shared);
         let active: Vec<&'static str> = tuners.iter().flatten().map(|t| t.name()).collect();
         let ringbuf = shared
             .ring_buffer()
@@ -208,6 +233,9 @@ impl Daemon {
         if let Some(w) = &watcher {
             waiter.add(&w.fd(), WAKE_NETNS)?;
         }
+        if let Some(fd) = plugins.fd() {
+            waiter.add(&fd, event_loop::WAKE_PLUGINS)?;
+        }
         // Start-up is over: from here on this thread keeps only what later operations
         // raise (core::privs); the log line and READY=1 below come after the drop.
         match crate::core::privs::drop_to_idle() {
@@ -239,6 +267,7 @@ impl Daemon {
                 watcher,
             },
             tuners,
+            plugins,
             _shared: shared,
             engine,
             ledger,

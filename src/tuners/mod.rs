@@ -2,7 +2,7 @@
 //! one in build.rs for its BPF object).
 
 #[cfg(test)]
-mod fake_env;
+pub(crate) mod fake_env;
 pub mod ip_frag;
 pub mod neigh_table;
 pub mod net_buffer;

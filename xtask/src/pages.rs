@@ -464,13 +464,27 @@ Namespace churn of 30 namespaces leaves fd and thread counts flat (kernel matrix
 
 /// bpftune(8) sections after OPTIONS, before the generated QUERIES/TUNERS lists.
 pub const MAIN_INTRO_TUNERS: &str = r#"Each tuner has its own page, listed below; \fB\-a\fR loads only the named ones,
-\fBbpftune \-S\fR says which hooks each can use on this kernel. Tuners are built in.
+\fBbpftune \-S\fR says which hooks each can use on this kernel. These tuners are built
+in; more can be added as plugins (see \fBPLUGINS\fR).
 "#;
 
-pub const MAIN_AFTER: &str = r#".SH PLUGIN DIRECTORIES
-Tuners are built into the binary. The system plugin directory (\fB\-P\fR prints it) and
-the local one (\fB\-l\fR) are scanned at start-up for C bpftune tuner files, which are
-reported, not loaded. The Debian package creates the system directory.
+pub const MAIN_AFTER: &str = r#".SH PLUGINS
+Plugin tuners are shared objects named \fIname\fB_tuner.so\fR implementing
+\fIinclude/bpftune/plugin.h\fR, plugin ABI version \fB1\fR
+(\fBBPFTUNE_PLUGIN_ABI_VERSION\fR); they embed their BPF object and propose changes
+through the daemon, which applies, records and rolls them back like a built-in
+tuner's (observe mode included). They are loaded from the system plugin directory
+(printed by \fB\-P\fR; the Debian package creates it) and the \fB\-l\fR directory at
+start-up and while running (inotify): a new file is loaded, a removed or replaced one
+unloaded (programs detached, its changes kept for rollback).
+A file is opened only if its name is exactly \fIname\fB_tuner.so\fR (no
+\fI.dpkg\-new\fR, \fI~\fR, \fI.tmp\fR), it is a regular file (not a symlink) owned by
+root and not writable by group or others, and its directory is owned by root and not
+writable by group or others; then its ABI version must match and its name must not be
+a built-in tuner's. Each refusal is logged once with the reason. A plugin whose
+callback returns an error is disabled. \fB\-a\fR applies to plugins too; the
+\fBtuners\fR query shows a plugin's file as a third column. See
+\fIdocs/writing-a-tuner.md\fR.
 .SH LOGGING
 syslog (ident bpftune, facility daemon, with pid) by default; journald when started by
 systemd; stderr with \fB\-s\fR, or when no syslog socket exists (said once). Every change

@@ -15,10 +15,14 @@ pub fn format_help() -> String {
         .collect()
 }
 
-/// `tuners`: `"%20s %20s\n"` (name, state).
+/// `tuners`: `"%20s %20s\n"` (name, state), as C bpftune; plugin tuners add the file
+/// they were loaded from as a third column.
 pub fn format_tuners(rows: &[TunerRow]) -> String {
     rows.iter()
-        .map(|r| format!("{:>20} {:>20}\n", r.name, r.state))
+        .map(|r| match &r.origin {
+            None => format!("{:>20} {:>20}\n", r.name, r.state),
+            Some(o) => format!("{:>20} {:>20} {o}\n", r.name, r.state),
+        })
         .collect()
 }
 

@@ -89,6 +89,8 @@ pub struct TunerRow {
     pub name: String,
     /// inactive / active / manual / gone
     pub state: String,
+    /// The file a plugin tuner was loaded from; `None` for built-in tuners.
+    pub origin: Option<String>,
 }
 
 /// One line of the `tunables` / `jtunables` queries (all tunables, sysctl or not).

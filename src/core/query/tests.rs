@@ -21,10 +21,12 @@ impl QueryBackend for Fake {
             TunerRow {
                 name: "tcp_buffer_tuner".into(),
                 state: "active".into(),
+                origin: None,
             },
             TunerRow {
                 name: "tcp_conn_tuner".into(),
                 state: "manual".into(),
+                origin: None,
             },
         ]
     }

@@ -1,0 +1,323 @@
+//! Plugin tuners: the C examples (examples/plugins) are built with clang here, their BPF
+//! parts (built by build.rs) embedded; the daemon loads them from its `-l` directory at
+//! start-up and while running, refuses untrusted files with a reason, unloads removed
+//! ones, disables one whose callback fails, and switches strategies on their timeout.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{netns, ns_ints, setup, temp_dir, Daemon, TempDir};
+
+const BPF_DIR: &str = env!("BPFTUNE_EXAMPLE_BPF_DIR");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Builds examples/plugins/<example>/<example>.c into `out` with `defines`.
+fn build_plugin(example: &str, out: &Path, defines: &[&str]) {
+    let src = format!("{ROOT}/examples/plugins/{example}/{example}.c");
+    let obj = format!("-DBPF_OBJ=\"{BPF_DIR}/{example}.bpf.o\"");
+    let st = Command::new("clang")
+        .args(["-O2", "-Wall", "-Werror", "-fPIC", "-shared"])
+        .arg(format!("-I{ROOT}/include"))
+        .arg(obj)
+        .args(defines)
+        .arg(&src)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("clang");
+    assert!(st.success(), "building {src} failed");
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o644)).expect("chmod plugin");
+}
+
+fn libdir(tag: &str) -> TempDir {
+    let d = temp_dir(tag);
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod libdir");
+    d
+}
+
+/// Reads kernel.core_pattern (the sample's BPF program reports every read by others).
+fn read_core_pattern() {
+    std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("read core_pattern");
+}
+
+/// Puts `from` into `dir` as `name` atomically (rename), as a package manager would.
+fn install(from: &Path, dir: &Path, name: &str) -> PathBuf {
+    let tmp = dir.join(format!(".{name}.part"));
+    std::fs::copy(from, &tmp).expect("copy plugin");
+    std::fs::set_permissions(&tmp, std::fs::metadata(from).expect("stat").permissions()).expect("chmod");
+    let dst = dir.join(name);
+    std::fs::rename(&tmp, &dst).expect("rename plugin");
+    dst
+}
+
+/// A copy in `stage` of target/release/librust_sample.so, next to this test's own directory (target/release/deps).
+fn rust_sample(stage: &Path) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let lib = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("librust_sample.so"))
+        .expect("target dir");
+    assert!(
+        lib.exists(),
+        "{} missing: build the workspace first (cargo build --release --workspace)",
+        lib.display()
+    );
+    let copy = stage.join("rust_sample.so");
+    std::fs::copy(&lib, &copy).expect("copy rust sample");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    copy
+}
+
+fn count(log: &str, pat: &str) -> usize {
+    log.lines().filter(|l| l.contains(pat)).count()
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn plugins_load_unload_and_refusals_while_running() {
+    let _g = setup("plugins_load_unload_and_refusals_while_running");
+    let stage = temp_dir("plugin-stage");
+    let dir = libdir("plugin-lib");
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    let wrong_abi = stage.path().join("wrong_abi.so");
+    build_plugin("sample_tuner", &wrong_abi, &["-DSAMPLE_ABI=99"]);
+    let failing = stage.path().join("failing.so");
+    build_plugin("sample_tuner", &failing, &["-DSAMPLE_FAIL"]);
+    let writable = stage.path().join("writable.so");
+    std::fs::copy(&sample, &writable).expect("copy");
+    std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o646)).expect("chmod");
+
+    let d = Daemon::start(&["-l", &dir.path().display().to_string()]);
+    let path = dir.path().join("sample_tuner.so");
+
+    // New file → loaded, its BPF program reports reads of kernel.core_pattern.
+    std::fs::copy(&sample, &path).expect("copy plugin in");
+    d.expect_log(
+        "plugin tuner 'sample' (id ",
+        Duration::from_secs(5),
+        "sample loaded",
+    );
+    d.expect_log(
+        "sample: sample tuner initialised",
+        Duration::from_secs(2),
+        "init called",
+    );
+    let tuners = d.query_ok("tuners");
+    assert!(
+        tuners.lines().any(|l| l
+            .split_whitespace()
+            .eq(["sample", "active", &path.display().to_string()])),
+        "tuners lists the plugin with its origin:\n{tuners}"
+    );
+    assert!(
+        tuners
+            .lines()
+            .any(|l| l.split_whitespace().eq(["tcp_buffer", "active"])),
+        "built-in tuners are listed as before:\n{tuners}"
+    );
+    read_core_pattern();
+    let me = std::process::id();
+    d.expect_log(
+        &format!("sample: kernel.core_pattern read by pid {me} "),
+        Duration::from_secs(5),
+        "sample event",
+    );
+    let summary = d.query_ok("summary");
+    eprintln!("summary:\n{summary}");
+
+    // Removed → unloaded (fini called); the tuner stays listed as gone.
+    std::fs::remove_file(&path).expect("remove plugin");
+    d.expect_log(
+        "unloaded: its file was removed or replaced",
+        Duration::from_secs(5),
+        "sample unloaded",
+    );
+    d.expect_log(
+        "sample: sample tuner finished after 1 event(s)",
+        Duration::from_secs(2),
+        "fini called",
+    );
+    let tuners = d.query_ok("tuners");
+    assert!(
+        tuners
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["sample", "gone"])),
+        "unloaded plugin shows as gone:\n{tuners}"
+    );
+
+    // The Rust sample (a cdylib of the workspace, built by `make build`).
+    let rust = rust_sample(stage.path());
+    install(&rust, dir.path(), "rust_sample_tuner.so");
+    d.expect_log(
+        "plugin tuner 'rust_sample' (id ",
+        Duration::from_secs(5),
+        "rust sample loaded",
+    );
+    read_core_pattern();
+    d.expect_log(
+        &format!("rust_sample: kernel.core_pattern read by pid {me} (plugins_load_un), seen from Rust"),
+        Duration::from_secs(5),
+        "rust sample event",
+    );
+    // Its demo proposal goes through the engine: a reader named bpftune_demo in a
+    // namespace gets that namespace's somaxconn raised by one, recorded as a change.
+    let ns = netns("plugin");
+    let before = ns_ints(&ns, "net.core.somaxconn")[0];
+    let demo = stage.path().join("bpftune_demo");
+    std::fs::copy("/bin/cat", &demo).expect("copy cat");
+    let st = ns
+        .command(&[&demo.display().to_string(), "/proc/sys/kernel/core_pattern"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run demo reader");
+    assert!(st.success(), "demo reader failed");
+    d.expect_log(
+        &format!(
+            "rust_sample: proposed net.core.somaxconn {before} -> {}: applied",
+            before + 1
+        ),
+        Duration::from_secs(5),
+        "rust sample proposal applied",
+    );
+    assert_eq!(
+        ns_ints(&ns, "net.core.somaxconn"),
+        [before + 1],
+        "somaxconn raised in the namespace"
+    );
+    let changes = d.query_ok("jchanges");
+    assert!(
+        changes.contains("rust_sample") && changes.contains("net.core.somaxconn"),
+        "change recorded:\n{changes}"
+    );
+
+    // Refusals, each with its reason.
+    let ww = install(&writable, dir.path(), "sample_tuner.so");
+    d.expect_log(
+        "refused: writable by group or others (mode 646)",
+        Duration::from_secs(5),
+        "world-writable refused",
+    );
+    std::fs::remove_file(&ww).expect("rm");
+    install(&wrong_abi, dir.path(), "sample_tuner.so");
+    d.expect_log(
+        "refused: ABI version 99, this bpftune implements 1",
+        Duration::from_secs(5),
+        "wrong ABI refused",
+    );
+    install(&sample, dir.path(), "sample_tuner.so.dpkg-new");
+    d.expect_log(
+        "sample_tuner.so.dpkg-new' refused: name is not",
+        Duration::from_secs(5),
+        "temp name refused",
+    );
+    install(&sample, dir.path(), "tcp_buffer_tuner.so");
+    d.expect_log(
+        "refused: 'tcp_buffer' is the name of a built-in tuner",
+        Duration::from_secs(5),
+        "built-in name refused",
+    );
+    // Another event in the directory rescans it: refusals are not logged again.
+    install(&sample, dir.path(), "unrelated.txt");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = d.log();
+    for reason in [
+        "refused: ABI version 99",
+        "so.dpkg-new' refused",
+        "name of a built-in tuner",
+    ] {
+        assert_eq!(count(&log, reason), 1, "{reason} logged once:\n{}", d.tail(30));
+    }
+
+    // Replaced by a version whose event callback fails → disabled with a log line.
+    install(&failing, dir.path(), "sample_tuner.so");
+    assert!(
+        d.wait_until(Duration::from_secs(5), |log| count(
+            log,
+            "sample: sample tuner initialised"
+        ) == 2),
+        "failing sample loaded:\n{}",
+        d.tail(20)
+    );
+    read_core_pattern();
+    d.expect_log(
+        "event callback returned -5; disabling it",
+        Duration::from_secs(5),
+        "failing plugin disabled",
+    );
+    d.expect_log(
+        "unloaded: a callback failed",
+        Duration::from_secs(3),
+        "failing plugin unloaded",
+    );
+    assert!(d.alive(), "daemon survives a failing plugin");
+    let (st, log) = d.stop();
+    assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn allow_list_and_strategies() {
+    let _g = setup("allow_list_and_strategies");
+    let dir = libdir("plugin-lib-allow");
+    build_plugin("sample_tuner", &dir.path().join("sample_tuner.so"), &[]);
+    build_plugin("strategy_tuner", &dir.path().join("strategy_tuner.so"), &[]);
+
+    // Only the named plugin runs: no built-in tuner, not the sample.
+    let d = Daemon::start(&["-l", &dir.path().display().to_string(), "-a", "strategy_tuner.so"]);
+    let tuners = d.query_ok("tuners");
+    let names: Vec<&str> = tuners
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["strategy"], "tuners:\n{tuners}");
+    assert!(!d.log().contains("no such tuner"), "{}", d.tail(20));
+
+    // Strategy 'a' first; its 1 s timeout passes and 'b' (scored higher) takes over,
+    // then 'a' again: the programs are swapped each time.
+    d.expect_log(
+        "strategy: switching strategy from 'a' to 'b'",
+        Duration::from_secs(4),
+        "switch to b",
+    );
+    // Reads until both programs have reported one: each was attached in its turn.
+    let both = |l: &str| l.contains("seen by strategy a") && l.contains("seen by strategy b");
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while !both(&d.log()) && std::time::Instant::now() < deadline {
+        read_core_pattern();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.expect_log(
+        "strategy: switching strategy from 'b' to 'a'",
+        Duration::from_secs(4),
+        "switch back to a",
+    );
+    let log = d.log();
+    assert!(
+        both(&log),
+        "both strategies' programs reported reads:\n{}",
+        d.tail(30)
+    );
+    // Every event names the program attached at the time: after the first switch to 'b'
+    // and before the switch back, only 'b' can have seen the read.
+    let after_b = log.split("from 'a' to 'b'").nth(1).unwrap_or_default();
+    let window = after_b.split("from 'b' to 'a'").next().unwrap_or_default();
+    if window.contains("seen by strategy") {
+        assert!(
+            !window.contains("seen by strategy a"),
+            "strategy a's program saw a read while b was current:\n{window}"
+        );
+    }
+    let (st, log) = d.stop();
+    assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
+    assert_eq!(
+        count(&log, "plugin tuner 'sample'"),
+        0,
+        "sample must not load with -a strategy_tuner.so"
+    );
+}
