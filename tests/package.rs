@@ -140,6 +140,12 @@ fn deb_passes_lintian_installs_rolls_back_and_purges_cleanly() {
         wants.display()
     );
 
+    // Under a running systemd, postinst started the service: stop it so that it cannot
+    // rewrite the state file below (prerm's stop is then a no-op).
+    if Path::new("/run/systemd/system").is_dir() {
+        run_ok("systemctl", &["stop", "bpftune.service"]);
+    }
+
     // Removal rolls back: a namespace value bpftune "changed" (persisted as the daemon
     // does before a write) is restored by prerm.
     let ns = netns("deb");
