@@ -98,6 +98,8 @@ pub struct Ledger {
     advice: BTreeMap<Where, Advice>,
     /// Observe mode: records are proposals, nothing is written.
     observe: bool,
+    /// Proposals so far (records are bounded, this is not).
+    proposed: u64,
 }
 
 /// Most distinct reasons kept per advice entry (the newest replace the oldest).
@@ -171,6 +173,9 @@ impl Ledger {
                     latest: new,
                 });
         }
+        if rec.proposed {
+            self.proposed += 1;
+        }
         if let (true, Some(old), Some(new)) = (rec.applied || rec.proposed, &rec.old, &rec.new) {
             let key = Where {
                 tuner,
@@ -226,9 +231,10 @@ impl Ledger {
         self.records.iter().filter(|r| r.applied).count()
     }
 
-    /// Number of proposals so far (observe mode).
-    pub fn proposed_count(&self) -> usize {
-        self.records.iter().filter(|r| r.proposed).count()
+    /// Number of proposals so far (observe mode), including those whose records were
+    /// dropped from the bounded record list.
+    pub fn proposed_count(&self) -> u64 {
+        self.proposed
     }
 
     /// Drops the advice of a namespace that vanished (its values cannot be applied
