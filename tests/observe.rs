@@ -195,6 +195,28 @@ fn observe_proposes_without_writing_and_converges_like_tuning() {
         "exit summary lacks the proposal\n{}",
         common::tail(&log, 30)
     );
+    // The exit summary counts every proposal (at least those jchanges had).
+    let counted: usize = log
+        .lines()
+        .find_map(|l| {
+            l.split("# Observe mode: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "exit summary lacks the proposal count\n{}",
+                common::tail(&log, 30)
+            )
+        });
+    let recorded = records.iter().filter(|r| r["proposed"] == true).count();
+    assert!(
+        counted >= recorded && recorded > 0,
+        "{counted} counted, {recorded} in jchanges"
+    );
     assert_eq!(
         ns_ints(rx, "net.ipv4.tcp_rmem"),
         common::ints(RECEIVER_RMEM),

@@ -105,6 +105,8 @@ pub struct Ledger {
     proposals: BTreeMap<(usize, usize, usize, bool), u64>,
     /// Where plugin tuners were loaded from (tuner id → path); built-in tuners have none.
     pub origins: BTreeMap<usize, String>,
+    /// Proposals so far (records are bounded, this is not).
+    proposed: u64,
 }
 
 /// Most distinct reasons kept per advice entry (the newest replace the oldest).
@@ -187,6 +189,9 @@ impl Ledger {
                     latest: new,
                 });
         }
+        if rec.proposed {
+            self.proposed += 1;
+        }
         if let (true, Some(old), Some(new)) = (rec.applied || rec.proposed, &rec.old, &rec.new) {
             let key = Where {
                 tuner,
@@ -260,9 +265,10 @@ impl Ledger {
         self.records.iter().filter(|r| r.applied).count()
     }
 
-    /// Number of proposals so far (observe mode).
-    pub fn proposed_count(&self) -> usize {
-        self.records.iter().filter(|r| r.proposed).count()
+    /// Number of proposals so far (observe mode), including those whose records were
+    /// dropped from the bounded record list.
+    pub fn proposed_count(&self) -> u64 {
+        self.proposed
     }
 
     /// Drops the advice of a namespace that vanished (its values cannot be applied

@@ -303,6 +303,12 @@ impl Daemon {
                 tracing::info!("{line}");
             }
         }
+        if self.engine.observe() {
+            tracing::info!(
+                "# Observe mode: {} proposed change(s), none applied",
+                lock(&self.ledger).proposed_count()
+            );
+        }
         if self.rollback {
             self.engine.rollback();
         }
