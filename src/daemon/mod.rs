@@ -325,7 +325,7 @@ impl Daemon {
     }
 }
 
-/// Seconds between rewrites of `--metrics-textfile` (a typical scrape interval).
+/// How often `--metrics-textfile` is rewritten (a typical scrape interval).
 const METRICS_TEXTFILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Starts the Prometheus exporter if asked for (`--metrics-listen`, `--metrics-textfile`).
