@@ -100,14 +100,18 @@ fn journal_native_protocol_carries_the_fields_of_a_real_change() {
     ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
     let journal = Listener::bind("journal");
     let jpath = journal.path.to_string_lossy().into_owned();
+    let notify = Listener::bind("journal-notify");
+    let npath = notify.path.to_string_lossy().into_owned();
     // As systemd starts it: stderr is the journal stream (JOURNAL_STREAM matches fd 2),
-    // no -s; the journal socket is the test's.
+    // no -s; the journal socket is the test's. NOTIFY_SOCKET too: STATUS= must follow
+    // the changes.
     let mut d = SysDaemon::spawn(
         "journal",
         &["-R"],
         &[
             ("JOURNAL_STREAM", "{JOURNAL_STREAM}"),
             ("BPFTUNE_JOURNAL_SOCKET", &jpath),
+            ("NOTIFY_SOCKET", &npath),
         ],
     );
     let mut seen = Vec::new();
@@ -194,6 +198,27 @@ fn journal_native_protocol_carries_the_fields_of_a_real_change() {
         }),
         "no Scenario entry with BPFTUNE_SCENARIO={scenario}"
     );
+    // STATUS= is updated (rate-limited, within 5 s) to count the changes.
+    let mut notes = Vec::new();
+    let status = notify.until(Duration::from_secs(8), &mut notes, |m| {
+        String::from_utf8_lossy(m).lines().any(|l| {
+            l.strip_prefix("STATUS=")
+                .and_then(|s| s.strip_suffix(" change(s) so far"))
+                .and_then(|s| s.rsplit(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= changes.len())
+        })
+    });
+    assert!(
+        status.is_some(),
+        "no STATUS= counting {} change(s): {:?}",
+        changes.len(),
+        notes
+            .iter()
+            .map(|(_, m)| String::from_utf8_lossy(m).into_owned())
+            .collect::<Vec<_>>()
+    );
+
     // Nothing went to the stream while the socket worked.
     assert!(!d.stderr().contains("change net.ipv4.tcp_rmem"), "{}", d.stderr());
 
