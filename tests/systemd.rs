@@ -272,15 +272,15 @@ fn unit_file_passes_systemd_analyze_verify() {
     }
     let dir = temp_dir("unit");
     let unit = unit_for_test(dir.path());
-    // verify runs `man bpftune(8)` for Documentation=: point man at docs/bpftune.8 (the
+    // verify runs `man bpftune(8)` for Documentation=: point man at docs/man/bpftune.8 (the
     // package installs it); without man(1) the check is skipped by --man=no.
     let man = dir.path().join("man");
     std::fs::create_dir_all(man.join("man8")).expect("mkdir man8");
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bpftune.8"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs/man/bpftune.8"),
         man.join("man8/bpftune.8"),
     )
-    .expect("copy docs/bpftune.8");
+    .expect("copy docs/man/bpftune.8");
     let have_man = Command::new("man")
         .arg("--version")
         .output()
