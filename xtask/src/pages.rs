@@ -489,6 +489,18 @@ callback returns an error is disabled. \fB\-a\fR applies to plugins too; the
 syslog (ident bpftune, facility daemon, with pid) by default; journald when started by
 systemd; stderr with \fB\-s\fR, or when no syslog socket exists (said once). Every change
 is logged as two lines (scenario, then "Due to ... change NAME from (OLD) -> (NEW)").
+.SH METRICS
+With \fB\-\-metrics\-listen\fR or \fB\-\-metrics\-textfile\fR, all prefixed
+\fBbpftune_\fR: \fBbuild_info\fR{version,git},
+\fBchanges_total\fR and \fBproposals_total\fR{tuner,tunable,scenario,ns_kind},
+\fBtunable_value\fR{tunable,netns,index} (global values read at scrape time,
+per-namespace values the latest bpftune wrote), \fBtuner_state\fR{tuner,netns,state},
+\fBevents_received_total\fR and \fBevents_stale_total\fR{tuner},
+\fBevents_lost_total\fR (ring buffer full, counted in BPF),
+\fBbpf_run_time_seconds_total\fR and \fBbpf_run_count_total\fR{tuner,program} (while
+kernel.bpf_stats_enabled=1), \fBrollback_restores_total\fR, \fBnetns_tracked\fR.
+\fInetns\fR is \fBglobal\fR, the /run/netns name or \fBino:\fIINODE\fR; at most 256
+values, the rest under \fBother\fR.
 .SH SIGNALS
 .TP
 .BR SIGTERM ", " SIGINT
