@@ -28,6 +28,7 @@ test: build lint
 	$(CARGO) test --release --workspace --no-fail-fast -- --include-ignored --test-threads=1
 	$(MAKE) bench-smoke
 	$(MAKE) kernel-matrix KM_TIMEOUT=600
+	$(MAKE) reliability-ci
 
 bench: build
 	./bench/run.sh
@@ -47,3 +48,14 @@ kernel-matrix: build
 
 clean:
 	$(CARGO) clean
+
+# Reliability suite (RELIABILITY.md): kill -9 anywhere, socket fuzz, soak. Needs root.
+# `reliability` runs the full counts (60 crashes, 10^6 requests, a 1-hour soak in a
+# qemu guest); `reliability-ci` the socket fuzz with 20 000 requests (the crash and soak
+# root tests run at their CI counts inside `cargo test` above).
+.PHONY: reliability reliability-ci
+reliability: build
+	./reliability/reliability.py all
+
+reliability-ci: build
+	./reliability/reliability.py ci

@@ -125,24 +125,26 @@ fn crash_anywhere_then_rollback_restores_every_original() {
         };
         let d = Daemon::start_with_state_env(&[], state.path(), &env);
         let t0 = Instant::now();
-        let mut hit = false;
-        std::thread::scope(|s| {
+        // The kill happens while traffic runs: inside the scope, before the iperf3
+        // threads are joined.
+        let (log, hit, crashed_at) = std::thread::scope(|s| {
             for p in &pairs {
                 s.spawn(move || p.iperf(3));
             }
+            let mut hit = false;
             if kind == Kind::Random {
                 std::thread::sleep(kill_after);
             } else {
                 // The crash point fires by itself, or never if there were fewer than K
-                // writes (then traffic ends and the daemon is killed below).
+                // writes (then the daemon is killed once traffic is over).
                 while d.alive() && t0.elapsed() < Duration::from_secs(4) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 hit = !d.alive();
             }
+            let at = t0.elapsed();
+            (d.kill9(), hit, at)
         });
-        let crashed_at = t0.elapsed();
-        let log = d.kill9();
         point_hits += u64::from(hit);
         let during = snapshot(&pairs);
         let changed = before.iter().zip(&during).filter(|(b, a)| b.1 != a.1).count();

@@ -364,7 +364,8 @@ mod tests {
         let good = good_file(&dir);
         let path = dir.join("originals.json");
         let victim = dir.join("victim");
-        let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+        type Plant<'a> = Box<dyn Fn() + 'a>;
+        let cases: Vec<(&str, Plant)> = vec![
             ("corrupt", Box::new(|| write_mode(&path, b"{not json", 0o600))),
             (
                 "truncated",
