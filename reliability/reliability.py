@@ -374,7 +374,7 @@ def plot(csv, svg):
                 f'<text x="{M + 4}" y="{y0 - 4}">{name}: slope {k_per_min:+.2f}/min (after the first sample)</text>',
                 f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{pts}"/>']
         if name in ("RSS (kB)", "open fds"):
-            figs.append(f"{name.split()[0]} {ys[0]:.0f}->{ys[-1]:.0f} ({k_per_min:+.1f}/min)")
+            figs.append(f"{name.split()[-1] if name == 'open fds' else name.split()[0]} {ys[0]:.0f}->{ys[-1]:.0f} ({k_per_min:+.1f}/min)")
     out.append(f'<text x="{M}" y="{H - 8}">minutes since the daemon was ready (0 - {t[-1]:.0f})</text></svg>')
     Path(svg).write_text("\n".join(out) + "\n")
     return ", ".join(figs)
