@@ -54,6 +54,7 @@
 #   BPFTUNE_KM_CACHE   cache directory (default <repo>/target/kernel-matrix/cache):
 #                      .debs, private apt lists, unpacked qemu and kernels, initramfs
 #   BPFTUNE_KM_APPEND  extra kernel command line (e.g. loglevel=7 to see the boot)
+#   BPFTUNE_KM_CPUS    guest vCPUs (default 2; the reliability soak uses 1)
 #   BPFTUNE_KM_9P_CACHE  9p cache mode of the guest's root (default none; loose measured
 #                      no faster here)
 #   BPFTUNE_KM_MIRROR, BPFTUNE_KM_SECURITY_MIRROR
@@ -91,7 +92,7 @@ QEMU_SKIP=(ipxe-qemu qemu-system-common)
 INITRAMFS_MODULES=(virtio_pci 9pnet_virtio 9p overlay)
 
 # Guest size and 9p options (environment.md section 5).
-GUEST_CPUS=2
+GUEST_CPUS=${BPFTUNE_KM_CPUS:-2}
 GUEST_MEM=2G
 P9_OPTS=trans=virtio,version=9p2000.L,msize=512000
 

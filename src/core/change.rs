@@ -223,6 +223,20 @@ impl Ledger {
         self.records.push_back(rec);
     }
 
+    /// Drops the spans and advice of a namespace that is gone: nothing there is left to
+    /// roll back or apply, and keeping them would grow the ledger by one entry per
+    /// namespace ever tuned (C bpftune #93/#188). Counters and recent records stay (both
+    /// are bounded).
+    pub fn forget_netns(&mut self, cookie: u64) {
+        self.spans.retain(|w, s| s.global || w.cookie != cookie);
+        self.advice.retain(|w, a| w.cookie != cookie || a.global);
+    }
+
+    /// Number of (tuner, tunable, namespace) spans held (diagnostics).
+    pub fn span_count(&self) -> usize {
+        self.spans.len()
+    }
+
     /// Counts `n` occurrences of a scenario that have no change record of their own.
     pub fn add_count(&mut self, tuner: usize, tunable: usize, scenario: usize, global: bool, n: u64) {
         *self.stats.entry((tuner, tunable, scenario, global)).or_insert(0) += n;
@@ -269,12 +283,6 @@ impl Ledger {
     /// dropped from the bounded record list.
     pub fn proposed_count(&self) -> u64 {
         self.proposed
-    }
-
-    /// Drops the advice of a namespace that vanished (its values cannot be applied
-    /// anywhere any more).
-    pub fn forget_netns(&mut self, cookie: u64) {
-        self.advice.retain(|w, a| w.cookie != cookie || a.global);
     }
 
     /// Every sysctl whose value bpftune changed (or, in observe mode, would change)
@@ -415,5 +423,21 @@ pub(crate) mod tests {
             l.spans().next().map(|s| s.original.clone()),
             Some(SysctlValue::Ints(vec![4096, 131072, 1000]))
         );
+    }
+
+    /// Namespace churn must not grow the ledger: spans of a vanished namespace go.
+    #[test]
+    fn forgetting_a_namespace_drops_its_spans_only() {
+        let mut l = ledger();
+        l.record(0, 0, 0, None, rec(true, 1, 6291456, 7864320));
+        for cookie in 100..200 {
+            l.record(0, 0, 0, None, rec(false, cookie, 1310720, 1638400));
+        }
+        assert_eq!(l.span_count(), 101);
+        for cookie in 100..200 {
+            l.forget_netns(cookie);
+        }
+        assert_eq!(l.span_count(), 1, "the global span stays");
+        assert_eq!(l.count(0, 0, 0, false), 100, "counters stay");
     }
 }

@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod change;
 pub mod corr;
+pub mod crashpoint;
 pub mod engine;
 pub mod events;
 pub mod journal;

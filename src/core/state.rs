@@ -1,16 +1,29 @@
 //! Persisted original values: before bpftune first changes a sysctl in a namespace,
 //! the value it found is written atomically (temp file, fsync, rename) to
 //! `<state_dir>/originals.json`, so a restart with `-R` after `kill -9` can still
-//! restore it. Entries carry the value bpftune last wrote: rollback only restores a
-//! sysctl whose live value is still ours, never one an administrator changed since.
+//! restore it. Entries carry the value bpftune last wrote (and the one before, for a
+//! crash between persisting and writing): rollback only restores a sysctl whose live
+//! value is still ours, never one an administrator changed since.
+//!
+//! The file is trusted only if it is a regular file (never followed through a
+//! symlink), owned by us, not writable by group or others and at most [`MAX_FILE`]
+//! bytes: anything else is moved aside to `originals.json.rejected` with a warning and
+//! a fresh record is started (its entries could name sysctls and values a local user
+//! chose). Corrupt or truncated files are moved aside the same way. Files are created
+//! 0600 with `O_CREAT|O_EXCL|O_NOFOLLOW`.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::crashpoint::{self, Point};
 use crate::core::tunable::SysctlValue;
+
+/// Largest state file read (about 40 000 entries); a bigger one is rejected.
+pub const MAX_FILE: u64 = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -20,6 +33,17 @@ pub struct Entry {
     pub global: bool,
     pub original: SysctlValue,
     pub last_written: SysctlValue,
+    /// The value bpftune wrote before `last_written`: after a crash between persisting
+    /// `last_written` and writing it, the live value is this one, still ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_written: Option<SysctlValue>,
+}
+
+impl Entry {
+    /// Is `live` a value bpftune wrote (so rollback may replace it)?
+    pub fn is_ours(&self, live: &SysctlValue) -> bool {
+        *live == self.last_written || self.previous_written.as_ref() == Some(live)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -44,6 +68,64 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
+/// Why an existing state file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    #[error("it is a symbolic link (not followed)")]
+    Symlink,
+    #[error("it is not a regular file")]
+    NotRegular,
+    #[error("it is owned by uid {0}, not by us")]
+    Owner(u32),
+    #[error("it is writable by group or others (mode {0:o})")]
+    Writable(u32),
+    #[error("it is larger than {MAX_FILE} bytes")]
+    TooBig,
+    #[error("it cannot be parsed: {0}")]
+    Corrupt(String),
+    #[error("it cannot be read: {0}")]
+    Io(io::Error),
+}
+
+/// Reads and checks the state file; `Ok(None)` if there is none.
+fn read_checked(path: &Path) -> Result<Option<File>, Reject> {
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Reject::Symlink),
+        Err(e) => return Err(Reject::Io(e)),
+    };
+    let md = f.metadata().map_err(Reject::Io)?;
+    if !md.file_type().is_file() {
+        return Err(Reject::NotRegular);
+    }
+    // SAFETY: geteuid(2) cannot fail and has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if md.uid() != euid {
+        return Err(Reject::Owner(md.uid()));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(Reject::Writable(md.mode() & 0o7777));
+    }
+    if md.len() > MAX_FILE {
+        return Err(Reject::TooBig);
+    }
+    let mut text = String::new();
+    f.take(MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Reject::Corrupt(e.to_string()))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(Reject::TooBig);
+    }
+    serde_json::from_str::<File>(&text)
+        .map(Some)
+        .map_err(|e| Reject::Corrupt(e.to_string()))
+}
+
 impl StateStore {
     /// Opens (or starts) the store in `dir`. Returns the store and how many entries an
     /// earlier run of this boot left behind (pid of that run).
@@ -55,14 +137,25 @@ impl StateStore {
             pid: std::process::id(),
             entries: Vec::new(),
         };
-        if let Ok(text) = fs::read_to_string(&path) {
-            match serde_json::from_str::<File>(&text) {
-                Ok(old) if old.boot_id == boot && !old.entries.is_empty() => {
-                    inherited = Some((old.entries.len(), old.pid));
-                    file.entries = old.entries;
-                }
-                Ok(_) => tracing::debug!("ignoring {}: written in another boot", path.display()),
-                Err(e) => tracing::warn!("ignoring unreadable {}: {e}", path.display()),
+        match read_checked(&path) {
+            Ok(None) => {}
+            Ok(Some(old)) if old.boot_id == boot && !old.entries.is_empty() => {
+                inherited = Some((old.entries.len(), old.pid));
+                file.entries = old.entries;
+            }
+            Ok(Some(_)) => tracing::debug!("ignoring {}: written in another boot", path.display()),
+            Err(why) => {
+                // Keep the evidence for the administrator, out of the way of our
+                // rewrites (rename moves a symlink itself, never its target).
+                let aside = path.with_extension("json.rejected");
+                let moved = match fs::rename(&path, &aside) {
+                    Ok(()) => format!("moved to {}", aside.display()),
+                    Err(e) => format!("could not move it aside: {e}"),
+                };
+                tracing::warn!(
+                    "not using saved original values in {}: {why} ({moved}); sysctls changed by an earlier bpftune cannot be rolled back",
+                    path.display()
+                );
             }
         }
         (StateStore { path, file }, inherited)
@@ -85,7 +178,8 @@ impl StateStore {
     }
 
     /// Call before writing `new` over `live`: keeps the first original, notes the new
-    /// value and persists. Returns the original.
+    /// value and persists. Returns the original. On error nothing changed, in memory
+    /// or on disk: the caller must not write (there would be no rollback record).
     pub fn before_write(
         &mut self,
         sysctl: &str,
@@ -95,6 +189,7 @@ impl StateStore {
         live: &SysctlValue,
         new: &SysctlValue,
     ) -> io::Result<SysctlValue> {
+        let saved = self.file.entries.clone();
         let original = match self
             .file
             .entries
@@ -102,7 +197,7 @@ impl StateStore {
             .find(|e| e.netns_cookie == cookie && e.sysctl == sysctl)
         {
             Some(e) => {
-                e.last_written = new.clone();
+                e.previous_written = Some(std::mem::replace(&mut e.last_written, new.clone()));
                 e.original.clone()
             }
             None => {
@@ -113,12 +208,17 @@ impl StateStore {
                     global,
                     original: live.clone(),
                     last_written: new.clone(),
+                    previous_written: None,
                 });
                 live.clone()
             }
         };
         self.file.pid = std::process::id();
-        self.persist()?;
+        if let Err(e) = self.persist() {
+            self.file.entries = saved;
+            return Err(e);
+        }
+        crashpoint::check(Point::Persist);
         Ok(original)
     }
 
@@ -148,16 +248,38 @@ impl StateStore {
             };
         }
         if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir)?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&self.file).map_err(io::Error::other)?;
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
+        // A leftover temp file (crash mid-rewrite) or anything planted under its name
+        // is removed, never opened: O_EXCL|O_NOFOLLOW create a fresh file of our own.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
-        fs::rename(&tmp, &self.path)?;
+        let written = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?;
+            let half = text.len() / 2;
+            f.write_all(&text[..half])?;
+            // The extra fsync only when a crash test armed this point.
+            if crashpoint::is_armed(Point::StateRewrite) {
+                f.sync_all()?;
+                crashpoint::check(Point::StateRewrite);
+            }
+            f.write_all(&text[half..])?;
+            f.sync_all()
+        })();
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &self.path)) {
+            // Do not leave a partial file behind (e.g. a full disk).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         if let Some(dir) = self.path.parent() {
             // Make the rename itself durable.
             if let Ok(d) = fs::File::open(dir) {
@@ -216,5 +338,126 @@ mod tests {
         s.remove(1, "x").expect("remove");
         assert!(!s.path().exists());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn write_mode(path: &Path, text: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(path, text).expect("write");
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn good_file(dir: &Path) -> Vec<u8> {
+        let (mut s, _) = StateStore::open(dir, "b");
+        s.before_write("x", 1, 1, true, &v(1), &v(2)).expect("persist");
+        let text = fs::read(s.path()).expect("read");
+        fs::remove_file(s.path()).expect("rm");
+        text
+    }
+
+    /// Each hostile or broken file is rejected (moved aside, never followed or
+    /// trusted), a fresh record starts, and the next persist works.
+    #[test]
+    fn hostile_and_broken_files_are_rejected_not_trusted() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tmpdir("hostile");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let good = good_file(&dir);
+        let path = dir.join("originals.json");
+        let victim = dir.join("victim");
+        type Plant<'a> = Box<dyn Fn() + 'a>;
+        let cases: Vec<(&str, Plant)> = vec![
+            ("corrupt", Box::new(|| write_mode(&path, b"{not json", 0o600))),
+            (
+                "truncated",
+                Box::new(|| write_mode(&path, &good[..good.len() / 2], 0o600)),
+            ),
+            ("empty", Box::new(|| write_mode(&path, b"", 0o600))),
+            ("world-writable", Box::new(|| write_mode(&path, &good, 0o666))),
+            ("group-writable", Box::new(|| write_mode(&path, &good, 0o620))),
+            (
+                "symlink",
+                Box::new(|| {
+                    write_mode(&victim, &good, 0o600);
+                    std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+                }),
+            ),
+            ("directory", Box::new(|| fs::create_dir(&path).expect("mkdir"))),
+            (
+                "huge",
+                Box::new(|| {
+                    write_mode(&path, b"", 0o600);
+                    let f = fs::OpenOptions::new().write(true).open(&path).expect("open");
+                    f.set_len(MAX_FILE + 1).expect("set_len");
+                }),
+            ),
+            (
+                "fifo",
+                Box::new(|| {
+                    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+                    // SAFETY: c is a valid NUL-terminated path for the call's duration.
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                }),
+            ),
+        ];
+        for (name, plant) in cases {
+            let aside = path.with_extension("json.rejected");
+            let _ = fs::remove_file(&aside);
+            let _ = fs::remove_dir(&aside);
+            plant();
+            let (mut s, inherited) = StateStore::open(&dir, "b");
+            assert!(inherited.is_none() && s.entries().is_empty(), "{name}: trusted");
+            assert!(
+                fs::symlink_metadata(&aside).is_ok(),
+                "{name}: not moved aside to {}",
+                aside.display()
+            );
+            s.before_write("y", 1, 1, true, &v(1), &v(3))
+                .expect("persist after reject");
+            let md = fs::symlink_metadata(&path).expect("state file");
+            assert!(md.file_type().is_file(), "{name}: state is a regular file");
+            assert_eq!(md.mode() & 0o777, 0o600, "{name}: mode");
+            if name == "symlink" {
+                assert_eq!(fs::read(&victim).expect("victim"), good, "symlink target written");
+                let _ = fs::remove_file(&victim);
+            }
+            s.remove(1, "y").expect("remove");
+            assert!(!path.exists(), "{name}: left a file");
+            let _ = fs::remove_file(&aside);
+            let _ = fs::remove_dir(&aside);
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn planted_temp_file_symlink_is_not_followed() {
+        let dir = tmpdir("tmplink");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.join("originals.json.tmp")).expect("symlink");
+        let (mut s, _) = StateStore::open(&dir, "b");
+        s.before_write("x", 1, 1, true, &v(1), &v(2)).expect("persist");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "precious");
+        assert!(!dir.join("originals.json.tmp").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failed_persist_changes_nothing_and_previous_write_counts_as_ours() {
+        let dir = tmpdir("fail");
+        let (mut s, _) = StateStore::open(&dir, "b");
+        s.before_write("x", 1, 1, true, &v(1), &v(2)).expect("persist");
+        s.before_write("x", 1, 1, true, &v(2), &v(3)).expect("persist");
+        let e = &s.entries()[0];
+        assert!(e.is_ours(&v(3)) && e.is_ours(&v(2)) && !e.is_ours(&v(1)));
+        let before = s.entries().to_vec();
+        // The directory disappears and a file takes its place: persisting fails.
+        fs::remove_dir_all(&dir).expect("rm");
+        fs::write(&dir, "x").expect("file");
+        assert!(s.before_write("x", 1, 1, true, &v(3), &v(4)).is_err());
+        assert!(s.before_write("z", 1, 1, true, &v(3), &v(4)).is_err());
+        assert_eq!(s.entries(), &before[..]);
+        let _ = fs::remove_file(&dir);
     }
 }

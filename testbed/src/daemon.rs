@@ -70,6 +70,9 @@ pub struct DaemonConfig {
     pub tag: String,
     /// See [`LineCallback`].
     pub on_line: Option<LineCallback>,
+    /// Extra environment variables for the daemon (e.g. the test-only
+    /// `BPFTUNE_TEST_CRASH_AT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl DaemonConfig {
@@ -84,6 +87,7 @@ impl DaemonConfig {
             restore_globals: false,
             tag: "daemon".to_string(),
             on_line: None,
+            env: Vec::new(),
         }
     }
 
@@ -213,6 +217,7 @@ impl Daemon {
         cmd.arg("-c").arg(&cgroup).args(&cfg.args);
         cmd.env("BPFTUNE_RUN_DIR", &run_dir)
             .env("BPFTUNE_STATE_DIR", &state_dir)
+            .envs(cfg.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

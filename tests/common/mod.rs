@@ -37,6 +37,11 @@ pub const BPFTUNE: &str = env!("CARGO_BIN_EXE_bpftune");
 pub const PREFIX: &str = "bpt";
 /// How long to wait for other bpftune daemons (other engineers' tests) to exit.
 const EXCLUSIVE_WAIT: Duration = Duration::from_secs(180);
+/// Readiness wait of [`Daemon::start`]. Loading and verifying every tuner's BPF
+/// programs is CPU-bound: on a loaded 2-core host (load average 10) it took over 10 s,
+/// the old limit, which made tests/rollback.rs's restart flake. Passing runs never wait
+/// this long, so the margin costs nothing.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serialises all daemon-using tests of one test binary.
 pub static LOCK: Mutex<()> = Mutex::new(());
@@ -116,7 +121,7 @@ impl Deref for Daemon {
 
 impl Daemon {
     /// `bpftune -s -d -c <tmp>/cgroupv2 <args>` with private run and state dirs; waits
-    /// (10 s) for "bpftune started", panics with the log tail otherwise.
+    /// ([`READY_TIMEOUT`]) for "bpftune started", panics with the log tail otherwise.
     pub fn start(args: &[&str]) -> Daemon {
         Self::start_cfg(DaemonConfig::new(BPFTUNE).args(args))
     }
@@ -137,9 +142,27 @@ impl Daemon {
         Self::start_cfg(cfg)
     }
 
-    fn start_cfg(mut cfg: DaemonConfig) -> Daemon {
+    /// Like [`Daemon::start`] but waits up to `ready` for "bpftune started" (loaded
+    /// hosts, emulated guests: attaching every tuner can take longer than 10 s there).
+    pub fn start_waiting(args: &[&str], ready: Duration) -> Daemon {
+        Self::start_cfg_within(DaemonConfig::new(BPFTUNE).args(args), ready)
+    }
+
+    /// Like [`Daemon::start_with_state`] with extra environment variables.
+    pub fn start_with_state_env(args: &[&str], state_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cfg = DaemonConfig::new(BPFTUNE).args(args);
+        cfg.state_dir = Some(state_dir.to_path_buf());
+        cfg.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::start_cfg(cfg)
+    }
+
+    fn start_cfg(cfg: DaemonConfig) -> Daemon {
+        Self::start_cfg_within(cfg, READY_TIMEOUT)
+    }
+
+    fn start_cfg_within(mut cfg: DaemonConfig, ready: Duration) -> Daemon {
         cfg.wait_for_others = EXCLUSIVE_WAIT;
-        let d = daemon::Daemon::start(cfg, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e:#}"));
+        let d = daemon::Daemon::start(cfg, ready).unwrap_or_else(|e| panic!("{e:#}"));
         let (others, _) = d.others_at_start();
         if !others.is_empty() {
             eprintln!("harness: WARNING: started next to other bpftune daemons: {others:?}");

@@ -32,6 +32,10 @@ pub trait Namespaces {
     fn list(&self) -> Vec<crate::core::netns::NetnsInfo> {
         Vec::new()
     }
+    /// How many namespaces are known (diagnostics only).
+    fn known_len(&self) -> usize {
+        0
+    }
 }
 
 impl Namespaces for NetnsRegistry {
@@ -46,6 +50,9 @@ impl Namespaces for NetnsRegistry {
     }
     fn list(&self) -> Vec<crate::core::netns::NetnsInfo> {
         NetnsRegistry::list(self)
+    }
+    fn known_len(&self) -> usize {
+        NetnsRegistry::known_len(self)
     }
 }
 
@@ -77,6 +84,8 @@ pub struct Engine {
     overlay: HashMap<(u64, String), Simulated>,
     /// Counters for the metrics exporter.
     stats: Arc<Stats>,
+    /// The bookkeeping sizes last logged (see [`Engine::sizes`]).
+    sizes_logged: String,
 }
 
 /// A proposed value standing in for the live one (observe mode).
@@ -112,6 +121,7 @@ impl Engine {
             observe: false,
             overlay: HashMap::new(),
             stats: Arc::default(),
+            sizes_logged: String::new(),
         }
     }
 
@@ -267,7 +277,34 @@ impl Engine {
                 })
                 .collect(),
         );
+        // Growth under churn is the failure mode to watch (C bpftune #93/#188): the
+        // sizes go to the debug log whenever they change, which the soak test samples.
+        let sizes = self.sizes();
+        if sizes != self.sizes_logged {
+            tracing::debug!("bookkeeping sizes: {sizes}");
+            self.sizes_logged = sizes;
+        }
         diff
+    }
+
+    /// Sizes of every per-namespace map, as `key=N` pairs.
+    pub fn sizes(&self) -> String {
+        // One guard: two lock() calls in one format! would hold the first guard while
+        // taking the second (a self-deadlock).
+        let (changes, spans) = {
+            let l = lock(&self.ledger);
+            (l.records().count(), l.span_count())
+        };
+        format!(
+            "netns_known={} ns_states={} admin_owned={} said={} originals={} changes={} spans={}",
+            self.ns.known_len(),
+            self.ns_state.len(),
+            self.admin_owned.len(),
+            self.said.len(),
+            self.store.entries().len(),
+            changes,
+            spans
+        )
     }
 
     pub fn ctx(&mut self, tuner: usize) -> EngineCtx<'_> {
@@ -397,11 +434,13 @@ impl Engine {
         {
             Ok(o) => Some(o),
             Err(e) => {
+                // No write without a rollback record: after a crash the original would
+                // be lost. Said once; every later proposal retries (space may return).
                 if !self.persist_warned {
                     self.persist_warned = true;
-                    tracing::warn!("cannot persist original values to {}: {e}; rollback after a crash will not be possible", self.store.path().display());
+                    tracing::warn!("cannot persist original values to {}: {e}; not changing any sysctl until it can be saved (a change could not be rolled back after a crash)", self.store.path().display());
                 }
-                self.store.original(cookie, desc.name).cloned()
+                return Outcome::Failed(format!("cannot persist the original of '{}': {e}", desc.name));
             }
         };
         if let Err(e) = self.sysctl.write(&target, desc.name, &p.value) {
@@ -701,6 +740,24 @@ impl Engine {
             return;
         }
         for e in entries {
+            // Only sysctls a loaded tuner manages, with values that pass its limits:
+            // the state file must not be a way to write arbitrary sysctls as root.
+            let desc = self
+                .metas
+                .iter()
+                .find_map(|m| m.tunables.iter().find(|d| d.name == e.sysctl).cloned());
+            if let Some(why) = match &desc {
+                None => Some("no loaded tuner manages it".to_string()),
+                // Originals may be negative (written by the kernel or an
+                // administrator); the shape must still be the tunable's.
+                Some(d) => validate(d, &e.original)
+                    .err()
+                    .filter(|why| why != "negative value"),
+            } {
+                tracing::warn!("not rolling back '{}' from the saved originals: {why}", e.sysctl);
+                let _ = self.store.remove(e.netns_cookie, &e.sysctl);
+                continue;
+            }
             let target = if e.global || self.ns.is_global(e.netns_cookie) {
                 Some(Target::Global)
             } else {
@@ -735,7 +792,7 @@ impl Engine {
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 continue;
             }
-            if self.admin_owned.contains(&(e.netns_cookie, e.sysctl.clone())) || live != e.last_written {
+            if self.admin_owned.contains(&(e.netns_cookie, e.sysctl.clone())) || !e.is_ours(&live) {
                 tracing::info!("Not rolling back '{}'{where_}: its value ({live}) was set by someone else after bpftune set ({}); leaving the administrator's value", e.sysctl, e.last_written);
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 continue;

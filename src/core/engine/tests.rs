@@ -76,6 +76,12 @@ fn fixture(tag: &str) -> Fixture {
     mem.set_missing("net.ipv6.missing");
     let dir = std::env::temp_dir().join(format!("bpftune-engine-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&dir);
+    fixture_on(dir, mem)
+}
+
+/// An engine over `mem` whose state store is in `dir` (kept as it is: a restart).
+fn fixture_on(dir: PathBuf, mem: Arc<MemSysctl>) -> Fixture {
     let (store, _) = StateStore::open(&dir, "boot");
     let mut engine = Engine::new(
         Rate::DEFAULT,
@@ -435,4 +441,84 @@ fn stats_follow_the_engine() {
     );
     f.engine.rollback();
     assert_eq!(stats.rollback_restores(), 1);
+}
+
+#[test]
+fn no_write_without_a_rollback_record() {
+    let mut f = fixture("nopersist");
+    // The state "directory" is a regular file: persisting the original fails.
+    std::fs::write(&f.dir, "not a directory").expect("write");
+    let out = f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400)));
+    assert!(
+        matches!(out, Outcome::Failed(ref why) if why.contains("cannot persist")),
+        "{out:?}"
+    );
+    assert_eq!(f.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"), Some(v(1310720)));
+    assert!(
+        f.engine.store().entries().is_empty(),
+        "nothing recorded in memory either"
+    );
+    // Space back: tuning resumes.
+    std::fs::remove_file(&f.dir).expect("rm");
+    let out = f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400)));
+    assert_eq!(out, Outcome::Applied);
+}
+
+#[test]
+fn crash_between_persist_and_second_write_is_still_rolled_back() {
+    let mut f = fixture("crash2");
+    let dir = f.dir.clone();
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+        Outcome::Applied
+    );
+    // The second change is persisted, then the daemon dies before writing it.
+    f.engine
+        .store
+        .before_write("net.ipv4.tcp_rmem", NS_COOKIE, 7, false, &v(1638400), &v(2000000))
+        .expect("persist");
+    let mem = f.mem.clone();
+    std::mem::forget(f); // keep the directory: a restart follows
+    let mut g = fixture_on(dir, mem);
+    g.engine.rollback();
+    assert_eq!(
+        g.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"),
+        Some(v(1310720)),
+        "the live value (our first write) must go back to the original"
+    );
+}
+
+#[test]
+fn rollback_only_writes_sysctls_a_tuner_manages() {
+    let f = fixture("hostile");
+    let dir = f.dir.clone();
+    let mem = f.mem.clone();
+    drop(f);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    mem.set(None, "kernel.core_pattern", SysctlValue::Str("core".into()));
+    let text = serde_json::json!({
+        "boot_id": "boot", "pid": 1,
+        "entries": [
+            {"sysctl": "kernel.core_pattern", "netns_cookie": GLOBAL_COOKIE, "netns_ino": 0,
+             "global": true, "original": "|/tmp/evil", "last_written": "core"},
+            {"sysctl": "net.ipv4.tcp_mem", "netns_cookie": GLOBAL_COOKIE, "netns_ino": 0,
+             "global": true, "original": [1, 2], "last_written": [768, 1024, 1536]}
+        ]
+    });
+    let path = dir.join("originals.json");
+    std::fs::write(&path, text.to_string()).expect("write");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let mut g = fixture_on(dir, mem);
+    assert_eq!(g.engine.store().entries().len(), 2, "the file is accepted");
+    g.engine.rollback();
+    assert_eq!(
+        g.mem.get(None, "kernel.core_pattern"),
+        Some(SysctlValue::Str("core".into()))
+    );
+    assert_eq!(
+        g.mem.get(None, "net.ipv4.tcp_mem"),
+        Some(SysctlValue::Ints(vec![768, 1024, 1536])),
+        "a 2-value original for a 3-value sysctl is refused"
+    );
+    assert!(g.engine.store().entries().is_empty());
 }

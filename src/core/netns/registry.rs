@@ -176,6 +176,11 @@ impl NetnsRegistry {
     }
 
     /// Known non-global namespaces, sorted by cookie.
+    /// Number of namespaces currently known (diagnostics: the sizes log line).
+    pub fn known_len(&self) -> usize {
+        self.known.len()
+    }
+
     pub fn list(&self) -> Vec<NetnsInfo> {
         let mut v: Vec<NetnsInfo> = self.known.values().map(|k| k.info.clone()).collect();
         v.sort_by_key(|i| i.cookie);
