@@ -97,7 +97,7 @@ pub const STRUCTURED_FIELDS: &[&str] = &[
     "netns_cookie",
     "old",
     "new",
-    // Observe mode: a change bpftune would have made (`BPFTUNE_PROPOSED=true`).
+    // On change lines: true in observe mode (a change bpftune would have made).
     "proposed",
 ];
 

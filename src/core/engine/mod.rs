@@ -450,30 +450,17 @@ impl Engine {
         let meta = &self.metas[tuner];
         let sc = meta.scenarios.get(p.scenario).copied();
         let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
-        let ns_label = netns_label(&target);
-        // tuner/tunable/scenario/netns/old/new are structured journal fields (BPFTUNE_*),
-        // not part of the message text (see core::log).
-        tracing::info!(
-            tuner = tname,
-            tunable = desc.name,
-            scenario = sc_name,
-            netns = %ns_label,
-            netns_cookie = cookie,
-            "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
-            desc.name,
-            if global { "" } else { "non-" }
-        );
-        tracing::info!(
-            tuner = tname,
-            tunable = desc.name,
-            scenario = sc_name,
-            netns = %ns_label,
-            netns_cookie = cookie,
-            old = %live,
-            new = %p.value,
-            "{}",
-            p.message.trim_end()
-        );
+        let line = ChangeLine {
+            tuner: tname,
+            tunable: desc.name,
+            scenario: sc_name,
+            scenario_desc: sc_desc,
+            netns: netns_label(&target),
+            cookie,
+            global,
+        };
+        line.scenario();
+        line.change(Some((&live, &p.value)), false, p.message.trim_end());
         if p.event_ts_ns > 0 {
             tracing::debug!(
                 "reaction: {} us from event to write of '{}'",
@@ -540,30 +527,23 @@ impl Engine {
         // forget_netns drops it with the namespace.
         let key = format!("would:{tuner}:{}:{}:{cookie}", desc.name, p.value);
         if self.said.insert(key) {
-            // The same structured journal fields as a real change (see core::log).
-            let ns_label = netns_label(target);
-            tracing::info!(
-                tuner = tname,
-                tunable = desc.name,
-                scenario = sc_name,
-                netns = %ns_label,
-                netns_cookie = cookie,
-                "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
-                desc.name,
-                if global { "" } else { "non-" }
-            );
-            tracing::info!(
-                tuner = tname,
-                tunable = desc.name,
-                scenario = sc_name,
-                netns = %ns_label,
-                netns_cookie = cookie,
-                old = %current,
-                new = %p.value,
-                proposed = true,
-                "would change {} in {place} from ({current}) to ({}): {message}",
-                desc.name,
-                p.value
+            let line = ChangeLine {
+                tuner: tname,
+                tunable: desc.name,
+                scenario: sc_name,
+                scenario_desc: sc_desc,
+                netns: netns_label(target),
+                cookie,
+                global,
+            };
+            line.scenario();
+            line.change(
+                Some((&current, &p.value)),
+                true,
+                &format!(
+                    "would change {} in {place} from ({current}) to ({}): {message}",
+                    desc.name, p.value
+                ),
             );
         }
         if p.value == real {
@@ -635,28 +615,21 @@ impl Engine {
             .get(scenario)
             .map(|s| (s.name, s.description))
             .unwrap_or(("?", ""));
-        let ns_label = if global {
-            "global".to_string()
-        } else {
-            self.cookie(ns).to_string()
+        let line = ChangeLine {
+            tuner: meta.name,
+            tunable: desc.name,
+            scenario: sc_name,
+            scenario_desc: sc_desc,
+            netns: if global {
+                "global".to_string()
+            } else {
+                self.cookie(ns).to_string()
+            },
+            cookie: self.cookie(ns),
+            global,
         };
-        tracing::info!(
-            tuner = meta.name,
-            tunable = desc.name,
-            scenario = sc_name,
-            netns = %ns_label,
-            "Scenario '{sc_name}' occurred for tunable '{}' in {}global ns. {sc_desc}",
-            desc.name,
-            if global { "" } else { "non-" }
-        );
-        tracing::info!(
-            tuner = meta.name,
-            tunable = desc.name,
-            scenario = sc_name,
-            netns = %ns_label,
-            "{}",
-            message.trim_end()
-        );
+        line.scenario();
+        line.change(None, false, message.trim_end());
         let rec = ChangeRecord {
             time: ChangeRecord::now(),
             tuner: meta.name.to_string(),
@@ -829,6 +802,62 @@ impl Engine {
     /// Counters shared with the metrics exporter.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+}
+
+/// The two log lines of a scenario (C bpftune's words), with the change's structured
+/// journal fields (`BPFTUNE_*`, see core::log) taken from the change itself.
+struct ChangeLine<'a> {
+    tuner: &'a str,
+    tunable: &'a str,
+    scenario: &'a str,
+    scenario_desc: &'a str,
+    netns: String,
+    cookie: u64,
+    global: bool,
+}
+
+impl ChangeLine<'_> {
+    /// "Scenario '…' occurred for tunable '…' in [non-]global ns. …"
+    fn scenario(&self) {
+        tracing::info!(
+            tuner = self.tuner,
+            tunable = self.tunable,
+            scenario = self.scenario,
+            netns = %self.netns,
+            netns_cookie = self.cookie,
+            "Scenario '{}' occurred for tunable '{}' in {}global ns. {}",
+            self.scenario,
+            self.tunable,
+            if self.global { "" } else { "non-" },
+            self.scenario_desc
+        );
+    }
+
+    /// The tuner's message; `values` (old, new) when something was (or, `proposed`,
+    /// would have been) changed.
+    fn change(&self, values: Option<(&SysctlValue, &SysctlValue)>, proposed: bool, text: &str) {
+        match values {
+            Some((old, new)) => tracing::info!(
+                tuner = self.tuner,
+                tunable = self.tunable,
+                scenario = self.scenario,
+                netns = %self.netns,
+                netns_cookie = self.cookie,
+                old = %old,
+                new = %new,
+                proposed,
+                "{text}"
+            ),
+            None => tracing::info!(
+                tuner = self.tuner,
+                tunable = self.tunable,
+                scenario = self.scenario,
+                netns = %self.netns,
+                netns_cookie = self.cookie,
+                "{text}"
+            ),
+        }
     }
 }
 
