@@ -414,3 +414,25 @@ mod tests {
         assert_eq!(libbpf_line("0: (b7) r0 = 1\n"), "libbpf: 0: (b7) r0 = 1");
     }
 }
+
+/// The kernel's info about a BPF program fd, and its (kernel-truncated, 15 characters)
+/// name; `None` if the fd is not a program.
+pub fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<(libbpf_rs::libbpf_sys::bpf_prog_info, String)> {
+    use std::os::fd::AsRawFd;
+    // All-zero (`Default`) is what the kernel requires: no arrays asked for, unused bytes 0.
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = u32::try_from(std::mem::size_of_val(&info)).ok()?;
+    // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes; the kernel
+    // writes at most `len` bytes and updates `len`.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    let name: Vec<u8> = info
+        .name
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    Some((info, String::from_utf8_lossy(&name).into_owned()))
+}

@@ -229,22 +229,8 @@ fn prog_by_id(id: u32) -> Option<(OwnedFd, String)> {
     }
     // SAFETY: `fd` was just returned to us and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid bpf_prog_info (integers, and null pointers that ask the
-    // kernel for no arrays); the kernel requires unused bytes to be zero.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: `info` is writable for `len` bytes.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    if rc != 0 {
-        return None;
-    }
-    let name: Vec<u8> = info
-        .name
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&b| b != 0)
-        .collect();
-    Some((fd, String::from_utf8_lossy(&name).into_owned()))
+    let (_, name) = crate::core::bpf::prog_info(fd.as_fd())?;
+    Some((fd, name))
 }
 
 /// `prog_id` of a `/proc/<pid>/fdinfo/<fd>` text of a BPF program fd.

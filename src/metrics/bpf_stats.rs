@@ -7,10 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::BorrowedFd;
-use std::os::raw::c_char;
 use std::path::Path;
-
-use libbpf_rs::libbpf_sys;
 
 /// One program's statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,25 +49,11 @@ pub fn own_programs() -> Vec<ProgStat> {
 }
 
 fn prog_info(fd: BorrowedFd<'_>) -> Option<(u32, ProgStat)> {
-    use std::os::fd::AsRawFd;
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = u32::try_from(std::mem::size_of::<libbpf_sys::bpf_prog_info>()).ok()?;
-    // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes; the kernel
-    // writes at most `len` bytes and updates `len`.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    if rc != 0 {
-        return None;
-    }
-    let name: Vec<u8> = info
-        .name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c: &c_char| c as u8)
-        .collect();
+    let (info, name) = crate::core::bpf::prog_info(fd)?;
     Some((
         info.id,
         ProgStat {
-            name: String::from_utf8_lossy(&name).into_owned(),
+            name,
             run_time_ns: info.run_time_ns,
             run_cnt: info.run_cnt,
         },
