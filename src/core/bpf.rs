@@ -401,20 +401,6 @@ macro_rules! tuner_descriptors {
     };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::libbpf_line;
-
-    #[test]
-    fn libbpf_lines_carry_one_prefix() {
-        assert_eq!(
-            libbpf_line("libbpf: loading object 'x' from buffer\n"),
-            "libbpf: loading object 'x' from buffer"
-        );
-        assert_eq!(libbpf_line("0: (b7) r0 = 1\n"), "libbpf: 0: (b7) r0 = 1");
-    }
-}
-
 /// The kernel's info about a BPF program fd, and its (kernel-truncated, 15 characters)
 /// name; `None` if the fd is not a program.
 pub fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<(libbpf_rs::libbpf_sys::bpf_prog_info, String)> {
@@ -435,4 +421,18 @@ pub fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<(libbpf_rs::libbpf_s
         .take_while(|&b| b != 0)
         .collect();
     Some((info, String::from_utf8_lossy(&name).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libbpf_line;
+
+    #[test]
+    fn libbpf_lines_carry_one_prefix() {
+        assert_eq!(
+            libbpf_line("libbpf: loading object 'x' from buffer\n"),
+            "libbpf: loading object 'x' from buffer"
+        );
+        assert_eq!(libbpf_line("0: (b7) r0 = 1\n"), "libbpf: 0: (b7) r0 = 1");
+    }
 }
