@@ -260,7 +260,7 @@ pub trait Tuner {
     }
     /// The namespace with this cookie vanished: drop whatever the tuner keeps per
     /// namespace, so that its memory stays bounded under namespace churn (C bpftune
-    /// #93/#188). Cookies are never reused within a boot, so nothing learned is lost.
+    /// #93/#188). Cookies are never reused within a boot: that state could never serve again.
     fn forget_netns(&mut self, _cookie: u64) {}
 }
 
