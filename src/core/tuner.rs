@@ -258,6 +258,16 @@ pub trait Tuner {
     fn switch_strategy(&mut self, _from: usize, _to: usize) -> Result<(), TunerError> {
         Ok(())
     }
+    /// The namespace with this cookie vanished: drop whatever the tuner keeps per
+    /// namespace, so that its memory stays bounded under namespace churn (C bpftune
+    /// #93/#188). Cookies are never reused within a boot: that state could never serve again.
+    fn forget_netns(&mut self, _cookie: u64) {}
+}
+
+/// Whether `ns` is the (non-global) namespace with `cookie`: the shared test
+/// for the tuners' [`Tuner::forget_netns`].
+pub fn ns_has_cookie(ns: Ns, cookie: u64) -> bool {
+    matches!(ns, Ns::Netns { cookie: c, .. } if c == cookie)
 }
 
 /// Accepts `tcp_buffer`, `tcp_buffer_tuner.so` or a path ending in it (`-a`).

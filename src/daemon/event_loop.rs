@@ -65,7 +65,13 @@ impl Daemon {
             }
             let now = Instant::now();
             if rescan || now >= next_scan {
-                self.engine.refresh_netns();
+                let diff = self.engine.refresh_netns();
+                // Tuners keep per-namespace state too (paths, correlations): drop it.
+                for info in &diff.vanished {
+                    for t in self.tuners.iter_mut().flatten() {
+                        t.forget_netns(info.cookie);
+                    }
+                }
                 next_scan = now + NETNS_RESCAN;
             }
             if now >= next_tick {

@@ -189,6 +189,12 @@ crate::skel_loaders!(IpFragSkelBuilder, IpFragSkel);
 impl Tuner for IpFrag {
     crate::tuner_descriptors!("ip_frag", &TUNABLES, &SCENARIOS, SLOTS);
 
+    fn forget_netns(&mut self, cookie: u64) {
+        use crate::core::tuner::ns_has_cookie;
+        self.corr.retain(|(_, ns), _| !ns_has_cookie(*ns, cookie));
+        self.counters.retain(|(_, ns), _| !ns_has_cookie(*ns, cookie));
+    }
+
     fn start(&mut self, mut ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let (skel, links) = start_skel(&mut ctx, "ip_frag")?;
         self.links = links;
@@ -231,6 +237,18 @@ mod tests {
     const A: Ns = Ns::Netns { cookie: 10, ino: 1 };
     const B: Ns = Ns::Netns { cookie: 11, ino: 2 };
     const MB: i64 = 1 << 20;
+
+    #[test]
+    fn forgetting_a_namespace_drops_its_state_only() {
+        let mut t = IpFrag::new();
+        for ns in [A, B] {
+            t.corr.insert((IPFRAG_HIGH, ns), Corr::default());
+            t.counters.insert((IPFRAG_HIGH, ns), (1, 2));
+        }
+        t.forget_netns(10);
+        assert_eq!(t.corr.keys().map(|(_, ns)| *ns).collect::<Vec<_>>(), vec![B]);
+        assert_eq!(t.counters.keys().map(|(_, ns)| *ns).collect::<Vec<_>>(), vec![B]);
+    }
 
     fn env() -> FakeEnv {
         let mut e = FakeEnv::new(&[true, true, true, true]);

@@ -525,6 +525,12 @@ crate::skel_loaders!(TcpBufferSkelBuilder, TcpBufferSkel);
 impl Tuner for TcpBuffer {
     crate::tuner_descriptors!("tcp_buffer", &TUNABLES, &SCENARIOS, SLOTS);
 
+    fn forget_netns(&mut self, cookie: u64) {
+        use crate::core::tuner::ns_has_cookie;
+        self.corr.retain(|(_, ns), _| !ns_has_cookie(*ns, cookie));
+        self.syn_events.retain(|ns, _| !ns_has_cookie(*ns, cookie));
+    }
+
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let skel = load_skel(&ctx).map_err(|e| TunerError::load("tcp_buffer", e))?;
         let hot: Vec<&str> = HOT_WMEM.iter().map(|(p, _)| *p).collect();

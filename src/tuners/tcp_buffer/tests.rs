@@ -109,3 +109,20 @@ fn descriptors_follow_the_c_enum() {
     );
     assert_eq!(SAMPLE_NAMES.len(), ids::tcp_buffer_sample::COUNT);
 }
+
+#[test]
+fn forgetting_a_namespace_drops_its_correlations_only() {
+    let gone = Ns::Netns { cookie: 9, ino: 1 };
+    let kept = Ns::Netns { cookie: 10, ino: 2 };
+    let mut t = TcpBuffer::new();
+    for ns in [gone, kept, Ns::Global] {
+        t.corr.insert((TCP_RMEM, ns), Corr::default());
+        t.syn_events.insert(ns, 1);
+    }
+    t.forget_netns(9);
+    let mut left: Vec<Ns> = t.corr.keys().map(|(_, ns)| *ns).collect();
+    left.sort();
+    assert_eq!(left, vec![Ns::Global, kept]);
+    assert!(!t.syn_events.contains_key(&gone));
+    assert_eq!(t.syn_events.len(), 2);
+}

@@ -314,6 +314,23 @@ crate::skel_loaders!(TcpConnSkelBuilder, TcpConnSkel);
 impl Tuner for TcpConn {
     crate::tuner_descriptors!("tcp_conn", &TUNABLES, &SCENARIOS, HOOKS);
 
+    fn forget_netns(&mut self, cookie: u64) {
+        self.logged_unkeyed
+            .retain(|ns| !crate::core::tuner::ns_has_cookie(*ns, cookie));
+        let gone = self.table.forget_netns(cookie);
+        if gone.is_empty() {
+            return;
+        }
+        self.dirty = true;
+        let Some(skel) = self.skel.as_ref() else { return };
+        // The kernel's LRU map would age these out too; deleting them keeps both tables
+        // the same size. bpf() map calls check CAP_BPF on kernels before 6.5.
+        let _caps = crate::core::privs::raise(crate::core::privs::BPF);
+        for k in &gone {
+            let _ = skel.maps.path_choice_map.delete(&key_bytes(k));
+        }
+    }
+
     fn start(&mut self, ctx: StartCtx<'_>) -> Result<(), TunerError> {
         let load = |e| TunerError::load("tcp_conn", e);
         let Some(cgroup) = ctx.cgroup else {

@@ -91,6 +91,22 @@ impl PathTable {
         (e, evicted)
     }
 
+    /// Drops every path of the namespace with `cookie` (it vanished) and returns their
+    /// keys. Without this, each namespace that ever carried traffic would keep its paths
+    /// until 1024 others pushed them out: dead weight in the table and the `jpaths` query.
+    pub fn forget_netns(&mut self, cookie: u64) -> Vec<PathKey> {
+        let gone: Vec<PathKey> = self
+            .paths
+            .keys()
+            .filter(|k| k.netns_cookie == cookie)
+            .copied()
+            .collect();
+        for k in &gone {
+            self.paths.remove(k);
+        }
+        gone
+    }
+
     /// Paths in a stable order (namespace, address).
     fn sorted(&self) -> Vec<(&PathKey, &PathEntry)> {
         let mut v: Vec<_> = self.paths.iter().collect();
@@ -221,6 +237,24 @@ mod tests {
             .count_line()
             .contains("tracking 2 path(s) (2 on-link peer(s), 0 gateway(s)); at most 2"));
         assert_eq!(key(2, 7).ip().to_string(), "10.201.0.2");
+    }
+
+    #[test]
+    fn forgetting_a_namespace_drops_its_paths_only() {
+        let mut t = PathTable::new(16);
+        t.touch(key(1, 7), false);
+        t.touch(key(2, 7), false);
+        t.touch(key(1, 8), false);
+        let mut gone = t.forget_netns(7);
+        gone.sort();
+        assert_eq!(gone, vec![key(1, 7), key(2, 7)]);
+        assert_eq!(t.len(), 1);
+        assert!(
+            t.paths.contains_key(&key(1, 8)),
+            "the other namespace's path stays"
+        );
+        assert!(t.forget_netns(7).is_empty(), "forgetting twice is harmless");
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
