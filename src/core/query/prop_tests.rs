@@ -60,7 +60,7 @@ proptest! {
             }
             Ok(Request::Unknown(req)) => {
                 prop_assert!(!req.is_empty() && req.len() <= REQUEST_MAX);
-                prop_assert_eq!(req.trim_end(), req);
+                prop_assert_eq!(req.trim_ascii_end(), req);
                 prop_assert!(reply.starts_with("unknown request '"), "reply {reply:?}");
                 // Control characters are escaped so a reply cannot carry them raw.
                 let shown = reply.lines().next().unwrap_or("");
