@@ -161,3 +161,7 @@ mod tests {
         assert_eq!(Event::parse(&[0u8; 10], 1), Err(EventError::Size(10)));
     }
 }
+
+#[cfg(test)]
+#[path = "events_prop.rs"]
+mod prop_tests;

@@ -29,8 +29,10 @@ pub fn free_buffer_pages(zoneinfo: &str) -> u64 {
         by_zone
             .iter()
             .filter(|(z, _, _)| z == name)
-            .map(|(_, managed, high)| managed.saturating_sub(*high))
-            .sum()
+            // Saturating: a corrupt or hostile file must not wrap the estimate around.
+            .fold(0u64, |acc, (_, managed, high)| {
+                acc.saturating_add(managed.saturating_sub(*high))
+            })
     };
     match sum("Normal") {
         0 => sum("DMA32"),
@@ -141,7 +143,9 @@ pub fn psi_some_avg10(text: &str) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with("some "))?;
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix("avg10="))
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        // f64 parsing accepts "NaN" and "inf", which no threshold comparison can judge.
+        .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
 /// Prefix lengths of the on-link (gateway-less) IPv4 routes through device `dev`, from
@@ -258,3 +262,7 @@ eth0\t0100000A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
         assert_eq!(if_inet6_prefixes(inet6, "lo"), vec![128]);
     }
 }
+
+#[cfg(test)]
+#[path = "procfs_prop.rs"]
+mod prop_tests;

@@ -461,3 +461,7 @@ mod tests {
         let _ = fs::remove_file(&dir);
     }
 }
+
+#[cfg(test)]
+#[path = "state_prop.rs"]
+mod prop_tests;

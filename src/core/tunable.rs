@@ -278,3 +278,7 @@ mod tests {
         assert_eq!(sysctl_name("net/ipv4/tcp_rmem"), "net.ipv4.tcp_rmem");
     }
 }
+
+#[cfg(test)]
+#[path = "tunable_prop.rs"]
+mod prop_tests;

@@ -124,3 +124,7 @@ pub(super) fn dispatch(ev: &Event, tuners: &mut [Option<Box<dyn Tuner>>], engine
         tuner.handle(&ev, &mut engine.ctx(id));
     }
 }
+
+#[cfg(test)]
+#[path = "event_loop_prop.rs"]
+mod prop_tests;

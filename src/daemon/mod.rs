@@ -16,6 +16,7 @@ mod load;
 pub mod notify;
 mod plugins;
 pub mod rollback_now;
+mod run_dir;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -116,8 +117,7 @@ impl Daemon {
         let started = Instant::now();
         load::raise_memlock();
         bpf::route_libbpf_log();
-        std::fs::create_dir_all(&opts.run_dir)
-            .with_context(|| format!("cannot create {}", opts.run_dir.display()))?;
+        run_dir::prepare(&opts.run_dir)?;
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let backend: Arc<dyn QueryBackend> = Arc::new(backend::Backend {
             ledger: ledger.clone(),

@@ -362,3 +362,7 @@ fn serve_one(mut stream: TcpStream, source: &Source) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "serve_prop.rs"]
+mod prop_tests;

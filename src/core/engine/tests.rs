@@ -522,3 +522,124 @@ fn rollback_only_writes_sysctls_a_tuner_manages() {
     );
     assert!(g.engine.store().entries().is_empty());
 }
+
+/// A tmpfs of `opts` mounted on `dir` for one test; unmounted on drop (also on failure).
+struct Tmpfs(PathBuf);
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, opts: &str) -> Tmpfs {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: mounts a tmpfs");
+        std::fs::create_dir_all(dir).expect("mount point");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount -t tmpfs -o {opts} {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Item 2 of issue 13: the state directory on a full tmpfs. The engine makes no sysctl
+/// write it could not roll back, says why, keeps going, and tunes again once space
+/// is back.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn full_state_tmpfs_refuses_to_tune_then_recovers() {
+    let mem = Arc::new(MemSysctl::new());
+    mem.set(Some(NS_COOKIE), "net.ipv4.tcp_rmem", v(1310720));
+    let mnt = std::env::temp_dir().join(format!("bpftune-full-tmpfs-{}", std::process::id()));
+    let tmpfs = Tmpfs::mount(&mnt, "size=16k,mode=0700");
+    let dir = mnt.join("state");
+    let mut f = fixture_on(dir.clone(), mem);
+    // Fill the filesystem to the last block.
+    let filler = mnt.join("filler");
+    let mut fill = std::fs::File::create(&filler).expect("filler");
+    let chunk = [0u8; 1024];
+    while std::io::Write::write_all(&mut fill, &chunk).is_ok() {}
+    drop(fill);
+    for _ in 0..3 {
+        let out = f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400)));
+        assert!(
+            matches!(out, Outcome::Failed(ref why) if why.contains("cannot persist")),
+            "{out:?}"
+        );
+    }
+    assert!(
+        f.mem.writes().is_empty(),
+        "no sysctl written without a rollback record"
+    );
+    assert!(f.engine.store().entries().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    std::fs::remove_file(&filler).expect("rm filler");
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+        Outcome::Applied
+    );
+    assert_eq!(f.engine.store().entries().len(), 1);
+    drop(f);
+    drop(tmpfs);
+    let _ = std::fs::remove_dir_all(&mnt);
+}
+
+/// Item 2 of issue 13: the state directory on a read-only tmpfs (also as root, which
+/// ignores file modes but not a read-only mount).
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn read_only_state_tmpfs_refuses_to_tune() {
+    let mem = Arc::new(MemSysctl::new());
+    mem.set(Some(NS_COOKIE), "net.ipv4.tcp_rmem", v(1310720));
+    let mnt = std::env::temp_dir().join(format!("bpftune-ro-tmpfs-{}", std::process::id()));
+    let tmpfs = Tmpfs::mount(&mnt, "size=64k,mode=0700,ro");
+    let mut f = fixture_on(mnt.clone(), mem);
+    let out = f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400)));
+    assert!(
+        matches!(out, Outcome::Failed(ref why) if why.contains("cannot persist")),
+        "{out:?}"
+    );
+    assert!(f.mem.writes().is_empty());
+    assert_eq!(f.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"), Some(v(1310720)));
+    std::mem::forget(f); // its Drop would try to remove the mount point's contents
+    drop(tmpfs);
+    let _ = std::fs::remove_dir_all(&mnt);
+}
+
+/// Item 2 of issue 13: an `originals.json` owned by another user (a local user who
+/// could plant sysctl names and values) is moved aside, never used for rollback.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn originals_owned_by_another_uid_are_not_trusted() {
+    let mem = Arc::new(MemSysctl::new());
+    mem.set(Some(NS_COOKIE), "net.ipv4.tcp_rmem", v(1310720));
+    let mut f = fixture_on(
+        std::env::temp_dir().join(format!("bpftune-foreign-{}", std::process::id())),
+        mem.clone(),
+    );
+    assert_eq!(
+        f.engine.ctx(0).apply(proposal(0, NS, None, v(1638400))),
+        Outcome::Applied
+    );
+    let dir = f.dir.clone();
+    let file = dir.join("originals.json");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: chowns a file");
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).expect("chown nobody");
+    std::mem::forget(f); // keep the directory: a restart follows
+    let mut g = fixture_on(dir.clone(), mem);
+    assert!(g.engine.store().entries().is_empty(), "foreign record used");
+    assert!(dir.join("originals.json.rejected").exists());
+    g.engine.rollback();
+    assert_eq!(
+        g.mem.get(Some(NS_COOKIE), "net.ipv4.tcp_rmem"),
+        Some(v(1638400)),
+        "nothing restored from a file another user owns"
+    );
+}

@@ -127,3 +127,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+#[path = "trust_prop.rs"]
+mod prop_tests;

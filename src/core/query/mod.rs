@@ -148,4 +148,6 @@ pub fn port_file_path(run_dir: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
