@@ -350,7 +350,7 @@ fn soak_resources_stay_flat() {
         last.fds
     );
     for key in SIZE_KEYS {
-        // Recent change records are a bounded ring (4096) that fills with tuning; the
+        // Recent change records are a bounded ring (1024) that fills with tuning; the
         // rest must be back to where they were once the namespaces are gone.
         if key == "changes" {
             continue;

@@ -11,8 +11,10 @@ use serde::Serialize;
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
 use crate::core::tuner::TunerState;
 
-/// How many records the ledger keeps (older ones are summarised by the counters).
-const MAX_RECORDS: usize = 4096;
+/// How many records the ledger keeps (older ones are summarised by the counters). Each
+/// costs about 2–4 kB of RSS once the replies that carry it are counted (RELIABILITY.md,
+/// soak): 1024 caps that at a few MB, and is more history than `jchanges` readers use.
+const MAX_RECORDS: usize = 1024;
 
 /// One change (or informational scenario) made by a tuner.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -291,9 +291,12 @@ impl Engine {
     pub fn sizes(&self) -> String {
         // One guard: two lock() calls in one format! would hold the first guard while
         // taking the second (a self-deadlock).
+        // Originals and spans count per-namespace entries only: global ones are bounded by
+        // the number of tunables and may appear at any time (the first change of a global
+        // sysctl); per-namespace ones must go with their namespace.
         let (changes, spans) = {
             let l = lock(&self.ledger);
-            (l.records().count(), l.span_count())
+            (l.records().count(), l.spans().filter(|s| !s.global).count())
         };
         format!(
             "netns_known={} ns_states={} admin_owned={} said={} originals={} changes={} spans={}",
@@ -301,7 +304,7 @@ impl Engine {
             self.ns_state.len(),
             self.admin_owned.len(),
             self.said.len(),
-            self.store.entries().len(),
+            self.store.entries().iter().filter(|e| !e.global).count(),
             changes,
             spans
         )
