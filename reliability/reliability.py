@@ -114,7 +114,7 @@ class Daemon:
         self.info = {}
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(120):
+        if not self.ready.wait(300):  # includes waiting for other daemons (180 s)
             raise RuntimeError("daemon not ready: " + "\n".join(self.lines[-20:]))
 
     def _read(self):
@@ -213,7 +213,7 @@ def query(path, q):
     return one_request(path, q.encode(), "nul", timeout=15.0)
 
 
-def fuzz(n, clients, mode):
+def fuzz(n, clients, mode, lorises=4):
     d = Daemon([])
     pid = d.info["pid"]
     sock = str(Path(d.info["run_dir"]) / "query.sock")
@@ -255,7 +255,7 @@ def fuzz(n, clients, mode):
 
     t0 = time.monotonic()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    threads += [threading.Thread(target=slowloris) for _ in range(2)]
+    threads += [threading.Thread(target=slowloris) for _ in range(lorises)]
     for t in threads:
         t.start()
     samples = [(0.0, rss0, fds0)]
@@ -282,7 +282,7 @@ def fuzz(n, clients, mode):
     d.stop()
     peak = max(s[1] for s in samples)
     ok = alive and stats["wrong"] == 0 and fds1 <= fds0 and rss1 - rss0 < 1024
-    row = (f"| 3 socket fuzz | {mode} | {stats['sent']} requests ({clients} clients + 2 slow-loris) | "
+    row = (f"| 3 socket fuzz | {mode} | {stats['sent']} requests ({clients} clients + {lorises} slow-loris) | "
            f"{'daemon alive' if alive else 'DAEMON DIED'} | {stats['wrong']} wrong of {stats['checks']} valid queries | "
            f"RSS {rss0} -> {rss1} kB (peak {peak}), fds {fds0} -> {fds1}, {stats['sent'] / secs:.0f} req/s |")
     write_result("fuzz", row)
@@ -412,7 +412,7 @@ def main():
     elif a.cmd == "ci":
         # The crash (3 iterations) and soak (60 s) root tests run at their CI counts
         # inside `cargo test`; the fuzz has no Rust half.
-        ok = fuzz(2_000, 4, "ci")
+        ok = fuzz(2_000, 8, "ci")
     else:
         ok = all([crash(60, None, "full"), fuzz(1_000_000, 8, "full"), soak(3600, True, "full")])
     sys.exit(0 if ok else 1)

@@ -22,9 +22,11 @@
 //! * Requests are bounded: at most [`READ_MAX`] bytes are read within [`IO_TIMEOUT`];
 //!   content longer than [`REQUEST_MAX`] bytes, empty or non-UTF-8 requests get an
 //!   `error: ...` reply. A request without terminator is answered when the peer closes
-//!   its write side or after [`IO_TIMEOUT`]. A slow or stuck client holds the (single,
-//!   sequential) server thread for at most [`IO_TIMEOUT`] while reading plus
-//!   [`IO_TIMEOUT`] while writing the reply; the server never exits on client errors.
+//!   its write side or after [`IO_TIMEOUT`]. Each connection is served on its own thread,
+//!   at most [`MAX_CONNS`] at once (more get [`ERR_BUSY`] and are closed without
+//!   waiting); a slow or stuck client holds only its own thread, for at most
+//!   [`IO_TIMEOUT`] while reading plus [`IO_TIMEOUT`] while writing the reply, so it
+//!   cannot delay other queries. The server never exits on client errors.
 
 //!
 //! Layout: [`protocol`] turns a request into its reply, [`format`] is the one place that
@@ -54,6 +56,9 @@ pub const READ_MAX: usize = 128;
 pub const REPLY_MAX: usize = 16 << 20;
 /// Per-connection deadline on the server (read request + write reply).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at the same time (one thread each); more are refused at once.
+/// Each holds its thread for at most about 2 × [`IO_TIMEOUT`].
+pub const MAX_CONNS: usize = 16;
 /// Client connect/read/write timeout.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unix socket file name inside the run directory.
@@ -66,6 +71,8 @@ pub const PERMISSION_DENIED: &str = "permission denied";
 pub const ERR_TOO_LONG: &str = "error: request too long (max 80 bytes)";
 pub const ERR_MALFORMED: &str = "error: malformed request";
 pub(crate) const ERR_INTERNAL: &str = "error: internal error";
+/// Reply to a connection arriving while [`MAX_CONNS`] are being served.
+pub const ERR_BUSY: &str = "error: server busy, try again";
 
 /// Supported queries and their help descriptions, in C's table (= prefix match) order.
 pub const QUERIES: &[(&str, &str)] = &[

@@ -1,5 +1,8 @@
-//! The query server: a Unix socket (and with `-p` a loopback TCP listener) served by one
-//! thread, one request per connection.
+//! The query server: a Unix socket (and with `-p` a loopback TCP listener). One thread
+//! accepts; each connection is served on its own short-lived thread, at most
+//! [`MAX_CONNS`] at a time, one request per connection. A slow client therefore holds
+//! only its own thread (for at most the per-connection deadlines), never the listener;
+//! connections over the cap get a short "busy" reply without blocking and are closed.
 
 use std::fs;
 use std::io;
@@ -7,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,8 +21,8 @@ use nix::sys::socket::MsgFlags;
 use super::conn::{is_timeout, remaining, Conn};
 use super::protocol::handle_request;
 use super::{
-    port_file_path, socket_path, QueryBackend, ERR_INTERNAL, IO_TIMEOUT, PERMISSION_DENIED, PORT_FILE_NAME,
-    READ_MAX, SOCKET_NAME,
+    port_file_path, socket_path, QueryBackend, ERR_BUSY, ERR_INTERNAL, IO_TIMEOUT, MAX_CONNS,
+    PERMISSION_DENIED, PORT_FILE_NAME, READ_MAX, SOCKET_NAME,
 };
 use crate::core::wait::Waiter;
 
@@ -145,37 +149,134 @@ fn peer_allowed(s: &UnixStream) -> Result<bool, nix::Error> {
     Ok(uid == 0 || uid == nix::unistd::geteuid().as_raw())
 }
 
-fn serve_unix(mut s: UnixStream, backend: &dyn QueryBackend) {
+fn serve_unix(s: &mut UnixStream, backend: &dyn QueryBackend) {
     if let Err(e) = s.set_nonblocking(false) {
         tracing::debug!("query: cannot make connection blocking: {e}");
         return;
     }
-    match peer_allowed(&s) {
+    match peer_allowed(s) {
         Ok(true) => {}
         Ok(false) => {
             tracing::debug!("query: refusing non-root peer on unix socket");
-            reply_and_close(&mut s, PERMISSION_DENIED);
+            reply_and_close(s, PERMISSION_DENIED);
             return;
         }
         Err(e) => {
             tracing::debug!("query: cannot read peer credentials: {e}");
-            reply_and_close(&mut s, PERMISSION_DENIED);
+            reply_and_close(s, PERMISSION_DENIED);
             return;
         }
     }
-    if let Err(e) = serve_conn(&mut s, backend, "unix socket") {
+    if let Err(e) = serve_conn(s, backend, "unix socket") {
         tracing::debug!("query connection (unix socket) failed: {e}");
     }
 }
 
-fn serve_tcp(mut s: TcpStream, peer: SocketAddr, backend: &dyn QueryBackend) {
+fn serve_tcp(s: &mut TcpStream, peer: SocketAddr, backend: &dyn QueryBackend) {
     if let Err(e) = s.set_nonblocking(false) {
         tracing::debug!("query: cannot make connection blocking: {e}");
         return;
     }
     let peer = peer.to_string();
-    if let Err(e) = serve_conn(&mut s, backend, &peer) {
+    if let Err(e) = serve_conn(s, backend, &peer) {
         tracing::debug!("query connection ({peer}) failed: {e}");
+    }
+}
+
+/// Busy reply to a connection over the cap: one non-blocking send, then close. The
+/// listener thread never waits on such a peer.
+fn refuse_busy<C: Conn>(c: &C) {
+    let mut out = ERR_BUSY.as_bytes().to_vec();
+    out.push(0);
+    let _ = nix::sys::socket::send(
+        c.as_raw_fd(),
+        &out,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    );
+    let _ = c.shut_wr();
+    // Unread input at close makes the kernel reset the connection, and the peer could
+    // lose the reply: discard what has already arrived, without waiting for more.
+    let mut buf = [0u8; 1024];
+    for _ in 0..16 {
+        match nix::sys::socket::recv(c.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(k) if k > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// The connection threads: at most [`MAX_CONNS`] alive; finished ones are joined on the
+/// next dispatch, all of them when the server stops.
+struct ConnPool {
+    backend: Arc<dyn QueryBackend>,
+    active: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Decrements the live-connection count when the connection thread ends, even by panic.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnPool {
+    fn new(backend: Arc<dyn QueryBackend>, active: Arc<AtomicUsize>) -> ConnPool {
+        ConnPool {
+            backend,
+            active,
+            threads: Vec::new(),
+        }
+    }
+
+    fn reap(&mut self) {
+        let (done, live): (Vec<_>, Vec<_>) = self.threads.drain(..).partition(|t| t.is_finished());
+        self.threads = live;
+        for t in done {
+            if t.join().is_err() {
+                tracing::debug!("query connection thread panicked");
+            }
+        }
+    }
+
+    /// Serves `s` on a new thread, or refuses it at once when [`MAX_CONNS`] are live.
+    /// Threads spawned here inherit the listener thread's (empty) effective capability
+    /// set, see [`crate::core::privs`].
+    fn dispatch<C, F>(&mut self, s: C, peer: String, serve: F)
+    where
+        C: Conn + Send + 'static,
+        F: FnOnce(C, &dyn QueryBackend) + Send + 'static,
+    {
+        self.reap();
+        if self.active.load(Ordering::Acquire) >= MAX_CONNS {
+            tracing::debug!("query from {peer}: {MAX_CONNS} connections busy, refusing");
+            refuse_busy(&s);
+            return;
+        }
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Arc::clone(&self.active));
+        let backend = Arc::clone(&self.backend);
+        let spawned = std::thread::Builder::new()
+            .name("bpftune-qconn".into())
+            .spawn(move || {
+                let _slot = slot;
+                serve(s, &*backend);
+            });
+        match spawned {
+            Ok(t) => self.threads.push(t),
+            // The closure (with the connection and slot) was dropped: the peer sees EOF.
+            Err(e) => tracing::debug!("query from {peer}: cannot spawn connection thread: {e}"),
+        }
+    }
+
+    fn join_all(&mut self) {
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::debug!("query connection thread panicked");
+            }
+        }
     }
 }
 
@@ -188,6 +289,7 @@ fn serve_loop(
     tcp: Option<TcpListener>,
     wake: UnixStream,
     backend: Arc<dyn QueryBackend>,
+    active: Arc<AtomicUsize>,
 ) {
     let backoff = || std::thread::sleep(Duration::from_millis(50));
     let set = match Waiter::new() {
@@ -205,6 +307,7 @@ fn serve_loop(
         tracing::error!("query server: {e}");
         return;
     }
+    let mut pool = ConnPool::new(backend, active);
     loop {
         let ready = match set.wait(None) {
             Ok(r) => r,
@@ -219,7 +322,7 @@ fn serve_loop(
         }
         if ready.contains(&UNIX) {
             match unix.accept() {
-                Ok((s, _)) => serve_unix(s, &*backend),
+                Ok((s, _)) => pool.dispatch(s, "unix socket".to_string(), |mut s, b| serve_unix(&mut s, b)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     tracing::debug!("query server: accept (unix) failed: {e}");
@@ -229,7 +332,9 @@ fn serve_loop(
         }
         if let Some(l) = tcp.as_ref().filter(|_| ready.contains(&TCP)) {
             match l.accept() {
-                Ok((s, peer)) => serve_tcp(s, peer, &*backend),
+                Ok((s, peer)) => {
+                    pool.dispatch(s, peer.to_string(), move |mut s, b| serve_tcp(&mut s, peer, b))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     tracing::debug!("query server: accept (tcp) failed: {e}");
@@ -238,6 +343,9 @@ fn serve_loop(
             }
         }
     }
+    // Connections in progress end by their own deadlines; wait for them so that
+    // stop() leaves no thread behind.
+    pool.join_all();
     tracing::debug!("query server stopped");
 }
 
@@ -253,6 +361,8 @@ pub struct QueryServer {
     socket_id: Option<(u64, u64)>,
     port_file: Option<PathBuf>,
     tcp_port: Option<u16>,
+    /// Connections being served right now (shared with the connection threads).
+    active: Arc<AtomicUsize>,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -328,6 +438,7 @@ impl QueryServer {
             socket_path,
             port_file: None,
             tcp_port: None,
+            active: Arc::new(AtomicUsize::new(0)),
         };
         unix.set_nonblocking(true)
             .context("cannot configure query socket")?;
@@ -355,6 +466,7 @@ impl QueryServer {
         };
 
         let (wake_tx, wake_rx) = UnixStream::pair().context("cannot create wake-up pair")?;
+        let active = Arc::clone(&server.active);
         let thread = std::thread::Builder::new()
             .name("bpftune-query".into())
             .spawn(move || {
@@ -363,7 +475,7 @@ impl QueryServer {
                 if let Err(e) = crate::core::privs::drop_to_idle() {
                     tracing::debug!("query server: {e}");
                 }
-                serve_loop(unix, tcp, wake_rx, backend)
+                serve_loop(unix, tcp, wake_rx, backend, active)
             })
             .context("cannot spawn query server thread")?;
         server.wake = Some(wake_tx);
@@ -376,12 +488,17 @@ impl QueryServer {
         &self.socket_path
     }
 
+    /// Connections being served right now (at most [`MAX_CONNS`]).
+    pub fn connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
     /// Bound TCP port, if `-p` was given.
     pub fn tcp_port(&self) -> Option<u16> {
         self.tcp_port
     }
 
-    /// Stops the thread (after the connection in progress, a few seconds at most),
+    /// Stops the threads (after the connections in progress, a few seconds at most),
     /// joins it and removes the socket and port files.
     pub fn stop(self) {
         drop(self);

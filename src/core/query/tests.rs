@@ -461,3 +461,56 @@ fn jtunables_and_jstatus_keep_the_pcp_field_names() {
     assert!(buf["net.ipv6.conf.all.x"].is_null());
     assert!(s["tcp_conn_tuner"]["net.ipv4.tcp_congestion_control"].is_string());
 }
+
+/// Opens a connection that sends one byte of a request and then stalls (slow loris).
+fn loris(path: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(path).expect("loris connect");
+    s.write_all(b"s").expect("loris write");
+    s
+}
+
+#[test]
+fn slow_clients_do_not_starve_queries_and_over_cap_is_refused_fast() {
+    let dir = temp_run_dir();
+    let server = QueryServer::start(&dir, None, Arc::new(Fake)).expect("start");
+    let sock = socket_path(&dir);
+
+    // MAX_CONNS - 1 stalled clients: a valid query still gets the last slot and answers
+    // well before any stalled client's read deadline (IO_TIMEOUT) could free one.
+    let mut held: Vec<UnixStream> = (0..MAX_CONNS - 1).map(|_| loris(&sock)).collect();
+    let until = Instant::now() + Duration::from_secs(1);
+    while server.connections() < MAX_CONNS - 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.connections(), MAX_CONNS - 1);
+    let t0 = Instant::now();
+    assert_eq!(
+        client(&dir, None, "tuners").expect("query beside lorises"),
+        q("tuners")
+    );
+    assert!(t0.elapsed() < IO_TIMEOUT / 2, "query took {:?}", t0.elapsed());
+
+    // The cap is full: one more stalled client, then a new connection is refused at
+    // once with the busy reply instead of waiting. (The probe sends nothing: whatever a
+    // refused peer sends after the refusal may reset the connection.)
+    held.push(loris(&sock));
+    while server.connections() < MAX_CONNS && Instant::now() < until + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.connections(), MAX_CONNS);
+    let t0 = Instant::now();
+    let r = raw_unix(&sock, b"", false).expect("over cap");
+    assert_eq!(r, format!("{ERR_BUSY}\0").into_bytes());
+    assert!(t0.elapsed() < IO_TIMEOUT / 2, "refusal took {:?}", t0.elapsed());
+
+    // Once the stalled clients leave, every slot is released and queries answer again.
+    drop(held);
+    let until = Instant::now() + IO_TIMEOUT * 3;
+    while server.connections() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.connections(), 0);
+    assert_eq!(client(&dir, None, "status").expect("after"), q("status"));
+    server.stop();
+    let _ = fs::remove_dir_all(&dir);
+}
