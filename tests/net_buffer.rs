@@ -96,7 +96,8 @@ fn backlog_drops_grow_netdev_max_backlog() {
     let pair = Pair::new();
     let _rx = receiver(&pair);
 
-    let untuned = burst(&pair);
+    // The largest of three bursts: whether one burst overflows depends on scheduling.
+    let untuned = (0..3).map(|_| burst(&pair)).max().unwrap_or(0);
     eprintln!("untuned (netdev_max_backlog 8): {untuned} backlog drops");
     assert!(
         untuned >= 200,
@@ -109,11 +110,13 @@ fn backlog_drops_grow_netdev_max_backlog() {
     let t0 = Instant::now();
     let mut last = backlog();
     let mut sizes = vec![last];
-    // Burst until the backlog has stopped growing for two bursts in a row: growth needs
-    // backlog/32 drops within the window, so two quiet bursts mean drops have (nearly)
-    // stopped at this size. The host is shared: allow up to 12 bursts.
+    // Burst until the backlog has stopped growing for three bursts in a row: growth needs
+    // backlog/32 drops within the window, so quiet bursts mean drops have (nearly)
+    // stopped at this size. Whether a burst overflows at all depends on scheduling (a
+    // CI run saw 0, 1606, 3, 1548, 0, 0 drops at sizes 41..78), so two quiet bursts were
+    // not enough evidence. The host is shared: allow up to 16 bursts.
     let mut quiet = 0;
-    for _ in 0..12 {
+    for _ in 0..16 {
         let drops = burst(&pair);
         std::thread::sleep(Duration::from_millis(300));
         let now = backlog();
@@ -121,7 +124,7 @@ fn backlog_drops_grow_netdev_max_backlog() {
         sizes.push(now);
         quiet = if now == last { quiet + 1 } else { 0 };
         last = now;
-        if quiet >= 2 {
+        if quiet >= 3 {
             break;
         }
     }
@@ -149,7 +152,10 @@ fn backlog_drops_grow_netdev_max_backlog() {
     );
 
     let tuned_backlog = backlog();
-    let tuned = burst(&pair);
+    // The median of three bursts: a single burst's drops are bimodal (see above).
+    let mut after: Vec<u64> = (0..3).map(|_| burst(&pair)).collect();
+    after.sort_unstable();
+    let tuned = after[1];
     eprintln!(
         "tuned (netdev_max_backlog {tuned_backlog}, after {:?}): {tuned} backlog drops vs {untuned} untuned",
         t0.elapsed()
