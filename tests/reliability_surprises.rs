@@ -215,15 +215,32 @@ fn namespace_churn_under_traffic_returns_to_start_sizes() {
         fds1 = fd_count(pid);
     }
     let rss1 = rss_kb(pid);
-    let log = d.log();
-    let known1 = size(&log, "netns_known");
+    // Vanished namespaces leave the registry at its (rate-limited) rescans: under load
+    // the last few go a few seconds after the churn (a CI run read 2 left, still
+    // shrinking). A leak stays; wait up to 20 s for the registry to shrink back.
+    let mut log = d.log();
+    let mut known1 = size(&log, "netns_known");
+    // Back to where it started (other processes' namespaces on the host count too).
+    let back = |k: Option<u64>| k.unwrap_or(u64::MAX) <= known0.unwrap_or(0);
+    for _ in 0..40 {
+        if back(known1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        log = d.log();
+        known1 = size(&log, "netns_known");
+    }
     eprintln!(
         "{made} namespaces in {:.0} s: RSS {rss0} -> {rss1} kB, fds {fds0} -> {fds1}, \
          netns_known {known0:?} -> {known1:?}",
         started.elapsed().as_secs_f64()
     );
     assert!(fds1 <= fds0, "fd leak: {fds0} -> {fds1}");
-    assert_eq!(known1, Some(0), "registry not back to empty:\n{}", d.tail(20));
+    assert!(
+        back(known1),
+        "registry not back to its start size {known0:?}: {known1:?}\n{}",
+        d.tail(20)
+    );
     for key in ["ns_states", "admin_owned", "said"] {
         assert_eq!(size(&log, key), Some(0), "{key} not back to 0");
     }

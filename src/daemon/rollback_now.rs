@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 
-use crate::core::change::Ledger;
+use crate::core::change::{Ledger, TunerMeta};
 use crate::core::engine::Engine;
 use crate::core::netns::{NetnsRegistry, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
 use crate::core::state::{boot_id, StateStore};
 use crate::core::sysctl::ProcSysctl;
 use crate::core::tunable::Rate;
-use crate::core::tuner::MemoryFacts;
+use crate::core::tuner::{MemoryFacts, TunerState};
 
 /// What a one-shot rollback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,17 @@ pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
             page_size: 4096,
         },
     );
+    // Rollback restores only sysctls a known tuner manages (the state file must not be a
+    // way to write arbitrary sysctls as root): register every built-in tuner's tunables,
+    // without loading any of them.
+    for t in crate::tuners::all() {
+        engine.add_tuner(TunerMeta {
+            name: t.name(),
+            state: TunerState::Inactive,
+            tunables: t.tunables(),
+            scenarios: t.scenarios(),
+        });
+    }
     engine.rollback();
     let left = engine.store().entries().len();
     Ok(RollbackReport { found, left })
