@@ -917,12 +917,10 @@ pub struct EngineCtx<'a> {
     tuner: usize,
 }
 
-impl TunerEnv for EngineCtx<'_> {
-    fn rate(&self) -> Rate {
-        self.engine.rate
-    }
-
-    fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
+impl EngineCtx<'_> {
+    /// The live value of `tunable` where an event from `ns` puts it, with the
+    /// bookkeeping cookie and sysctl name (`read` and `read_live` share it).
+    fn live(&mut self, tunable: usize, ns: Ns) -> Result<(u64, &'static str, SysctlValue), SysctlError> {
         let desc = self
             .engine
             .desc(self.tuner, tunable)
@@ -931,24 +929,26 @@ impl TunerEnv for EngineCtx<'_> {
             .engine
             .target_for(&desc, ns)
             .ok_or(SysctlError::Netns(crate::core::netns::NetnsError::Gone))?;
-        let live = self.engine.read_desc(&desc, &target)?;
+        Ok((cookie, desc.name, self.engine.read_desc(&desc, &target)?))
+    }
+}
+
+impl TunerEnv for EngineCtx<'_> {
+    fn rate(&self) -> Rate {
+        self.engine.rate
+    }
+
+    fn read(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
+        let (cookie, name, live) = self.live(tunable, ns)?;
         Ok(if self.engine.observe {
-            self.engine.effective(cookie, desc.name, live)
+            self.engine.effective(cookie, name, live)
         } else {
             live
         })
     }
 
     fn read_live(&mut self, tunable: usize, ns: Ns) -> Result<SysctlValue, SysctlError> {
-        let desc = self
-            .engine
-            .desc(self.tuner, tunable)
-            .ok_or_else(|| SysctlError::NotFound(format!("tunable #{tunable}")))?;
-        let (_, target) = self
-            .engine
-            .target_for(&desc, ns)
-            .ok_or(SysctlError::Netns(crate::core::netns::NetnsError::Gone))?;
-        self.engine.read_desc(&desc, &target)
+        self.live(tunable, ns).map(|(_, _, v)| v)
     }
 
     fn apply(&mut self, proposal: Proposal) -> Outcome {
