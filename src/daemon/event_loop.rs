@@ -15,6 +15,11 @@ use crate::core::tuner::{Ns, Tuner};
 /// by unshare/clone have no /run/netns entry).
 const NETNS_RESCAN: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_secs(1);
+/// Plugin directories are rescanned once they have been quiet this long: `cp` into the
+/// directory fires IN_ATTRIB (its fchmod) before the data is written and IN_CLOSE_WRITE
+/// after, and a scan in between could load a half-written file, only to unload and
+/// reload it when the copy finishes.
+const PLUGIN_SETTLE: Duration = Duration::from_millis(250);
 pub(super) const WAKE_RINGBUF: u64 = 0;
 pub(super) const WAKE_SIGNAL: u64 = 1;
 pub(super) const WAKE_NETNS: u64 = 2;
@@ -25,12 +30,16 @@ impl Daemon {
     pub fn run_until_signal(&mut self) -> anyhow::Result<()> {
         let mut next_scan = Instant::now() + NETNS_RESCAN;
         let mut next_tick = Instant::now() + TICK;
+        let mut plugins_due: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let mut due = next_tick.min(next_scan);
             if let Some(d) = self.notify.next_deadline() {
                 // The watchdog ping (half WATCHDOG_USEC) may be due before the tick.
                 due = due.min(d);
+            }
+            if let Some(p) = plugins_due {
+                due = due.min(p);
             }
             let wait = due.saturating_duration_since(now);
             let ready = self.events.waiter.wait(Some(wait)).context("epoll_wait")?;
@@ -57,6 +66,12 @@ impl Daemon {
                 dispatch(&ev, &mut self.tuners, &mut self.engine);
             }
             if plugins_changed {
+                // Every new event pushes the scan back: a file still being written
+                // keeps the directory busy.
+                plugins_due = Some(Instant::now() + PLUGIN_SETTLE);
+            }
+            if plugins_due.is_some_and(|p| Instant::now() >= p) {
+                plugins_due = None;
                 // Loading a plugin is a start-up in miniature (BPF load and attach, cgroup
                 // programs): raise what start-up had (core::privs: idle is empty).
                 let _caps = crate::core::privs::raise(crate::core::privs::KEEP);

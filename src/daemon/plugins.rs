@@ -225,6 +225,15 @@ impl Plugins {
             Ok(s) => s,
             Err(e) => return self.refuse(path, e.to_string()),
         };
+        if identity(path) != Some(ident) {
+            // Changed while we opened it: still being written. Its next inotify event
+            // (IN_CLOSE_WRITE at the latest) brings another scan.
+            tracing::debug!(
+                "plugin '{}' changed while being opened; trying again later",
+                path.display()
+            );
+            return;
+        }
         let mut tuner = PluginTuner::new(spec);
         let name = tuner.name();
         let id = engine.add_tuner(TunerMeta {
