@@ -252,3 +252,94 @@ fn namespace_churn_under_traffic_returns_to_start_sizes() {
     );
     tuners_all_active(&d);
 }
+
+/// The number in "… N event(s) lost …" of a log line.
+fn lost_in(line: &str) -> Option<u64> {
+    let (before, _) = line.split_once(" event(s) lost")?;
+    before.split_whitespace().last()?.parse().ok()
+}
+
+/// A flood of events while the daemon reads none (SIGSTOP stands for a daemon that cannot
+/// keep up): the BPF side counts what did not fit in the 256 KiB ring, the daemon says so
+/// in one line (not one per event), catches up at once and keeps tuning.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn ring_buffer_overflow_is_counted_reported_and_survived() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::fs::FileExt;
+
+    let _g = setup("ring_buffer_overflow_is_counted_reported_and_survived");
+    // Every net.* sysctl write by another process is one event (the sysctl tuner's
+    // cgroup/sysctl program has no rate limit): writes of an unmanaged sysctl to its own
+    // value in a private namespace change nothing and make events as fast as syscalls.
+    const WRITES: u64 = 20_000;
+    // An event is at least 48 bytes plus an 8-byte ring header: at most this many fit.
+    const RING_CAPACITY: u64 = 256 * 1024 / 56;
+    let flood = netns("flood");
+    let later = netns("later");
+    let d = Daemon::start(&[]);
+    let pid = Pid::from_raw(d.pid() as i32);
+
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    let written = flood.run_in(|| {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/sys/net/ipv4/tcp_keepalive_time")?;
+        let mut buf = [0u8; 32];
+        let n = f.read_at(&mut buf, 0)?;
+        let value = buf[..n].to_vec();
+        let mut written = 0u64;
+        for _ in 0..WRITES {
+            f.write_at(&value, 0)?;
+            written += 1;
+        }
+        Ok(written)
+    });
+    let resumed = Instant::now();
+    // SIGCONT before any assertion: a stopped daemon would hang the harness's stop.
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let written = written.expect("sysctl writes in the flood namespace");
+    assert_eq!(written, WRITES);
+
+    d.expect_log("ring buffer full: ", Duration::from_secs(5), "loss reported");
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("ring buffer full: ")).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line for the flood, not one per event:\n{lines:#?}"
+    );
+    let lost = lost_in(lines[0]).unwrap_or_else(|| panic!("no count in {:?}", lines[0]));
+    eprintln!(
+        "{WRITES} writes while stopped: {lost} events lost, reported {:?} after SIGCONT",
+        resumed.elapsed()
+    );
+    assert!(
+        lost >= WRITES - RING_CAPACITY,
+        "at most {RING_CAPACITY} of {WRITES} events fit in the ring, yet only {lost} were counted lost"
+    );
+
+    // Keeps up: a managed sysctl written by an administrator right after is noticed.
+    let t = Instant::now();
+    common::admin_sysctl(Some(&later), "net.ipv4.tcp_rmem", "4096 131072 6291456");
+    d.expect_log(
+        "modified sysctl 'net.ipv4.tcp_rmem'",
+        Duration::from_secs(5),
+        "admin write after the flood",
+    );
+    eprintln!("admin write noticed {:?} after it was made", t.elapsed());
+    tuners_all_active(&d);
+
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}");
+    let total = log
+        .lines()
+        .find(|l| l.contains("event(s) lost because the ring buffer was full"))
+        .and_then(|l| l.split("# ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no exit line with the total:\n{}", common::tail(&log, 30)));
+    assert!(total >= lost, "exit total {total} < reported {lost}");
+}

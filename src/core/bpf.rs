@@ -189,6 +189,19 @@ impl SharedMaps {
     }
 }
 
+/// Sum over CPUs of the shared per-CPU lost-event counter (see `count_lost_event` in
+/// bpf/common.bpf.h): events the BPF side could not post because the ring was full.
+pub fn lost_events_total(map: &MapHandle) -> Option<u64> {
+    use libbpf_rs::{MapCore, MapFlags};
+    let per_cpu = map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(
+        per_cpu
+            .iter()
+            .filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+            .sum(),
+    )
+}
+
 fn is_cgroup_prog(t: ProgramType) -> bool {
     matches!(
         t,

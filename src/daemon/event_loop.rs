@@ -100,6 +100,14 @@ impl Daemon {
                     }
                 }
                 self.plugins.reap(&mut self.tuners, &mut self.engine);
+                if let Some(line) = self
+                    .lost
+                    .as_ref()
+                    .and_then(crate::core::bpf::lost_events_total)
+                    .and_then(|total| self.lost_report.observe(total, now))
+                {
+                    tracing::warn!("{line}");
+                }
                 next_tick = now + TICK;
                 let changes = lock(&self.ledger).applied_count();
                 self.notify

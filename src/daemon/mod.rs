@@ -13,6 +13,7 @@
 mod backend;
 mod event_loop;
 mod load;
+mod lost_events;
 pub mod notify;
 mod plugins;
 pub mod rollback_now;
@@ -97,6 +98,9 @@ pub struct Daemon {
     notify: notify::Notifier,
     /// Names of the attached tuners (for STATUS=).
     active: Vec<&'static str>,
+    /// The shared lost-event counter and what has been said about it.
+    lost: Option<libbpf_rs::MapHandle>,
+    lost_report: lost_events::LossReport,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code; start-up failures are
@@ -255,6 +259,10 @@ impl Daemon {
         );
         // Every tuner is attached and the loop is about to run: now systemd may start
         // what is ordered after us.
+        // A handle of our own (a dup): `shared` moves into the daemon below.
+        let lost = shared
+            .lost_events()
+            .and_then(|m| libbpf_rs::MapHandle::try_from(m).ok());
         let mut notify = notify::Notifier::from_env();
         notify.ready(notify::status_line(&active, 0), Instant::now());
         Ok(Daemon {
@@ -276,6 +284,8 @@ impl Daemon {
             rollback: opts.rollback,
             notify,
             active,
+            lost,
+            lost_report: lost_events::LossReport::default(),
         })
     }
 
@@ -302,6 +312,14 @@ impl Daemon {
             for line in format::tuner_summary(&lock(&self.ledger), id) {
                 tracing::info!("{line}");
             }
+        }
+        if let Some(line) = self
+            .lost
+            .as_ref()
+            .and_then(crate::core::bpf::lost_events_total)
+            .and_then(lost_events::LossReport::summary)
+        {
+            tracing::info!("{line}");
         }
         if self.engine.observe() {
             tracing::info!(

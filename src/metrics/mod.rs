@@ -344,15 +344,7 @@ impl Source {
 
     /// Sum over CPUs of the lost-event counter.
     fn lost_events(&self) -> Option<u64> {
-        use libbpf_rs::{MapCore, MapFlags};
-        let map = self.lost_events.as_ref()?;
-        let per_cpu = map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
-        Some(
-            per_cpu
-                .iter()
-                .filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-                .sum(),
-        )
+        crate::core::bpf::lost_events_total(self.lost_events.as_ref()?)
     }
 }
 
