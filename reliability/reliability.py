@@ -313,6 +313,8 @@ def soak(secs, guest, mode):
     csv = REPO / "target" / "reliability" / f"{item}.csv"
     csv.parent.mkdir(parents=True, exist_ok=True)
     every = 60 if secs >= 600 else max(5, secs // 12)
+    # Guest vCPUs: 1 by default (leaves a host core free); BPFTUNE_KM_CPUS overrides.
+    cpus = int(os.environ.get("BPFTUNE_KM_CPUS", "1"))
     if guest:
         exe = subprocess.run([CARGO, "test", "--release", "--test", "reliability_soak", "--no-run",
                               "--message-format=json"], cwd=REPO, capture_output=True, text=True)
@@ -324,7 +326,7 @@ def soak(secs, guest, mode):
                f"BPFTUNE_SOAK_SAMPLE_SECS={every}", "-e", "BPFTUNE_SOAK_READY_SECS=600", "--", "bash", "-c",
                f"BPFTUNE_SOAK_OUT=$KM_OUT/soak.csv exec {path} --exact soak_resources_stay_flat "
                "--include-ignored --test-threads=1 --nocapture"]
-        r = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, BPFTUNE_KM_CPUS="1"))
+        r = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, BPFTUNE_KM_CPUS=str(cpus)))
         ok = r.returncode == 0
         src = outdir / "6.12" / "soak.csv"
         text = (outdir / "6.12" / "output.log").read_text(errors="replace") if (outdir / "6.12" / "output.log").exists() else ""
@@ -337,7 +339,7 @@ def soak(secs, guest, mode):
     summary = [l.strip() for l in text.splitlines() if l.startswith("soak: ")]
     svg = REPO / "reliability" / f"{item}.svg"
     figures = plot(csv, svg) if csv.exists() else "no samples"
-    row = (f"| 6 soak | {mode}{' (qemu guest, 1 vCPU, Debian 6.12)' if guest else ''} | {secs} s | "
+    row = (f"| 6 soak | {mode}{f' (qemu guest, {cpus} vCPU, Debian 6.12)' if guest else ''} | {secs} s | "
            f"{'passed' if ok else 'FAILED'} | {'0' if ok else 'see details'} | {figures} |")
     write_result(item, row, "\n".join(f"    {l}" for l in summary) + f"\n\nPlot: [{svg.name}]({svg.name})")
     log(row)

@@ -60,6 +60,10 @@ struct Sample {
     queries_failed: u64,
 }
 
+/// Capacity of the daemon's ring of recent change records (`MAX_RECORDS` in
+/// src/core/change.rs).
+const CHANGE_RING: u64 = 1024;
+
 const SIZE_KEYS: [&str; 7] = [
     "netns_known",
     "ns_states",
@@ -326,7 +330,23 @@ fn soak_resources_stay_flat() {
     assert_eq!(last.queries_failed, 0, "failed queries\n{tail}");
     assert!(last.queries_ok > 0, "no query answered");
     // Warm-up: allocator arenas and BPF maps grow in the first cycles; judge the rest.
-    let judged = &samples[samples.len().min(2) - 1..];
+    // The recent change records are a bounded ring that grows with every change until
+    // it is full (a few kB each with the query replies that carry them): once a run
+    // has filled it, judge only what comes after, so a plateau is not taken for a leak
+    // and a leak is not hidden behind the filling.
+    let judged = match samples.iter().position(|s| size(s, "changes") >= CHANGE_RING) {
+        Some(full) if samples.len() - full >= 3 => {
+            eprintln!(
+                "soak: change ring full ({CHANGE_RING}) at {:.1} min: RSS {} -> {} kB while it filled; judging the {} samples after",
+                samples[full].t_s / 60.0,
+                first.rss_kb,
+                samples[full].rss_kb,
+                samples.len() - full
+            );
+            &samples[full..]
+        }
+        _ => &samples[samples.len().min(2) - 1..],
+    };
     let xs: Vec<f64> = judged.iter().map(|s| s.t_s / 60.0).collect();
     let rss: Vec<f64> = judged.iter().map(|s| s.rss_kb as f64).collect();
     let k = slope(&xs, &rss);
