@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke kernel-matrix clean man deb image validate-deploy
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix kernel-noipv6 clean man deb image validate-deploy
 
 deps:
 	./scripts/install-deps.sh
@@ -30,6 +30,7 @@ test: build lint
 	$(MAKE) bench-smoke
 	$(MAKE) reliability-ci
 	$(MAKE) kernel-matrix KM_TIMEOUT=600
+	$(MAKE) kernel-noipv6
 
 bench: build
 	./bench/run.sh
@@ -46,6 +47,11 @@ KERNELS ?= 6.1,6.12
 KM_TIMEOUT ?= 900
 kernel-matrix: build
 	./scripts/kernel-matrix-suite.sh ci --kernel $(KERNELS) --timeout $(KM_TIMEOUT)
+
+# A qemu guest booted with ipv6.disable=1 (no IPv6 sysctls anywhere): every tuner
+# loads and one line says IPv6 is missing (RELIABILITY.md item 5). Needs root.
+kernel-noipv6: build
+	./scripts/kernel-matrix-suite.sh noipv6
 
 clean:
 	$(CARGO) clean

@@ -23,6 +23,10 @@
 #         3. root integration tests from the prebuilt binaries, one test per run,
 #            --test-threads=1 --include-ignored                       -> tests/*.log
 #       then result.json (scripts/kernel-matrix-report.py). Needs no cargo.
+#   scripts/kernel-matrix-suite.sh noipv6 [KERNEL]
+#       one guest (default 6.12) booted with ipv6.disable=1 runs the reliability test
+#       for a kernel without IPv6 sysctls (`make kernel-noipv6`; results in
+#       target/kernel-matrix/noipv6/)
 #   scripts/kernel-matrix-suite.sh table [DIR]
 #       the "Supported kernels" Markdown table from DIR/*/result.json
 #
@@ -338,13 +342,32 @@ cmd_ci() {
   return "$failed"
 }
 
+# A guest booted with ipv6.disable=1: no /proc/sys/net/ipv6 at all (a namespace can
+# only disable IPv6, not remove its sysctls). The reliability test for that kernel runs
+# there; BPFTUNE_EXPECT_NO_IPV6=1 makes it fail rather than skip if the guest still has
+# IPv6. Needs `prepare` (the test binaries). Results in target/kernel-matrix/noipv6/.
+cmd_noipv6() {
+  local kernel=${1:-6.12} exe
+  cmd_prepare
+  exe=$(awk -F'\t' '$1 == "reliability_surprises" { print $2; exit }' "$TESTS_LIST")
+  [ -n "$exe" ] || die "no test binary 'reliability_surprises' in $TESTS_LIST (run: $0 prepare)"
+  BPFTUNE_KM_APPEND="ipv6.disable=1 ${BPFTUNE_KM_APPEND:-}" \
+    "$REPO/scripts/kernel-matrix.sh" --kernel "$kernel" --timeout "${KM_SUITE_TEST_TIMEOUT:-600}" \
+    -o "$REPO/target/kernel-matrix/noipv6" -e BPFTUNE_EXPECT_NO_IPV6=1 -- \
+    "$exe" --exact kernel_without_ipv6_sysctls_loads_every_tuner_and_says_so_once \
+    --include-ignored --test-threads=1 --nocapture
+}
+
 case "${1:-}" in
   prepare) cmd_prepare ;;
+  noipv6)
+    shift
+    cmd_noipv6 "$@" ;;
   run) cmd_run ;;
   ci)
     shift
     cmd_ci "$@" ;;
   table) python3 "$REPORT" table "${2:-$RESULTS}" ;;
   -h | --help | "") sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (prepare, run, ci, table)" ;;
+  *) die "unknown command '$1' (prepare, run, ci, noipv6, table)" ;;
 esac

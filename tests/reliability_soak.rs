@@ -62,7 +62,7 @@ struct Sample {
 
 /// Capacity of the daemon's ring of recent change records (`MAX_RECORDS` in
 /// src/core/change.rs).
-const CHANGE_RING: u64 = 1024;
+const CHANGE_RING: u64 = bpftune::core::change::MAX_RECORDS as u64;
 
 const SIZE_KEYS: [&str; 7] = [
     "netns_known",
@@ -370,7 +370,7 @@ fn soak_resources_stay_flat() {
         last.fds
     );
     for key in SIZE_KEYS {
-        // Recent change records are a bounded ring (1024) that fills with tuning; the
+        // Recent change records are a bounded ring (MAX_RECORDS) that fills with tuning; the
         // rest must be back to where they were once the namespaces are gone.
         if key == "changes" {
             continue;

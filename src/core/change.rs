@@ -11,10 +11,14 @@ use serde::Serialize;
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
 use crate::core::tuner::TunerState;
 
-/// How many records the ledger keeps (older ones are summarised by the counters). Each
-/// costs about 2–4 kB of RSS once the replies that carry it are counted (RELIABILITY.md,
-/// soak): 1024 caps that at a few MB, and is more history than `jchanges` readers use.
-const MAX_RECORDS: usize = 1024;
+/// How many records the ledger keeps for `jchanges` (the counters, spans and advice
+/// that `summary`, `rollback` and `advice` read are kept apart; the log has every
+/// change). Measured: a record holds about 525 B and its pretty JSON about 610 B, so 256
+/// records cost about 135 kB plus a 160 kB reply. At 1024 the bounded ring took the
+/// whole hour of a soak to fill (RSS rising all along, 0.5 MB held + 1.6 MB peak reply),
+/// which hid whether anything else grew; 256 is still hours to days of a fleet node's
+/// tuning history.
+pub const MAX_RECORDS: usize = 256;
 
 /// One change (or informational scenario) made by a tuner.
 #[derive(Debug, Clone, PartialEq, Serialize)]

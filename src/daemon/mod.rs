@@ -192,6 +192,9 @@ impl Daemon {
             Some(cgroup.fd()),
         );
         plugins.scan(&mut tuners, &mut engine, &mut shared);
+        // One line for what this kernel lacks (e.g. IPv6 off), instead of one per sysctl
+        // the first time a tuner proposes it.
+        engine.report_missing_tunables();
         let active: Vec<&'static str> = tuners.iter().flatten().map(|t| t.name()).collect();
         let ringbuf = shared
             .ring_buffer()

@@ -656,6 +656,37 @@ impl Engine {
         lock(&self.ledger).record(tuner, tunable, scenario, None, rec);
     }
 
+    /// Once, after start-up registered the tuners: which of their sysctls this kernel
+    /// lacks (every `net.ipv6.*` one when booted with `ipv6.disable=1`, newer sysctls on
+    /// older kernels), said in one line. Those names are marked as said, so a later
+    /// proposal for one is dropped without a line of its own: no flood, and the tuners
+    /// keep running without them. Returns the missing names.
+    pub fn report_missing_tunables(&mut self) -> Vec<&'static str> {
+        let mut all: Vec<&'static str> = Vec::new();
+        let mut missing: Vec<&'static str> = Vec::new();
+        let descs: Vec<TunableDesc> = self
+            .metas
+            .iter()
+            .filter(|m| m.state == TunerState::Active)
+            .flat_map(|m| m.tunables.iter().copied())
+            .filter(|d| d.kind == TunableKind::Sysctl)
+            .collect();
+        for desc in descs {
+            if all.contains(&desc.name) {
+                continue;
+            }
+            all.push(desc.name);
+            if let Err(SysctlError::NotFound(_)) = self.read_desc(&desc, &Target::Global) {
+                missing.push(desc.name);
+                self.said.insert(format!("missing:{}", desc.name));
+            }
+        }
+        if let Some(line) = missing_tunables_line(&missing, &all) {
+            tracing::info!("{line}");
+        }
+        missing
+    }
+
     /// Another process wrote `path` in `ns`: every tuner managing that sysctl hands that
     /// namespace over to the administrator.
     pub fn admin_write(&mut self, ns: Ns, path: &str, pid: i32, comm: &str) {
@@ -1024,6 +1055,33 @@ impl TunerEnv for EngineCtx<'_> {
             .then(|| std::fs::read_to_string(format!("/proc/{path}")).ok())
             .flatten()
     }
+}
+
+/// The one start-up line about managed sysctls this kernel lacks (None if it has them
+/// all). When every `net.ipv6.*` one is missing, IPv6 itself is off (`ipv6.disable=1`
+/// or a kernel built without it), which is the likely question of whoever reads the log.
+pub fn missing_tunables_line(missing: &[&str], all: &[&str]) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let v6 = |n: &str| n.starts_with("net.ipv6.");
+    let all_v6 = all.iter().filter(|n| v6(n)).count();
+    let missing_v6 = missing.iter().filter(|n| v6(n)).count();
+    if all_v6 > 0 && missing_v6 == all_v6 {
+        let others: Vec<&str> = missing.iter().copied().filter(|n| !v6(n)).collect();
+        let also = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; also not available: {}", others.join(", "))
+        };
+        return Some(format!(
+            "IPv6 is not available on this kernel (no net.ipv6 sysctls: booted with ipv6.disable=1?): its {missing_v6} tunable(s) are not tuned{also}; the tuners run without them"
+        ));
+    }
+    Some(format!(
+        "sysctl(s) not available on this kernel, not tuned: {}; the tuners run without them",
+        missing.join(", ")
+    ))
 }
 
 #[cfg(test)]

@@ -643,3 +643,48 @@ fn originals_owned_by_another_uid_are_not_trusted() {
         "nothing restored from a file another user owns"
     );
 }
+
+#[test]
+fn missing_tunables_are_reported_once_at_start() {
+    let mut f = fixture("missing-start");
+    assert_eq!(f.engine.report_missing_tunables(), vec!["net.ipv6.missing"]);
+    assert!(f.engine.said.contains("missing:net.ipv6.missing"));
+    // A later proposal for it is still refused, without a line of its own (already said).
+    let said = f.engine.said.len();
+    assert_eq!(
+        f.engine
+            .ctx(0)
+            .apply(proposal(2, GLOBAL, None, SysctlValue::Ints(vec![1]))),
+        Outcome::Missing
+    );
+    assert_eq!(f.engine.said.len(), said);
+    assert!(f.mem.writes().is_empty());
+}
+
+#[test]
+fn missing_tunables_line_names_ipv6_when_all_of_it_is_gone() {
+    let all = [
+        "net.ipv4.ipfrag_high_thresh",
+        "net.ipv6.ip6frag_high_thresh",
+        "net.ipv6.neigh.default.gc_thresh3",
+        "net.core.high_order_alloc_disable",
+    ];
+    assert_eq!(missing_tunables_line(&[], &all), None);
+    let v6 = missing_tunables_line(&all[1..3], &all).expect("a line");
+    assert!(v6.starts_with("IPv6 is not available on this kernel"), "{v6}");
+    assert!(v6.contains("its 2 tunable(s)"), "{v6}");
+    assert!(!v6.contains("also"), "{v6}");
+    let both = missing_tunables_line(&all[1..], &all).expect("a line");
+    assert!(
+        both.contains("also not available: net.core.high_order_alloc_disable"),
+        "{both}"
+    );
+    // Part of IPv6 missing (an older kernel lacking one sysctl) is not "IPv6 is off".
+    let one = missing_tunables_line(&all[2..3], &all).expect("a line");
+    assert_eq!(
+        one,
+        "sysctl(s) not available on this kernel, not tuned: net.ipv6.neigh.default.gc_thresh3; the tuners run without them"
+    );
+    // One line whatever the count.
+    assert_eq!(both.lines().count(), 1);
+}

@@ -546,3 +546,83 @@ fn root_many_namespaces_keep_fd_count_flat() {
         .unwrap_or(usize::MAX);
     assert!(after <= before + 5, "fd count grew: {before} -> {after}");
 }
+
+/// RELIABILITY.md item 2: no `/run/netns` (a host that never ran `ip netns add`).
+/// Namespaces held only by processes are still found, the watcher waits on the parent
+/// without a complaint, and a directory created later is picked up with its names.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn root_missing_run_netns_is_watched_until_it_appears() {
+    if !is_root("root_missing_run_netns_is_watched_until_it_appears") {
+        return;
+    }
+    let _l = root_lock();
+    let tmp = TempDir::new("no-run-netns");
+    let dir = tmp.0.join("netns");
+    let watcher = RunNetnsWatcher::new(&dir).expect("watcher without its directory");
+    let mut reg = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), dir.clone()).expect("registry");
+    reg.refresh();
+    // A namespace no file names: only a process holds it.
+    let mut child = Command::new("unshare")
+        .args(["-n", "sleep", "30"])
+        .spawn()
+        .expect("unshare -n sleep");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let _k = Kill(&mut child);
+    let own = file_ino(Path::new("/proc/self/ns/net"));
+    let link = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&link).map(|m| m.ino()).unwrap_or(own) == own {
+        assert!(Instant::now() < deadline, "unshare -n did not take effect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ino = file_ino(&link);
+    let d = reg.refresh();
+    let held = d
+        .created
+        .iter()
+        .find(|i| i.ino == ino)
+        .unwrap_or_else(|| {
+            panic!(
+                "process-held namespace not found without {}: {d:?}",
+                dir.display()
+            )
+        })
+        .clone();
+    assert_eq!(held.name, None);
+    assert!(!watcher.drain(), "nothing changed in the missing directory");
+
+    // The directory appears, then a name in it (what `ip netns add` does).
+    std::fs::create_dir(&dir).expect("mkdir netns");
+    assert!(
+        wait_for_change(&watcher),
+        "watcher did not report the directory appearing"
+    );
+    let name = dir.join("late");
+    std::fs::write(&name, b"").expect("create mount point");
+    let st = Command::new("mount")
+        .args(["--bind"])
+        .arg(&link)
+        .arg(&name)
+        .status()
+        .expect("mount --bind");
+    assert!(st.success(), "mount --bind {} {}", link.display(), name.display());
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(name.clone());
+    assert!(wait_for_change(&watcher), "watcher did not report the new name");
+    reg.refresh();
+    let named = reg.get(held.cookie).expect("still known");
+    assert_eq!(named.name.as_deref(), Some("late"), "{named:?}");
+}
