@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    admin_sysctl, client, fd_count, iperf3_throughput, netns, setup, thread_count, Daemon, IperfServer, Pair,
+    admin_sysctl, client, fd_count, iperf3_throughput, netns, rss_kb, setup, thread_count, Daemon,
+    IperfServer, Pair,
 };
 
 /// iperf3 from tx to rx; false if iperf3 itself failed (a slow emulated guest can miss
@@ -73,18 +74,6 @@ const SIZE_KEYS: [&str; 7] = [
     "changes",
     "spans",
 ];
-
-fn rss_kb(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
 
 /// utime + stime of `pid` in seconds (fields 14 and 15 of /proc/PID/stat).
 fn cpu_s(pid: u32) -> f64 {

@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{fd_count, iperf3_throughput, netns, ns_set, setup, Daemon, IperfServer, Netns, Pair};
+use common::{fd_count, iperf3_throughput, netns, ns_set, rss_kb, setup, Daemon, IperfServer, Netns, Pair};
 
 /// iperf3 from tx to rx for `secs`; errors are reported, not fatal (the daemon is the
 /// subject here, not iperf3).
@@ -23,18 +23,6 @@ fn traffic(p: &Pair, secs: u32) {
         }
         Err(e) => eprintln!("iperf3 server: {e:#}"),
     }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
 }
 
 /// The value of `key` in the last "bookkeeping sizes: k=v ..." line of the log.

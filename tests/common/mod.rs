@@ -390,6 +390,19 @@ pub fn nr_free_buffer_pages() -> u64 {
     }
 }
 
+/// Resident set size of `pid` in kB (VmRSS), 0 if it cannot be read.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// Open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
