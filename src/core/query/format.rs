@@ -465,6 +465,20 @@ mod tests {
     }
 
     #[test]
+    fn changes_json_is_sized_once_and_keeps_the_ring_bound() {
+        let mut l = ledger();
+        for i in 0..crate::core::change::MAX_RECORDS + 10 {
+            l.record(0, 0, 0, None, rec(false, 9, 1000 + i as i64, 2000 + i as i64));
+        }
+        let recs: Vec<_> = l.records().collect();
+        assert_eq!(recs.len(), crate::core::change::MAX_RECORDS, "oldest dropped");
+        let text = changes_json(&l);
+        assert_eq!(text, serde_json::to_string_pretty(&recs).expect("serialises"));
+        // Sized first: no slack left from doubling.
+        assert_eq!(text.capacity(), text.len());
+    }
+
+    #[test]
     fn persisted_original_wins() {
         let mut l = ledger();
         let orig = SysctlValue::Ints(vec![4096, 131072, 1000]);
