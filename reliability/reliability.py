@@ -372,7 +372,8 @@ def plot(csv, svg):
               ("CPU % (per interval)", cpu),
               ("netns known", [r[col["netns_known"]] for r in data]),
               ("persisted originals", [r[col["originals"]] for r in data]),
-              ("ledger spans", [r[col["spans"]] for r in data])]
+              ("ledger spans", [r[col["spans"]] for r in data]),
+              ("recent change records (a bounded ring)", [r[col["changes"]] for r in data])]
     W, H, PW, PH, M = 900, 120 * len(panels) + 40, 760, 80, 100
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
@@ -394,6 +395,16 @@ def plot(csv, svg):
                 f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{pts}"/>']
         if name in ("RSS (kB)", "open fds"):
             figs.append(f"{name.split()[-1] if name == 'open fds' else name.split()[0]} {ys[0]:.0f}->{ys[-1]:.0f} ({k_per_min:+.1f}/min)")
+        if name == "RSS (kB)":
+            # Once the change-record ring stops growing (it is full), RSS must be flat:
+            # the slope from there on is the one that tells a leak from the fill.
+            ch = [r[col["changes"]] for r in data]
+            full = ch.index(ch[-1])
+            if len(data) - full >= 3:
+                after = slope(t[full:], ys[full:])
+                out.append(f'<text x="{M + PW}" y="{y0 - 4}" text-anchor="end">after the ring filled '
+                           f'({t[full]:.0f} min): {ys[full]:.0f}->{ys[-1]:.0f}, slope {after:+.2f}/min</text>')
+                figs.append(f"RSS after the ring filled at {t[full]:.0f} min: {ys[full]:.0f}->{ys[-1]:.0f} ({after:+.1f}/min)")
     out.append(f'<text x="{M}" y="{H - 8}">minutes since the daemon was ready (0 - {t[-1]:.0f})</text></svg>')
     Path(svg).write_text("\n".join(out) + "\n")
     return ", ".join(figs)
