@@ -260,12 +260,12 @@ impl Daemon {
             started.elapsed().as_millis(),
             known
         );
-        // Every tuner is attached and the loop is about to run: now systemd may start
-        // what is ordered after us.
         // A handle of our own (a dup): `shared` moves into the daemon below.
         let lost = shared
             .lost_events()
             .and_then(|m| libbpf_rs::MapHandle::try_from(m).ok());
+        // Every tuner is attached and the loop is about to run: now systemd may start
+        // what is ordered after us.
         let mut notify = notify::Notifier::from_env();
         notify.ready(notify::status_line(&active, 0), Instant::now());
         Ok(Daemon {
