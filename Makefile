@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke kernel-matrix kernel-noipv6 clean man deb image validate-deploy
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix kernel-noipv6 clean man deb image package-smoke validate-deploy
 
 deps:
 	./scripts/install-deps.sh
@@ -26,6 +26,7 @@ lint: deps
 # binary runs, so the total .ci/run prints counts everything.
 test: build lint
 	$(CARGO) test --release --workspace --no-fail-fast -- --include-ignored --test-threads=1
+	$(MAKE) package-smoke
 	$(MAKE) validate-deploy
 	$(MAKE) bench-smoke
 	$(MAKE) reliability-ci
@@ -73,6 +74,16 @@ IMAGE ?= localhost/bpftune:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.tom
 image: build
 	./scripts/image-rootfs.sh target/release/bpftune target/image
 	podman build --network=none -f target/image/Containerfile -t $(IMAGE) target/image
+
+# The packaging targets themselves, as an operator runs them (tests/package.rs and
+# tests/container.rs build the same artefacts in temporary places and test them in
+# depth): the .deb is readable, the image runs `bpftune -V`; the image is removed after.
+package-smoke:
+	$(MAKE) deb
+	for f in target/debian/bpftune_*.deb; do dpkg-deb --info "$$f" >/dev/null || exit 1; done
+	$(MAKE) image
+	podman run --rm --network=none $(IMAGE) -V
+	podman rmi $(IMAGE) >/dev/null
 
 # Kubernetes manifests (deploy/kubernetes/) against the API schemas, offline once the
 # kubernetes-validate venv exists (target/deploy-venv).

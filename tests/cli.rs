@@ -134,11 +134,25 @@ fn support_levels() {
     let row = support_row(&err, "tcp_buffer", "wmem")
         .unwrap_or_else(|| panic!("no tcp_buffer wmem row in -S:\n{err}"));
     assert_eq!(row[2], "tp_btf", "tcp_buffer wmem should use tp_btf: {row:?}");
+    // Every tuner's required hook is reported with the flavour it chose: the
+    // tracepoint flavours here (no fentry/kprobes on this kernel), cgroup programs for
+    // the rest.
+    for (tuner, hook, flavour) in [
+        ("sysctl", "sysctl_write", "cgroup/sysctl"),
+        ("udp_buffer", "udp_fail_rcv", "tp_btf"),
+        ("ip_frag", "frag_drop", "tp_btf"),
+        ("net_buffer", "backlog_drops(opt)", "tp_btf"),
+        ("neigh_table", "neigh_create", "tp_btf"),
+        ("tcp_conn", "sockops", "sockops"),
+    ] {
+        let row =
+            support_row(&err, tuner, hook).unwrap_or_else(|| panic!("no {tuner} {hook} row in -S:\n{err}"));
+        assert_eq!(row[2], flavour, "{tuner} {hook}: {row:?}");
+    }
     let rows = support_rows(&err);
-    assert!(
-        rows.len() >= 5,
-        "sysctl and four tcp_buffer hooks expected:\n{err}"
-    );
+    let tuners: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let expected: std::collections::BTreeSet<&str> = bpftune::tuners::names().into_iter().collect();
+    assert_eq!(tuners, expected, "-S must report every built-in tuner:\n{err}");
     for (tuner, hook, chosen, tried) in &rows {
         // Every required hook has a full-mode flavour, and the chosen one was tried.
         if !hook.ends_with("(opt)") {

@@ -38,8 +38,10 @@ fn every_query_answers_in_the_documented_shape() {
         );
     }
 
+    // Every built-in tuner is listed active, and every tunable it manages that this
+    // kernel has is listed with its type and value count.
     let tuners = d.query_ok("tuners");
-    for name in ["tcp_buffer", "sysctl"] {
+    for name in bpftune::tuners::names() {
         assert!(
             tuners.lines().any(|l| words(l) == [name, "active"]),
             "tuners: {name} active:\n{tuners}"
@@ -47,6 +49,22 @@ fn every_query_answers_in_the_documented_shape() {
     }
 
     let tunables = d.query_ok("tunables");
+    for t in bpftune::tuners::all() {
+        for desc in t.tunables() {
+            let path = format!("/proc/sys/{}", desc.name.replace('.', "/"));
+            if !std::path::Path::new(&path).exists() {
+                continue;
+            }
+            assert!(
+                tunables
+                    .lines()
+                    .any(|l| words(l).get(..2) == Some(&[t.name(), desc.name][..])),
+                "tunables should list {} {}:\n{tunables}",
+                t.name(),
+                desc.name
+            );
+        }
+    }
     assert!(
         tunables
             .lines()
@@ -204,4 +222,78 @@ fn listen_addr(port: u16) -> Option<String> {
         let (addr, p) = f.get(1)?.split_once(':')?;
         (p == want && f.get(3) == Some(&"0A")).then(|| addr.to_string())
     })
+}
+
+/// `bpftune -q jstatus` as an unprivileged user (`nobody`), e.g. C bpftune's PCP agent,
+/// which queries as the `pcp` user: the root-only Unix socket refuses it with a clear
+/// error; with a daemon started with `-p` it is answered over TCP 127.0.0.1 (the port
+/// file is world-readable, as C's is).
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn an_unprivileged_client_is_refused_and_served_over_tcp_with_p() {
+    let _g = setup("an_unprivileged_client_is_refused_and_served_over_tcp_with_p");
+    let as_nobody = |run_dir: &std::path::Path| {
+        // The private run dir sits in a root-only temp dir: let `nobody` reach the port
+        // file (the real one, /var/run/bpftune, is 0755 under a 0755 /var/run).
+        // Only the test's own directories below the system temp dir are opened up.
+        let tmp = std::env::temp_dir();
+        assert!(
+            run_dir.starts_with(&tmp),
+            "run dir {} not under {}",
+            run_dir.display(),
+            tmp.display()
+        );
+        let mut dir = run_dir.to_path_buf();
+        while let Some(parent) = dir.parent().map(std::path::Path::to_path_buf) {
+            if parent == tmp || !parent.starts_with(&tmp) {
+                break;
+            }
+            use std::os::unix::fs::PermissionsExt as _;
+            if let Ok(md) = std::fs::metadata(&parent) {
+                let mode = md.permissions().mode() | 0o011;
+                let _ = std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(mode));
+            }
+            dir = parent;
+        }
+        let o = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(common::BPFTUNE)
+            .args(["-q", "jstatus"])
+            .env("BPFTUNE_RUN_DIR", run_dir)
+            .output()
+            .expect("run setpriv");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+
+    let d = Daemon::start(&["-R"]);
+    let (code, out, err) = as_nobody(d.run_dir());
+    assert_ne!(code, 0, "nobody was answered on the root-only socket:\n{out}");
+    assert!(
+        err.contains("queries require root, or a daemon started with -p PORT"),
+        "refusal should say why and what helps:\n{err}"
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 30));
+
+    let port = free_port();
+    let d = Daemon::start(&["-R", "-p", &port.to_string()]);
+    let (code, out, err) = as_nobody(d.run_dir());
+    assert_eq!(code, 0, "nobody with -p: {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("jstatus as nobody is not JSON ({e}):\n{out}"));
+    assert!(
+        v["tcp_buffer"]["net.ipv4.tcp_rmem"].is_array(),
+        "jstatus as nobody:\n{out}"
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 30));
 }

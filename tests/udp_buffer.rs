@@ -156,6 +156,19 @@ fn udp_drops_raise_rmem_default_and_rollback_restores() {
         default > 16384 && max >= default,
         "rmem_max {max} rmem_default {default}"
     );
+    // The `summary` query counts the scenario, and `rollback` says what -R will restore.
+    let summary = d.query_ok("summary");
+    assert!(
+        summary.lines().any(|l| l
+            .starts_with("# Summary: scenario 'need to increase UDP buffer size(s)' occurred")
+            && l.contains("for tunable 'net.core.rmem_default' in global ns")),
+        "summary:\n{summary}"
+    );
+    let rollback = d.query_ok("rollback");
+    assert!(
+        rollback.contains("net.core.rmem_default"),
+        "rollback query:\n{rollback}"
+    );
 
     let (st, log) = d.stop();
     assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 30));

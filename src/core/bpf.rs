@@ -193,6 +193,11 @@ impl SharedMaps {
 /// bpf/common.bpf.h): events the BPF side could not post because the ring was full.
 pub fn lost_events_total(map: &MapHandle) -> Option<u64> {
     use libbpf_rs::{MapCore, MapFlags};
+    // Read after start-up from threads whose effective set is empty (core::privs): on
+    // 5.14/5.15 every bpf() call needs CAP_BPF while unprivileged BPF is disabled (the
+    // distributions' default), and the lookup would fail with EPERM (the module table
+    // there); 6.1 and later do not check it here.
+    let _caps = crate::core::privs::raise(crate::core::privs::BPF);
     let per_cpu = map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
     Some(
         per_cpu
@@ -421,6 +426,9 @@ pub fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<(libbpf_rs::libbpf_s
     // All-zero (`Default`) is what the kernel requires: no arrays asked for, unused bytes 0.
     let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
     let mut len = u32::try_from(std::mem::size_of_val(&info)).ok()?;
+    // The metrics thread asks after start-up with an empty effective set: see
+    // lost_events_total (EPERM on 5.14/5.15 without CAP_BPF).
+    let _caps = crate::core::privs::raise(crate::core::privs::BPF);
     // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes; the kernel
     // writes at most `len` bytes and updates `len`.
     let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };

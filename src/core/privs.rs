@@ -15,7 +15,7 @@
 //! | reading `/proc/PID/ns/net` of processes with more capabilities than our effective set (namespace discovery, entering by `/proc` path) | `CAP_SYS_PTRACE` |
 //! | `/proc/sys` writes: none for the permission itself (proc_sys_permission() grants the owner bits to euid 0, in every namespace, whoever owns the namespace); `CAP_NET_ADMIN` for handlers that check it (e.g. module autoload of a congestion control) | `CAP_NET_ADMIN` |
 //! | `RTM_SETNEIGHTBL` (the socket's opener and the sender are both checked) | `CAP_NET_ADMIN` |
-//! | BPF syscalls after start (re-attaching a program, map updates: kernels before 6.5 check `CAP_BPF` on every bpf() call when unprivileged BPF is disabled) | `CAP_BPF`, `CAP_PERFMON` |
+//! | BPF syscalls after start (re-attaching a program, map lookups and updates, program info: kernels before the 2022 refinement of `kernel.unprivileged_bpf_disabled` — 5.15, and 5.14 unless backported — check `CAP_BPF` on every bpf() call while it is set, as Debian and Ubuntu set it; 6.1 and later only on program load and map creation) | `CAP_BPF`, `CAP_PERFMON` |
 //! | shutdown: rollback, detaching, unmounting the cgroup2 hierarchy | all of [`KEEP`] |
 //!
 //! Everything else (memlock, mounting, loading programs) happens during start-up, before

@@ -109,9 +109,16 @@ impl Daemon {
                     tracing::warn!("{line}");
                 }
                 next_tick = now + TICK;
-                let changes = lock(&self.ledger).applied_count();
+                let progress = {
+                    let ledger = lock(&self.ledger);
+                    if self.engine.observe() {
+                        super::notify::Progress::Proposals(ledger.proposed_count())
+                    } else {
+                        super::notify::Progress::Changes(ledger.applied_count())
+                    }
+                };
                 self.notify
-                    .status(super::notify::status_line(&self.active, changes), now);
+                    .status(super::notify::status_line(&self.active, progress), now);
             }
             // A loop stuck anywhere above never gets here: systemd restarts it.
             self.notify.poll(now);

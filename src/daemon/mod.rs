@@ -267,7 +267,12 @@ impl Daemon {
         // Every tuner is attached and the loop is about to run: now systemd may start
         // what is ordered after us.
         let mut notify = notify::Notifier::from_env();
-        notify.ready(notify::status_line(&active, 0), Instant::now());
+        let nothing_yet = if engine.observe() {
+            notify::Progress::Proposals(0)
+        } else {
+            notify::Progress::Changes(0)
+        };
+        notify.ready(notify::status_line(&active, nothing_yet), Instant::now());
         Ok(Daemon {
             metrics,
             events: Events {

@@ -142,13 +142,23 @@ impl Notifier {
     }
 }
 
-/// The STATUS= line: "N tuner(s) active (names); M change(s) so far".
-pub fn status_line(active: &[&str], changes: usize) -> String {
-    format!(
-        "{} tuner(s) active ({}); {changes} change(s) so far",
-        active.len(),
-        active.join(", ")
-    )
+/// What the daemon has done so far, for the STATUS= line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Enforcing: sysctl changes made.
+    Changes(usize),
+    /// Observe mode: changes proposed (none is made, so a change count would say 0).
+    Proposals(u64),
+}
+
+/// The STATUS= line: "N tuner(s) active (names); M change(s) so far" (observe mode:
+/// "…; observe mode: M proposal(s) so far").
+pub fn status_line(active: &[&str], progress: Progress) -> String {
+    let done = match progress {
+        Progress::Changes(n) => format!("{n} change(s) so far"),
+        Progress::Proposals(n) => format!("observe mode: {n} proposal(s) so far"),
+    };
+    format!("{} tuner(s) active ({}); {done}", active.len(), active.join(", "))
 }
 
 #[cfg(test)]
@@ -199,8 +209,12 @@ mod tests {
     #[test]
     fn status_line_format() {
         assert_eq!(
-            status_line(&["tcp_buffer", "neigh_table"], 3),
+            status_line(&["tcp_buffer", "neigh_table"], Progress::Changes(3)),
             "2 tuner(s) active (tcp_buffer, neigh_table); 3 change(s) so far"
+        );
+        assert_eq!(
+            status_line(&["tcp_buffer"], Progress::Proposals(7)),
+            "1 tuner(s) active (tcp_buffer); observe mode: 7 proposal(s) so far"
         );
     }
 }

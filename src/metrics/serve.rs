@@ -7,6 +7,12 @@
 //! `httparse`, answered and closed. A slow or hostile client can delay a scrape by a few
 //! seconds, never pile up threads or memory. Scrapers (Prometheus) make one request per
 //! interval, so neither keep-alive nor concurrency is needed.
+//!
+//! Why not a server crate: the small synchronous one, `tiny_http`, hands each
+//! connection to a worker pool that grows without bound (tiny-http/tiny-http#221, open)
+//! and has no deadline for the request head, so slow clients cost a root daemon one
+//! thread each; the others need an async runtime, which this daemon does not run. The
+//! parsing, where the mistakes are made, is `httparse`'s (hyper's parser).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
