@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """BPF run time of the drop-signal hooks (udp_buffer, ip_frag) under loads that fire them.
 
-Usage (root, release build): python3 bench/drop_hooks.py [--secs N]
+Usage (root, release build): python3 bench/drop_hooks.py [--secs N] [--bpftune PATH]
+(--bpftune: another build, e.g. a copy of the binary before a change, for a before/after
+comparison under the same host conditions; default target/release/bpftune)
 
 For each load, a fresh namespace, a daemon `bpftune -s -a udp_buffer -a ip_frag -a sysctl`
 started before the load and stopped after it, and BPF_ENABLE_STATS (an fd: nothing global
@@ -165,6 +167,7 @@ LOADS = {
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secs", type=float, default=5)
+    ap.add_argument("--bpftune", default=BPFTUNE)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -174,7 +177,7 @@ def main():
         ns = Ns(label)
         tmp = tempfile.mkdtemp(prefix="bpftune-bench-drop-")
         env = dict(os.environ, BPFTUNE_RUN_DIR=f"{tmp}/run", BPFTUNE_STATE_DIR=f"{tmp}/state")
-        d = subprocess.Popen([BPFTUNE, "-s", "-R", "-c", f"{tmp}/cgroupv2", "-a", "udp_buffer", "-a", "ip_frag",
+        d = subprocess.Popen([args.bpftune, "-s", "-R", "-c", f"{tmp}/cgroupv2", "-a", "udp_buffer", "-a", "ip_frag",
                               "-a", "sysctl"], env=env, stderr=subprocess.PIPE, text=True)
         try:
             for line in d.stderr:

@@ -25,8 +25,8 @@ done
 "$venv/bin/python" - <<'PY'
 import sys, yaml
 sm = yaml.safe_load(open("deploy/kubernetes/optional/servicemonitor.yaml"))
-svc = yaml.safe_load(open("deploy/kubernetes/service.yaml"))
-ds = yaml.safe_load(open("deploy/kubernetes/daemonset.yaml"))
+svc = yaml.safe_load(open("deploy/kubernetes/04-service.yaml"))
+ds = yaml.safe_load(open("deploy/kubernetes/03-daemonset.yaml"))
 errors = []
 if sm.get("apiVersion") != "monitoring.coreos.com/v1" or sm.get("kind") != "ServiceMonitor":
     errors.append("not a monitoring.coreos.com/v1 ServiceMonitor")

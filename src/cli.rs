@@ -24,7 +24,7 @@ pub const STATE_DIR: &str = "/var/lib/bpftune";
 #[command(
     name = "bpftune",
     about = "BPF-driven auto-tuning of network sysctls",
-    long_about = "bpftune watches the kernel with BPF and auto-tunes network sysctls (TCP buffers and memory, SYN backlog), per network namespace. Every change is logged with what changed and why; a sysctl an administrator sets is left alone from then on.",
+    long_about = "bpftune watches the kernel with BPF and auto-tunes network sysctls, per network namespace where the sysctl is per namespace. Built-in tuners: TCP buffer limits, TCP memory and the SYN backlog (tcp_buffer); the congestion control algorithm of each TCP connection, chosen per path (tcp_conn); UDP receive buffers and UDP memory (udp_buffer); IP fragment reassembly memory (ip_frag); the per-CPU input backlog and the NAPI budget (net_buffer); the ARP and NDISC neighbour tables (neigh_table); and the sysctl tuner, which notices when another process writes a sysctl a tuner manages. Every change is logged with what changed and why; a sysctl an administrator sets is left alone from then on.",
     disable_version_flag = true,
     disable_help_flag = true
 )]
@@ -198,6 +198,20 @@ mod doc_tests {
         }
         for (q, _) in crate::core::query::QUERIES {
             assert!(readme.contains(q), "query {q} not in README");
+        }
+    }
+
+    /// `--help` and the man page's DESCRIPTION say what bpftune tunes: every built-in
+    /// tuner is named there, so a new one cannot leave the description behind.
+    #[test]
+    fn description_names_every_tuner() {
+        let cmd = super::Cli::command();
+        let about = cmd.get_long_about().expect("long_about").to_string();
+        for name in crate::tuners::names() {
+            assert!(
+                about.contains(&format!("({name})")) || about.contains(&format!("the {name} tuner")),
+                "long_about does not name tuner {name}: {about}"
+            );
         }
     }
 }

@@ -23,6 +23,51 @@ fn source() -> String {
     format!("bpftune {}", bpftune_version())
 }
 
+/// The Debian changelog: its entry for this version dates the man pages.
+const CHANGELOG: &str = include_str!("../../packaging/debian/changelog");
+
+/// The pages' date (`.TH` third field, YYYY-MM-DD): the date of this version's entry
+/// in packaging/debian/changelog, the release's own record. Not the clock and not
+/// SOURCE_DATE_EPOCH: the pages are committed and a test compares them with the
+/// generator's output, so the date must come from the tree alone (the Debian package
+/// takes the committed pages; dpkg would derive SOURCE_DATE_EPOCH from the same entry).
+pub fn release_date() -> anyhow::Result<String> {
+    changelog_date(CHANGELOG, bpftune_version())
+}
+
+/// The date of `version`'s entry (`bpftune (VERSION-N) ...`, then ` -- NAME  Day, DD Mon
+/// YYYY HH:MM:SS +ZZZZ`) as YYYY-MM-DD.
+pub fn changelog_date(changelog: &str, version: &str) -> anyhow::Result<String> {
+    let head = format!("bpftune ({version}-");
+    let mut lines = changelog.lines().skip_while(|l| !l.starts_with(&head));
+    anyhow::ensure!(
+        lines.next().is_some(),
+        "packaging/debian/changelog has no entry for {version}: add one (it dates the man pages)"
+    );
+    let trailer = lines
+        .find(|l| l.starts_with(" -- "))
+        .with_context(|| format!("changelog entry for {version} has no ' -- ' line"))?;
+    let date = trailer
+        .split_once("  ")
+        .map(|(_, d)| d.trim())
+        .with_context(|| format!("no date in {trailer:?}"))?;
+    // "Fri, 27 Nov 2026 16:00:00 +0000"
+    let words: Vec<&str> = date.split_whitespace().collect();
+    let [_, day, month, year, ..] = words.as_slice() else {
+        anyhow::bail!("cannot read the date {date:?}");
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS
+        .iter()
+        .position(|x| x == month)
+        .with_context(|| format!("unknown month in {date:?}"))?;
+    let d: u32 = day.parse().with_context(|| format!("day in {date:?}"))?;
+    let y: u32 = year.parse().with_context(|| format!("year in {date:?}"))?;
+    Ok(format!("{y:04}-{:02}-{d:02}", m + 1))
+}
+
 /// The bpftune crate's version (same workspace version as this crate's).
 pub fn bpftune_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
@@ -72,9 +117,9 @@ fn roff_text(s: &str) -> String {
     }
 }
 
-fn title(name: &str) -> String {
+fn title(name: &str, date: &str) -> String {
     format!(
-        ".TH {} {SECTION} \"\" \"{}\" \"{MANUAL}\"\n",
+        ".TH {} {SECTION} \"{date}\" \"{}\" \"{MANUAL}\"\n",
         name.to_uppercase(),
         source()
     )
@@ -128,16 +173,17 @@ fn synopsis(cmd: &clap::Command) -> String {
     format!(".SH SYNOPSIS\n.B bpftune\n{}\n", parts.join("\n"))
 }
 
-/// bpftune(8): clap_mangen's title, NAME, SYNOPSIS, DESCRIPTION and OPTIONS, then the
+/// bpftune(8): our title line, clap_mangen's NAME, SYNOPSIS, DESCRIPTION and OPTIONS, then the
 /// query and tuner lists from the code, then the hand-written sections.
-fn main_page() -> anyhow::Result<String> {
+fn main_page(date: &str) -> anyhow::Result<String> {
     let cmd = command();
     let man = clap_mangen::Man::new(cmd)
         .section(SECTION)
         .source(source())
         .manual(MANUAL);
-    let mut out: Vec<u8> = Vec::new();
-    man.render_title(&mut out)?;
+    // The title line is the tuner pages' (name in capitals, quoted date): clap_mangen's
+    // left the date empty and roff then read the source as the date.
+    let mut out: Vec<u8> = title("bpftune", date).into_bytes();
     man.render_name_section(&mut out)?;
     out.extend_from_slice(synopsis(&command()).as_bytes());
     man.render_description_section(&mut out)?;
@@ -179,8 +225,8 @@ A query may be abbreviated to a prefix (matched in this order, as C bpftune does
     Ok(page)
 }
 
-fn tuner_page(p: &TunerPage) -> String {
-    let mut page = title(p.page);
+fn tuner_page(p: &TunerPage, date: &str) -> String {
+    let mut page = title(p.page, date);
     page.push_str(&format!(".SH NAME\n{} \\- {}\n", p.page, roff_text(p.summary)));
     page.push_str(".SH SYNOPSIS\n");
     match p.tuner {
@@ -239,14 +285,15 @@ fn completions() -> anyhow::Result<Vec<Generated>> {
 
 /// Every generated file, paths relative to the docs directory.
 pub fn generate() -> anyhow::Result<Vec<Generated>> {
+    let date = release_date()?;
     let mut out = vec![Generated {
         path: Path::new("man").join("bpftune.8"),
-        text: main_page()?,
+        text: main_page(&date)?,
     }];
     for p in TUNER_PAGES {
         out.push(Generated {
             path: Path::new("man").join(format!("{}.8", p.page)),
-            text: tuner_page(p),
+            text: tuner_page(p, &date),
         });
     }
     out.extend(completions()?);

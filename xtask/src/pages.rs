@@ -31,28 +31,33 @@ pub struct TunerPage {
 
 /// Daemon-wide figures every OVERHEAD section starts from.
 pub const COMMON_OVERHEAD: &str = r#".PP
-Whole daemon, all tuners, measured by \fBbench/run.sh\fR (BENCHMARKS.md, 2 vCPU VM,
-kernel 6.18): resident memory under load \fB5.7 MiB\fR (VmHWM 5.8); daemon CPU under a
-loopback iperf3 load \fB0.034 %\fR of a core (schedstat); idle \fB0.008 % of a core\fR
-and 1.0 wake-ups/s; start-up to all tuners attached \fB59 ms\fR.
+Whole daemon, all seven tuners loaded, measured by \fBbench/run.sh\fR (BENCHMARKS.md,
+2026-11-28, 2 vCPU VM, kernel 6.18, host busy with other builds): resident memory under
+load \fB7.7 MiB\fR (VmHWM 7.8); daemon CPU under a loopback iperf3 load \fB0.102 %\fR of
+a core (schedstat); idle \fB0.10 % of a core\fR and \fB3.5 /s\fR wake-ups; start-up to
+all tuners attached \fB229 ms\fR.
 "#;
 
 pub const COMMON_QUOTES: &[Quote] = &[
     Quote {
         source: "BENCHMARKS.md",
-        text: "5.7 MiB",
+        text: "7.7 MiB",
     },
     Quote {
         source: "BENCHMARKS.md",
-        text: "0.034 %",
+        text: "0.102 %",
     },
     Quote {
         source: "BENCHMARKS.md",
-        text: "0.008 % of a core",
+        text: "0.10 % of a core",
     },
     Quote {
         source: "BENCHMARKS.md",
-        text: "59 ms",
+        text: "3.5 /s",
+    },
+    Quote {
+        source: "BENCHMARKS.md",
+        text: "229 ms",
     },
 ];
 
@@ -129,7 +134,8 @@ sysctls hands the namespace over (see \fBbpftune-sysctl\fR(8)).
 "#,
         overhead: r#".PP
 Almost all of the in-kernel cost is the per-\fBsendmsg\fR wmem hook: with its duty cycle
-it costs \fB0.04–0.09 % of one core\fR at 13–23 Gbit/s of loopback traffic;
+it costs \fB0.04–0.09 % of one core\fR at 13–23 Gbit/s of loopback traffic, and
+\fBtcp_buffer 0.130 % of a core at 39.3 Gbit/s\fR with every tuner loaded;
 \fBtcp_rcvbuf_grow\fR fires only when a receive buffer grows (3 runs/s under a bulk
 transfer). Reaction, kernel event to sysctl write: \fB1.94 ms\fR (rmem). Outcome on a
 40 ms path with a 1.3 MB receive limit: \fB159–165 Mbit/s\fR untuned,
@@ -139,6 +145,10 @@ transfer). Reaction, kernel event to sysctl write: \fB1.94 ms\fR (rmem). Outcome
             Quote {
                 source: "BENCHMARKS.md",
                 text: "0.04–0.09 % of one core",
+            },
+            Quote {
+                source: "BENCHMARKS.md",
+                text: "tcp_buffer 0.130 % of a core at 39.3 Gbit/s",
             },
             Quote {
                 source: "BENCHMARKS.md",
@@ -195,15 +205,16 @@ application chose an algorithm (setsockopt TCP_CONGESTION) or whose route locks 
 (\fBcongctl lock\fR) are left alone.
 "#,
         overhead: r#".PP
-The sockops program is not reached by bulk data: in the overhead run every program
-other than tcp_buffer's wmem hook together ran \fB≤ 150 times/s at ≤ 0.003 % of a core\fR.
+The sockops program runs a few times per connection, never per packet: in the overhead
+run with every tuner loaded (loopback iperf3) it cost \fBtcp_conn 0.002 %
+(sockops, 7 runs/s × 3.1 µs)\fR of a core.
 Outcome on a 40 ms path with 1 % loss: tuned \fB10.3×\fR the cubic baseline; on a clean
 path \fB1.01\fR.
 "#,
         quotes: &[
             Quote {
                 source: "BENCHMARKS.md",
-                text: "≤ 150 times/s at ≤ 0.003 % of a core",
+                text: "tcp_conn 0.002 % (sockops, 7 runs/s × 3.1 µs)",
             },
             Quote {
                 source: "BENCHMARKS.md",
@@ -227,9 +238,11 @@ All three sysctls are global; a drop in any namespace changes the host value.
 "#,
         watches: r#".TP
 .B udp_fail_rcv
-tracepoint \fBudp_fail_queue_rcv_skb\fR with \-ENOMEM (receive buffer full) or
-\-ENOBUFS (UDP memory), sampled; a socket without SO_RCVBUF within 25 % of
-\fBrmem_default\fR, or one whose SO_RCVBUF request was clipped by \fBrmem_max\fR.
+tracepoint \fBudp_fail_queue_rcv_skb\fR with \-ENOMEM (receive buffer full): a
+socket without SO_RCVBUF within 25 % of \fBrmem_default\fR, or one whose SO_RCVBUF
+request was clipped by \fBrmem_max\fR; then sampled (one such drop per CPU per 25 ms),
+so drops of sockets the tuner ignores cannot hide these. With \-ENOBUFS (UDP memory),
+and for the ignored drops, only the UDP memory check, sampled separately.
 .TP
 .B udp_mem
 tracepoint \fBsock_exceed_buf_limit\fR for UDP: allocated pages within 25 % of
@@ -254,14 +267,21 @@ sockets. Sockets that set a small SO_RCVBUF are the application's choice and lef
 alone. Nothing is ever lowered (C bpftune's decrease path was unreachable).
 "#,
         overhead: r#".PP
-Both hooks fire only on failures, so they cost nothing while UDP works. Outcome for a
-5000-datagram burst at \fBrmem_default\fR 16 KB: \fB2568–3690 drops per burst\fR untuned,
-0 after 21–26 bursts.
+Both hooks fire only on failures, so they cost nothing while UDP works. Under a flood
+into a full SO_RCVBUF socket: \fB186–193 ns per drop\fR, 2.1 % of a core at ~140 k
+drops/s. Outcome for a 5000-datagram burst at \fBrmem_default\fR 16 KB:
+\fB2568–3690 drops per burst\fR untuned, 0 after 21–26 bursts.
 "#,
-        quotes: &[Quote {
-            source: "BENCHMARKS.md",
-            text: "2568–3690 drops per burst",
-        }],
+        quotes: &[
+            Quote {
+                source: "src/tuners/udp_buffer/README.md",
+                text: "186–193 ns per drop",
+            },
+            Quote {
+                source: "BENCHMARKS.md",
+                text: "2568–3690 drops per burst",
+            },
+        ],
     },
     TunerPage {
         page: "bpftune-ip-frag",
@@ -274,8 +294,9 @@ datagram they belonged to is lost.
 "#,
         watches: r#".TP
 .B frag_drop
-tracepoint \fBkfree_skb\fR, fragments only, sampled: fragments dropped while the
-namespace's reassembly memory is within 25 % of the threshold.
+tracepoint \fBkfree_skb\fR, drop reason NOT_SPECIFIED, fragments only: fragments
+dropped while the namespace's reassembly memory is within 25 % of the threshold; then
+sampled (one such drop per CPU per 25 ms).
 "#,
         changes: r#".TP
 .BR net.ipv4.ipfrag_high_thresh ", " net.ipv6.ip6frag_high_thresh " (per namespace)"
@@ -289,14 +310,19 @@ are not recognised in the kernel filter. Datagrams that lost a fragment still ti
 (\fBipfrag_time\fR).
 "#,
         overhead: r#".PP
-About \fB63–65 ns per\fR \fBkfree_skb\fR call that fails the reason test, ~94 ns per drop
-the tuner looks at (src/tuners/ip_frag/README.md). Outcome with every second datagram
+About \fB65–69 ns per\fR \fBkfree_skb\fR call that fails the reason test;
+\fB372–391 ns per\fR fragment dropped over the threshold, while memory stays there
+(src/tuners/ip_frag/README.md). Outcome with every second datagram
 losing its first fragment: \fB44/100\fR intact untuned, 100/100 tuned.
 "#,
         quotes: &[
             Quote {
                 source: "src/tuners/ip_frag/README.md",
-                text: "63–65 ns per",
+                text: "65–69 ns per",
+            },
+            Quote {
+                source: "src/tuners/ip_frag/README.md",
+                text: "372–391 ns per",
             },
             Quote {
                 source: "BENCHMARKS.md",

@@ -224,3 +224,42 @@ fn completions_offer_flags_queries_and_tuners() {
         }
     }
 }
+
+/// Every page's `.TH` line: title in capitals, section 8, the date of this version's
+/// changelog entry, "bpftune VERSION", the manual name (an empty date once put the
+/// version in the date slot).
+#[test]
+fn title_lines_carry_title_date_source_and_manual() {
+    let date = bpftune_docgen::release_date().expect("release date");
+    assert_eq!(date.len(), 10, "{date}");
+    let version = bpftune_docgen::bpftune_version();
+    for entry in fs::read_dir(docs().join("man")).expect("man dir") {
+        let path = entry.expect("entry").path();
+        let page = read(&path);
+        let th = page
+            .lines()
+            .find(|l| l.starts_with(".TH "))
+            .unwrap_or_else(|| panic!("{} has no .TH line", path.display()));
+        let stem = path.file_stem().expect("stem").to_string_lossy().to_uppercase();
+        assert_eq!(
+            th,
+            format!(".TH {stem} 8 \"{date}\" \"bpftune {version}\" \"System Administration\""),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn changelog_date_reads_the_entry_of_the_version() {
+    let log = "bpftune (0.6.0-1) unstable; urgency=medium\n\n  * b\n\n -- A <a@b>  Tue, 01 Dec 2026 10:00:00 +0000\n\nbpftune (0.5.0-1) unstable; urgency=medium\n\n  * a\n\n -- A <a@b>  Fri, 27 Nov 2026 16:00:00 +0000\n";
+    assert_eq!(
+        bpftune_docgen::changelog_date(log, "0.5.0").expect("0.5.0 entry"),
+        "2026-11-27"
+    );
+    assert_eq!(
+        bpftune_docgen::changelog_date(log, "0.6.0").expect("0.6.0 entry"),
+        "2026-12-01"
+    );
+    assert!(bpftune_docgen::changelog_date(log, "0.7.0").is_err());
+}

@@ -90,7 +90,7 @@ pub static SLOTS: &[Slot] = &[
 ];
 
 /// Names of the BPF sample slots, in the order of `enum udp_buffer_sample`.
-const SAMPLE_NAMES: [&str; sample::COUNT] = ["udp_fail_rcv_sample", "udp_exceed_sample"];
+const SAMPLE_NAMES: [&str; sample::COUNT] = ["udp_fail_rcv_sample", "udp_exceed_sample", "udp_mem_sample"];
 
 #[derive(Default)]
 pub struct UdpBuffer {

@@ -2,9 +2,13 @@
 /* udp_buffer tuner, kernel side: one hook, udp:udp_fail_queue_rcv_skb, which fires only
  * when a datagram could not be queued to a socket (the kernel counts it in
  * RcvbufErrors or MemErrors at the same place), so the hook costs nothing while UDP
- * works. Both flavours (tp_btf, raw_tp) wrap one always-inline body; it is sampled
- * (sample_gate: at most one call per CPU per 25 ms proceeds) because a flood of drops
- * can fire it millions of times a second. */
+ * works. Both flavours (tp_btf, raw_tp) wrap one always-inline body. A flood of drops
+ * can fire it millions of times a second, so at most one drop per CPU per 25 ms
+ * proceeds to the UDP memory check and the event (sample_gate). The buffer drops' gate
+ * comes after the socket filters on purpose: gating first let the drops of a socket the
+ * tuner ignores (SO_RCVBUF set by the application) use up a CPU's window, and a
+ * default-sized socket's drops in that window then passed unseen (the bug CI found in
+ * ip_frag). The drops that grow no buffer have a gate of their own for the memory check. */
 #include "../../../bpf/common.bpf.h"
 #include "udp_buffer.h"
 
@@ -24,7 +28,7 @@ __s64 rmem_default = 0;
 /* Low-memory state seen by the last UDP memory check: no buffer growth while set. */
 __u32 udp_mem_flags = 0;
 
-struct bpftune_sample samples[2][BPFTUNE_SAMPLE_CPUS] = {};
+struct bpftune_sample samples[3][BPFTUNE_SAMPLE_CPUS] = {};
 
 /* udp_mem check (analogue of tcp_buffer's tcp_mem check on sk_prot = udp_prot): compare
  * UDP's allocated pages with udp_mem[1]/[2]; post pressure/exhaustion observations.
@@ -66,17 +70,18 @@ static __always_inline int fail_rcv_body(int ret, struct sock *sk)
 {
 	long old[1], newv[1];
 	__s64 max = rmem_max, def = rmem_default;
-	struct net *net;
 	int rcvbuf, tunable;
 	bool locked;
 
-	/* Filter first: only the two "no room" failures matter, then the time gate. */
+	/* Only the two "no room" failures matter. */
 	if (ret != -ERR_ENOMEM && ret != -ERR_ENOBUFS)
 		return 0;
-	if (!sk || !sample_gate(samples[UDP_BUFFER_SAMPLE_FAIL_RCV]))
+	if (!sk)
 		return 0;
-	if (udp_mem_check(sk) || ret != -ERR_ENOMEM)
-		return 0;
+	if (ret == -ERR_ENOBUFS)
+		goto mem_only;
+	/* Receive buffer full. Two socket reads decide whether the drop says a limit is too
+	 * small; only such drops reach this gate. */
 	rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
 	locked = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_RCVBUF_LOCK;
 	if (max <= 0 || def <= 0) {
@@ -85,31 +90,41 @@ static __always_inline int fail_rcv_body(int ret, struct sock *sk)
 		old[0] = 0;
 		newv[0] = 0;
 		tunable = locked ? UDP_BUFFER_NET_CORE_RMEM_MAX : UDP_BUFFER_NET_CORE_RMEM_DEFAULT;
-		send_sysctl_event(sk_net(sk), UDP_BUFFER_INCREASE, tunable, old, newv, 1, rcvbuf,
-				  locked, 0, 0);
-		return 0;
-	}
-	if (locked) {
-		/* The application chose its buffer with SO_RCVBUF (the kernel stores twice
-		 * the request, clipped to rmem_max): only a request clipped by rmem_max
-		 * says the limit is too small. */
-		if (!nearly_full(rcvbuf, 2 * max))
-			return 0;
-		tunable = UDP_BUFFER_NET_CORE_RMEM_MAX;
-		old[0] = max;
 	} else {
-		/* Default-sized socket: it got rmem_default. Older sockets (created before
-		 * an increase) no longer count as evidence. */
-		if (!nearly_full(rcvbuf, def))
-			return 0;
-		tunable = UDP_BUFFER_NET_CORE_RMEM_DEFAULT;
-		old[0] = def;
+		if (locked) {
+			/* The application chose its buffer with SO_RCVBUF (the kernel stores
+			 * twice the request, clipped to rmem_max): only a request clipped by
+			 * rmem_max says the limit is too small. */
+			if (!nearly_full(rcvbuf, 2 * max))
+				goto mem_only;
+			tunable = UDP_BUFFER_NET_CORE_RMEM_MAX;
+			old[0] = max;
+		} else {
+			/* Default-sized socket: it got rmem_default. Older sockets (created
+			 * before an increase) no longer count as evidence. */
+			if (!nearly_full(rcvbuf, def))
+				goto mem_only;
+			tunable = UDP_BUFFER_NET_CORE_RMEM_DEFAULT;
+			old[0] = def;
+		}
+		newv[0] = grow(old[0]);
+		if (newv[0] > UDP_BUFFER_MAX || newv[0] < UDP_BUFFER_MIN)
+			goto mem_only;
 	}
-	newv[0] = grow(old[0]);
-	if (newv[0] > UDP_BUFFER_MAX || newv[0] < UDP_BUFFER_MIN)
+	if (!sample_gate(samples[UDP_BUFFER_SAMPLE_FAIL_RCV]))
 		return 0;
-	net = sk_net(sk);
-	send_sysctl_event(net, UDP_BUFFER_INCREASE, tunable, old, newv, 1, rcvbuf, locked, 0, 0);
+	/* No buffer growth while UDP memory is short (the check posts that instead). */
+	if (udp_mem_check(sk))
+		return 0;
+	send_sysctl_event(sk_net(sk), UDP_BUFFER_INCREASE, tunable, old, newv, 1, rcvbuf, locked,
+			  0, 0);
+	return 0;
+mem_only:
+	/* A drop that grows no buffer (UDP memory ran out, or a socket the buffer rules
+	 * ignore) still says something about UDP memory, as before: it is checked through
+	 * a gate of its own, so these drops cannot use up the buffer drops' window. */
+	if (sample_gate(samples[UDP_BUFFER_SAMPLE_MEM]))
+		udp_mem_check(sk);
 	return 0;
 }
 

@@ -21,6 +21,7 @@ enum udp_buffer_scenario {
 enum udp_buffer_sample {
 	UDP_BUFFER_SAMPLE_FAIL_RCV,
 	UDP_BUFFER_SAMPLE_EXCEED,
+	UDP_BUFFER_SAMPLE_MEM,
 };
 
 /* aux[] layout of udp_buffer events:
