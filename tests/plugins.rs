@@ -321,3 +321,32 @@ fn allow_list_and_strategies() {
         "sample must not load with -a strategy_tuner.so"
     );
 }
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn plugin_dir_created_after_start_is_watched() {
+    let _g = setup("plugin_dir_created_after_start_is_watched");
+    let stage = temp_dir("plugin-stage-later");
+    let parent = libdir("plugin-lib-later");
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    let dir = parent.path().join("not-yet");
+
+    let d = Daemon::start(&["-l", &dir.display().to_string()]);
+    std::fs::create_dir(&dir).expect("mkdir libdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod libdir");
+    d.expect_log(
+        &format!("plugin directory {} now exists; watching it", dir.display()),
+        Duration::from_secs(5),
+        "new directory watched",
+    );
+    install(&sample, &dir, "sample_tuner.so");
+    d.expect_log(
+        "plugin tuner 'sample' (id ",
+        Duration::from_secs(5),
+        "sample loaded from the new directory",
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
+    assert_eq!(count(&log, "now exists; watching it"), 1, "logged once");
+}
