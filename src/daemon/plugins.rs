@@ -13,6 +13,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use crate::core::bpf::{LoadConfig, SharedMaps};
 use crate::core::change::TunerMeta;
 use crate::core::engine::{lock, Engine};
+use crate::core::plugin::crash::{self, Quarantine, Verdict};
 use crate::core::plugin::{trust, PluginSpec, PluginTuner};
 use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 
@@ -26,6 +27,19 @@ struct Identity {
     mtime_ns: i64,
     mode: u32,
     uid: u32,
+}
+
+impl Identity {
+    /// What the crash quarantine compares: the file's content version, not its
+    /// permissions.
+    fn file_id(&self) -> crash::FileId {
+        crash::FileId {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }
+    }
 }
 
 fn identity(path: &Path) -> Option<Identity> {
@@ -67,6 +81,8 @@ pub(super) struct Plugins {
     loaded: BTreeMap<PathBuf, LoadedPlugin>,
     /// Last refusal logged per file (file version, reason): logged once.
     refused: BTreeMap<PathBuf, (Option<Identity>, String)>,
+    /// File versions that crashed the daemon in an earlier run.
+    quarantine: Quarantine,
 }
 
 /// Files whose name says they are meant as plugins (`*_tuner.so*`), valid or not: the
@@ -82,6 +98,7 @@ impl Plugins {
         builtin: Vec<&'static str>,
         config: LoadConfig,
         cgroup: Option<BorrowedFd<'_>>,
+        quarantine: Quarantine,
     ) -> Plugins {
         let mut uniq: Vec<PathBuf> = Vec::new();
         for d in dirs {
@@ -112,6 +129,7 @@ impl Plugins {
             watched: Vec::new(),
             loaded: BTreeMap::new(),
             refused: BTreeMap::new(),
+            quarantine,
         };
         for d in plugins.watch_new_dirs() {
             tracing::debug!("watching plugin directory {}", d.display());
@@ -264,6 +282,17 @@ impl Plugins {
         if self.refused.get(path).is_some_and(|r| r.0 == Some(ident)) {
             return;
         }
+        match self.quarantine.check(path, ident.file_id()) {
+            Verdict::Load => {}
+            Verdict::Refuse(reason) => return self.refuse(path, reason),
+            Verdict::Changed => {
+                tracing::info!(
+                    "plugin '{}' changed since it crashed bpftune; trying it again",
+                    path.display()
+                );
+                self.quarantine.forget(path);
+            }
+        }
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -289,7 +318,12 @@ impl Plugins {
         // SAFETY: geteuid has no preconditions. The trusted owner is root (the daemon's
         // uid); a daemon run by another user trusts only its own files.
         let owner = unsafe { libc::geteuid() };
-        let spec = match PluginSpec::open(path, owner) {
+        let crash_record = crash::record_prefix(path, ident.file_id());
+        // dlopen runs the plugin's constructors and the descriptor function: its code.
+        let inside = crash::Inside::enter(&crash_record, "load");
+        let opened = PluginSpec::open(path, owner);
+        drop(inside);
+        let spec = match opened {
             Ok(s) => s,
             Err(e) => return self.refuse(path, e.to_string()),
         };
@@ -302,7 +336,7 @@ impl Plugins {
             );
             return;
         }
-        let mut tuner = PluginTuner::new(spec);
+        let mut tuner = PluginTuner::new(spec, crash_record);
         let name = tuner.name();
         let id = engine.add_tuner(TunerMeta {
             name,
