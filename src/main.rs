@@ -75,6 +75,14 @@ fn main() -> ExitCode {
         return match daemon::rollback_now::run(&cli::state_dir(), &cli::run_dir()) {
             Ok(r) if r.left == 0 => {
                 tracing::info!("rollback: {} persisted original value(s) handled", r.found);
+                if r.kept > 0 {
+                    // Not a failure (the package's prerm must not fail on it), but say
+                    // how to finish the job.
+                    tracing::warn!(
+                        "rollback: {} original value(s) of plugin-managed sysctls kept in the state file; run bpftune -R with those plugins to restore them",
+                        r.kept
+                    );
+                }
                 exit(0)
             }
             Ok(r) => {

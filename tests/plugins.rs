@@ -321,3 +321,140 @@ fn allow_list_and_strategies() {
         "sample must not load with -a strategy_tuner.so"
     );
 }
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn plugin_dir_created_after_start_is_watched() {
+    let _g = setup("plugin_dir_created_after_start_is_watched");
+    let stage = temp_dir("plugin-stage-later");
+    let parent = libdir("plugin-lib-later");
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    let dir = parent.path().join("not-yet");
+
+    let d = Daemon::start(&["-l", &dir.display().to_string()]);
+    std::fs::create_dir(&dir).expect("mkdir libdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod libdir");
+    d.expect_log(
+        &format!("plugin directory {} now exists; watching it", dir.display()),
+        Duration::from_secs(5),
+        "new directory watched",
+    );
+    install(&sample, &dir, "sample_tuner.so");
+    d.expect_log(
+        "plugin tuner 'sample' (id ",
+        Duration::from_secs(5),
+        "sample loaded from the new directory",
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
+    assert_eq!(count(&log, "now exists; watching it"), 1, "logged once");
+}
+
+/// Built-in tuners and their states, from `-q tuners` (plugins have a third column).
+fn builtin_states(tuners: &str) -> Vec<String> {
+    tuners
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 2)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn a_plugin_that_crashes_the_daemon_is_quarantined_until_its_file_changes() {
+    let _g = setup("a_plugin_that_crashes_the_daemon_is_quarantined_until_its_file_changes");
+    // No core file from the crash below (the daemon inherits this limit).
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid rlimit; affects this test process and its children.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    let stage = temp_dir("plugin-stage-crash");
+    let dir = libdir("plugin-lib-crash");
+    let state = temp_dir("plugin-state-crash");
+    let crashing = stage.path().join("crashing.so");
+    build_plugin("sample_tuner", &crashing, &["-DSAMPLE_CRASH"]);
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    let path = install(&crashing, dir.path(), "sample_tuner.so");
+    let args = ["-l", &dir.path().display().to_string()];
+
+    // First run: loaded; its event callback dereferences NULL → the daemon dies of it.
+    let d = Daemon::start_with_state(&args, state.path());
+    d.expect_log(
+        "plugin tuner 'sample' (id ",
+        Duration::from_secs(5),
+        "crashing sample loaded",
+    );
+    let before = builtin_states(&d.query_ok("tuners"));
+    read_core_pattern();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = d.try_exit_status().expect("the daemon died of its plugin");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(st.signal(), Some(libc::SIGSEGV), "killed by SIGSEGV: {st:?}");
+    let record = std::fs::read_to_string(state.path().join("plugin-crash")).expect("crash record");
+    assert!(
+        record.contains("callback=event\n") && record.contains("signal=11\n"),
+        "crash record:\n{record}"
+    );
+    drop(d);
+
+    // Second run (systemd's restart): that file version is refused with the reason,
+    // every built-in tuner runs as before, and the daemon survives the same event.
+    let d = Daemon::start_with_state(&args, state.path());
+    d.expect_log(
+        &format!(
+            "plugin '{}' crashed bpftune (SIGSEGV in its event callback) at ",
+            path.display()
+        ),
+        Duration::from_secs(5),
+        "crashing sample refused",
+    );
+    assert!(
+        d.log().contains("; refusing it until the file changes"),
+        "{}",
+        d.tail(20)
+    );
+    let tuners = d.query_ok("tuners");
+    assert!(
+        !tuners
+            .lines()
+            .any(|l| l.starts_with("sample ") && l.contains("active")),
+        "quarantined plugin is not active:\n{tuners}"
+    );
+    assert_eq!(
+        builtin_states(&tuners),
+        before,
+        "built-in tuners as before:\n{tuners}"
+    );
+    read_core_pattern();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.alive(), "daemon survives: {}", d.tail(20));
+    assert_eq!(count(&d.log(), "plugin tuner 'sample' (id "), 0, "not loaded");
+
+    // Replaced by another file → loaded again.
+    install(&sample, dir.path(), "sample_tuner.so");
+    d.expect_log(
+        "changed since it crashed bpftune; trying it again",
+        Duration::from_secs(5),
+        "replaced file retried",
+    );
+    d.expect_log(
+        "plugin tuner 'sample' (id ",
+        Duration::from_secs(5),
+        "replacement loaded",
+    );
+    read_core_pattern();
+    d.expect_log(
+        "sample: kernel.core_pattern read by pid",
+        Duration::from_secs(5),
+        "replacement handles the event",
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
+}

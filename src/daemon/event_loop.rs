@@ -100,6 +100,11 @@ impl Daemon {
                     }
                 }
                 self.plugins.reap(&mut self.tuners, &mut self.engine);
+                if self.plugins.rewatch() {
+                    // A plugin directory appeared: files may already be in it (a
+                    // package creates the directory and installs into it at once).
+                    plugins_due.get_or_insert(now + PLUGIN_SETTLE);
+                }
                 if let Some(line) = self
                     .lost
                     .as_ref()

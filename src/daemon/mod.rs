@@ -180,6 +180,9 @@ impl Daemon {
         );
         // Plugins after the built-in tuners: their ids follow, and their objects reuse
         // the shared maps the built-in objects created (or create them, if none runs).
+        // Before any plugin code runs: a file version that crashed the last run is
+        // refused, and this run's crashes are recorded.
+        let quarantine = crate::core::plugin::crash::start_up(&opts.state_dir);
         let mut plugins = plugins::Plugins::new(
             &plugin_dirs,
             &opts.allow,
@@ -190,6 +193,7 @@ impl Daemon {
                 pid: std::process::id() as i32,
             },
             Some(cgroup.fd()),
+            quarantine,
         );
         plugins.scan(&mut tuners, &mut engine, &mut shared);
         // One line for what this kernel lacks (e.g. IPv6 off), instead of one per sysctl

@@ -8,11 +8,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use crate::core::bpf::{LoadConfig, SharedMaps};
 use crate::core::change::TunerMeta;
 use crate::core::engine::{lock, Engine};
+use crate::core::plugin::crash::{self, Quarantine, Verdict};
 use crate::core::plugin::{trust, PluginSpec, PluginTuner};
 use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 
@@ -26,6 +27,19 @@ struct Identity {
     mtime_ns: i64,
     mode: u32,
     uid: u32,
+}
+
+impl Identity {
+    /// What the crash quarantine compares: the file's content version, not its
+    /// permissions.
+    fn file_id(&self) -> crash::FileId {
+        crash::FileId {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }
+    }
 }
 
 fn identity(path: &Path) -> Option<Identity> {
@@ -58,9 +72,17 @@ pub(super) struct Plugins {
     config: LoadConfig,
     cgroup: Option<OwnedFd>,
     inotify: Option<Inotify>,
+    /// Directories watched, by watch descriptor: a removed directory's watch goes away
+    /// (IN_IGNORED) and the directory is waited for again.
+    watched: Vec<(WatchDescriptor, PathBuf)>,
+    /// Directories that did not exist (or could not be watched) yet: retried every tick,
+    /// so a plugin directory created after start-up is watched and scanned then.
+    unwatched: Vec<PathBuf>,
     loaded: BTreeMap<PathBuf, LoadedPlugin>,
     /// Last refusal logged per file (file version, reason): logged once.
     refused: BTreeMap<PathBuf, (Option<Identity>, String)>,
+    /// File versions that crashed the daemon in an earlier run.
+    quarantine: Quarantine,
 }
 
 /// Files whose name says they are meant as plugins (`*_tuner.so*`), valid or not: the
@@ -76,6 +98,7 @@ impl Plugins {
         builtin: Vec<&'static str>,
         config: LoadConfig,
         cgroup: Option<BorrowedFd<'_>>,
+        quarantine: Quarantine,
     ) -> Plugins {
         let mut uniq: Vec<PathBuf> = Vec::new();
         for d in dirs {
@@ -91,28 +114,77 @@ impl Plugins {
                 None
             }
         };
-        if let Some(ino) = &inotify {
-            let mask = AddWatchFlags::IN_CLOSE_WRITE
-                | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_MOVED_FROM
-                | AddWatchFlags::IN_DELETE
-                | AddWatchFlags::IN_ATTRIB;
-            for d in &uniq {
-                if let Err(e) = ino.add_watch(d, mask) {
-                    tracing::debug!("not watching plugin directory {}: {e}", d.display());
-                }
-            }
-        }
-        Plugins {
+        let mut plugins = Plugins {
+            unwatched: if inotify.is_some() {
+                uniq.clone()
+            } else {
+                Vec::new()
+            },
             dirs: uniq,
             allow: allow.to_vec(),
             builtin,
             config,
             cgroup: cgroup.and_then(|c| c.try_clone_to_owned().ok()),
             inotify,
+            watched: Vec::new(),
             loaded: BTreeMap::new(),
             refused: BTreeMap::new(),
+            quarantine,
+        };
+        for d in plugins.watch_new_dirs() {
+            tracing::debug!("watching plugin directory {}", d.display());
         }
+        for d in &plugins.unwatched {
+            tracing::debug!(
+                "plugin directory {} does not exist (yet); it is watched once it does",
+                d.display()
+            );
+        }
+        plugins
+    }
+
+    /// Tries to watch the directories not watched yet; returns those now watched.
+    fn watch_new_dirs(&mut self) -> Vec<PathBuf> {
+        let Some(ino) = &self.inotify else {
+            return Vec::new();
+        };
+        let mask = AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_ATTRIB
+            // Only directories: a file (or a symlink to one) in its place is not ours to
+            // watch, and IN_ONLYDIR checks that atomically.
+            | AddWatchFlags::IN_ONLYDIR;
+        let mut now = Vec::new();
+        let mut still = Vec::new();
+        for d in std::mem::take(&mut self.unwatched) {
+            match ino.add_watch(&d, mask) {
+                Ok(wd) => {
+                    self.watched.push((wd, d.clone()));
+                    now.push(d);
+                }
+                Err(_) => still.push(d),
+            }
+        }
+        self.unwatched = still;
+        now
+    }
+
+    /// Once a tick: watches plugin directories that appeared since start-up (or since
+    /// they were removed). Whether one did: its files are then to be scanned.
+    pub(super) fn rewatch(&mut self) -> bool {
+        if self.unwatched.is_empty() {
+            return false;
+        }
+        let now = self.watch_new_dirs();
+        for d in &now {
+            tracing::info!(
+                "plugin directory {} now exists; watching it for plugins",
+                d.display()
+            );
+        }
+        !now.is_empty()
     }
 
     /// The inotify descriptor for the daemon's wait set.
@@ -120,15 +192,29 @@ impl Plugins {
         self.inotify.as_ref().map(|i| i.as_fd())
     }
 
-    /// Reads pending inotify events; whether any arrived.
-    pub(super) fn drain(&self) -> bool {
+    /// Reads pending inotify events; whether any arrived. A directory whose watch the
+    /// kernel dropped (the directory was removed) is waited for again.
+    pub(super) fn drain(&mut self) -> bool {
         let Some(ino) = &self.inotify else { return false };
         let mut any = false;
+        let mut dropped = Vec::new();
         while let Ok(evs) = ino.read_events() {
             if evs.is_empty() {
                 break;
             }
             any = true;
+            dropped.extend(
+                evs.iter()
+                    .filter(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                    .map(|e| e.wd),
+            );
+        }
+        for wd in dropped {
+            if let Some(i) = self.watched.iter().position(|(w, _)| *w == wd) {
+                let (_, d) = self.watched.remove(i);
+                tracing::debug!("plugin directory {} is gone; waiting for it again", d.display());
+                self.unwatched.push(d);
+            }
         }
         any
     }
@@ -196,6 +282,17 @@ impl Plugins {
         if self.refused.get(path).is_some_and(|r| r.0 == Some(ident)) {
             return;
         }
+        match self.quarantine.check(path, ident.file_id()) {
+            Verdict::Load => {}
+            Verdict::Refuse(reason) => return self.refuse(path, reason),
+            Verdict::Changed => {
+                tracing::info!(
+                    "plugin '{}' changed since it crashed bpftune; trying it again",
+                    path.display()
+                );
+                self.quarantine.forget(path);
+            }
+        }
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -221,7 +318,12 @@ impl Plugins {
         // SAFETY: geteuid has no preconditions. The trusted owner is root (the daemon's
         // uid); a daemon run by another user trusts only its own files.
         let owner = unsafe { libc::geteuid() };
-        let spec = match PluginSpec::open(path, owner) {
+        let crash_record = crash::record_prefix(path, ident.file_id());
+        // dlopen runs the plugin's constructors and the descriptor function: its code.
+        let inside = crash::Inside::enter(&crash_record, "load");
+        let opened = PluginSpec::open(path, owner);
+        drop(inside);
+        let spec = match opened {
             Ok(s) => s,
             Err(e) => return self.refuse(path, e.to_string()),
         };
@@ -234,7 +336,7 @@ impl Plugins {
             );
             return;
         }
-        let mut tuner = PluginTuner::new(spec);
+        let mut tuner = PluginTuner::new(spec, crash_record);
         let name = tuner.name();
         let id = engine.add_tuner(TunerMeta {
             name,

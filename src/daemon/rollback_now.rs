@@ -6,7 +6,10 @@
 //!
 //! It goes through the same [`Engine::rollback`] as `-R`, so the rule is the same: a
 //! sysctl is restored only if it still holds the value bpftune last wrote; a value
-//! somebody changed since is left alone.
+//! somebody changed since is left alone. Only built-in tuners are registered (no plugin
+//! is opened here), so the saved originals of sysctls that only a plugin manages are
+//! kept in the state file, not written: a daemon run that loads the plugin, with `-R`,
+//! restores them.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,8 +29,12 @@ use crate::core::tuner::{MemoryFacts, TunerState};
 pub struct RollbackReport {
     /// Entries found in the state file (this boot's).
     pub found: usize,
-    /// Entries still in the state file afterwards (restores that failed).
+    /// Entries still in the state file afterwards because their restore failed.
     pub left: usize,
+    /// Entries kept, unrestored, for a run that loads their tuner: sysctls only a
+    /// plugin manages (this command registers built-in tuners only, and never opens a
+    /// plugin).
+    pub kept: usize,
 }
 
 /// Restores the persisted originals in `state_dir`. Refuses while a daemon answers on
@@ -43,7 +50,11 @@ pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
     let (store, inherited) = StateStore::open(state_dir, &boot_id());
     let found = inherited.map(|(n, _)| n).unwrap_or(0);
     if found == 0 {
-        return Ok(RollbackReport { found: 0, left: 0 });
+        return Ok(RollbackReport {
+            found: 0,
+            left: 0,
+            kept: 0,
+        });
     }
     let registry = NetnsRegistry::new(DEFAULT_PROC_ROOT.into(), DEFAULT_RUN_NETNS.into())
         .context("cannot identify our network namespace")?;
@@ -70,7 +81,7 @@ pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
             scenarios: t.scenarios(),
         });
     }
-    engine.rollback();
-    let left = engine.store().entries().len();
-    Ok(RollbackReport { found, left })
+    let kept = engine.rollback();
+    let left = engine.store().entries().len().saturating_sub(kept);
+    Ok(RollbackReport { found, left, kept })
 }

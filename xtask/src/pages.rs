@@ -508,7 +508,13 @@ A file is opened only if its name is exactly \fIname\fB_tuner.so\fR (no
 root and not writable by group or others, and its directory is owned by root and not
 writable by group or others; then its ABI version must match and its name must not be
 a built-in tuner's. Each refusal is logged once with the reason. A plugin whose
-callback returns an error is disabled. \fB\-a\fR applies to plugins too; the
+callback returns an error is disabled. A plugin directory that does not exist yet is
+watched once it is created. A plugin whose code kills the daemon (SIGSEGV, SIGBUS,
+SIGILL, SIGFPE, SIGABRT) is recorded in \fI/var/lib/bpftune/plugin\-crash\fR; the
+restarted daemon refuses that file version until the file changes. Rollback writes
+only sysctls a tuner loaded in that run manages: \fB\-\-rollback\-now\fR and a run
+without the plugin keep a plugin's saved originals for a later \fB\-R\fR run that
+loads it. \fB\-a\fR applies to plugins too; the
 \fBtuners\fR query shows a plugin's file as a third column. See
 \fIdocs/writing-a-tuner.md\fR.
 .SH LOGGING

@@ -7,7 +7,9 @@
  *         sample_tuner.c -o sample_tuner.so
  * The BPF object is embedded in the shared object (.incbin), so one file is the tuner.
  * Test switches: -DSAMPLE_ABI=N builds a descriptor with another ABI version,
- * -DSAMPLE_FAIL makes the event callback fail (the daemon then disables the plugin). */
+ * -DSAMPLE_FAIL makes the event callback fail (the daemon then disables the plugin),
+ * -DSAMPLE_CRASH makes it dereference NULL (SIGSEGV: the daemon dies, and refuses this
+ * file version when it starts again). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <bpftune/plugin.h>
@@ -70,6 +72,14 @@ static int sample_event(void *state, const struct bpftune_host *host,
 		 ev->pid, ev->str, s->events);
 	host->log(host->ctx, BPFTUNE_LOG_INFO, msg);
 	host->count(host->ctx, 0, 0, ev->netns_cookie, 1);
+#ifdef SAMPLE_CRASH
+	{
+		/* A volatile pointer: the compiler cannot see it is NULL, so the store is
+		 * made at run time and faults. */
+		int *volatile nowhere = NULL;
+		*nowhere = 1;
+	}
+#endif
 #ifdef SAMPLE_FAIL
 	return -5;
 #else

@@ -733,8 +733,12 @@ impl Engine {
 
     /// `-R`: restore every sysctl bpftune changed (this run and, from the persisted
     /// originals, earlier runs of this boot) unless someone else changed it since.
-    pub fn rollback(&mut self) {
+    /// Returns how many saved originals were kept, unrestored, because no registered
+    /// tuner manages their sysctl (a plugin that is not loaded in this run).
+    pub fn rollback(&mut self) -> usize {
         let entries = self.store.entries().to_vec();
+        let mut kept = 0;
+        let mut kept_names = std::collections::BTreeSet::new();
         if self.observe {
             // Observe mode writes nothing, not even a rollback: values an earlier,
             // enforcing run left stay recorded for a later -R run without --observe.
@@ -744,7 +748,7 @@ impl Engine {
                     entries.len()
                 );
             }
-            return;
+            return 0;
         }
         for e in entries {
             // Only sysctls a loaded tuner manages, with values that pass its limits:
@@ -753,14 +757,28 @@ impl Engine {
                 .metas
                 .iter()
                 .find_map(|m| m.tunables.iter().find(|d| d.name == e.sysctl).cloned());
-            if let Some(why) = match &desc {
-                None => Some("no loaded tuner manages it".to_string()),
-                // Originals may be negative (written by the kernel or an
-                // administrator); the shape must still be the tunable's.
-                Some(d) => validate(d, &e.original)
-                    .err()
-                    .filter(|why| why != "negative value"),
-            } {
+            let Some(desc) = desc else {
+                // Most likely a plugin's sysctl, and this run (a restart without the
+                // plugin, or --rollback-now, which knows built-in tuners only) does not
+                // load it. Not written, but not forgotten either: a later run that
+                // loads the plugin restores it with -R. One line per sysctl, however
+                // many namespaces it was changed in.
+                kept += 1;
+                if !kept_names.insert(e.sysctl.clone()) {
+                    continue;
+                }
+                tracing::warn!(
+                    "not rolling back '{}': no loaded tuner manages it; keeping its saved original for a run that loads its tuner (start bpftune with that plugin and -R to restore it)",
+                    e.sysctl
+                );
+                continue;
+            };
+            // Originals may be negative (written by the kernel or an administrator); the
+            // shape must still be the tunable's.
+            if let Some(why) = validate(&desc, &e.original)
+                .err()
+                .filter(|why| why != "negative value")
+            {
                 tracing::warn!("not rolling back '{}' from the saved originals: {why}", e.sysctl);
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);
                 continue;
@@ -823,6 +841,7 @@ impl Engine {
                 Err(err) => tracing::error!("rollback of '{}' failed: {err}", e.sysctl),
             }
         }
+        kept
     }
 
     pub fn store(&self) -> &StateStore {

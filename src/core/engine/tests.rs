@@ -510,17 +510,82 @@ fn rollback_only_writes_sysctls_a_tuner_manages() {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let mut g = fixture_on(dir, mem);
     assert_eq!(g.engine.store().entries().len(), 2, "the file is accepted");
-    g.engine.rollback();
+    assert_eq!(g.engine.rollback(), 1, "one entry kept");
     assert_eq!(
         g.mem.get(None, "kernel.core_pattern"),
-        Some(SysctlValue::Str("core".into()))
+        Some(SysctlValue::Str("core".into())),
+        "a sysctl no registered tuner manages is not written"
     );
     assert_eq!(
         g.mem.get(None, "net.ipv4.tcp_mem"),
         Some(SysctlValue::Ints(vec![768, 1024, 1536])),
         "a 2-value original for a 3-value sysctl is refused"
     );
-    assert!(g.engine.store().entries().is_empty());
+    // The invalid entry is dropped; the unmanaged one stays (a plugin not loaded this
+    // run may manage it), in memory and in the file.
+    let left: Vec<&str> = g
+        .engine
+        .store()
+        .entries()
+        .iter()
+        .map(|e| e.sysctl.as_str())
+        .collect();
+    assert_eq!(left, ["kernel.core_pattern"]);
+    let (reopened, _) = StateStore::open(&g.dir, "boot");
+    assert_eq!(reopened.entries().len(), 1, "kept in the state file");
+}
+
+static PLUGIN_TUNABLES: &[TunableDesc] = &[TunableDesc::sysctl("net.core.somaxconn", 1, true)];
+
+/// A plugin's change, then a restart without the plugin and -R: the original is kept,
+/// not written; a later run that registers the plugin's tunables restores it.
+#[test]
+fn unmanaged_original_is_kept_then_restored_by_a_run_that_loads_its_tuner() {
+    let mut f = fixture("keep-restore");
+    f.mem.set(
+        Some(NS_COOKIE),
+        "net.core.somaxconn",
+        SysctlValue::Ints(vec![4096]),
+    );
+    let plugin = f.engine.add_tuner(TunerMeta {
+        name: "plugin",
+        state: TunerState::Active,
+        tunables: PLUGIN_TUNABLES,
+        scenarios: SCENARIOS,
+    });
+    let out = f
+        .engine
+        .ctx(plugin)
+        .apply(proposal(0, NS, None, SysctlValue::Ints(vec![4097])));
+    assert_eq!(out, Outcome::Applied);
+    let dir = f.dir.clone();
+    let mem = f.mem.clone();
+    std::mem::forget(f); // keep the directory: restarts follow
+
+    // Restart without the plugin, -R on exit: nothing written, the entry kept.
+    let mut g = fixture_on(dir.clone(), mem.clone());
+    assert_eq!(g.engine.rollback(), 1);
+    assert_eq!(
+        mem.get(Some(NS_COOKIE), "net.core.somaxconn"),
+        Some(SysctlValue::Ints(vec![4097]))
+    );
+    std::mem::forget(g);
+
+    // A run that loads the plugin restores it and forgets the entry.
+    let mut h = fixture_on(dir, mem.clone());
+    h.engine.add_tuner(TunerMeta {
+        name: "plugin",
+        state: TunerState::Inactive,
+        tunables: PLUGIN_TUNABLES,
+        scenarios: SCENARIOS,
+    });
+    assert_eq!(h.engine.rollback(), 0);
+    assert_eq!(
+        mem.get(Some(NS_COOKIE), "net.core.somaxconn"),
+        Some(SysctlValue::Ints(vec![4096])),
+        "restored by the run that loads its tuner"
+    );
+    assert!(h.engine.store().entries().is_empty());
 }
 
 /// A tmpfs of `opts` mounted on `dir` for one test; unmounted on drop (also on failure).

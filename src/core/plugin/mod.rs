@@ -5,6 +5,7 @@
 //! its tuner id in the `tuner_id` rodata, as built-in objects do.
 
 pub mod abi;
+pub mod crash;
 pub mod trust;
 
 use std::cell::Cell;
@@ -273,6 +274,8 @@ unsafe extern "C" fn host_read(
     values: *mut i64,
     max: u32,
 ) -> c_int {
+    // The daemon's own code from here: a crash in it is not the plugin's.
+    let _ours = crash::Inside::suspend();
     // SAFETY: the plugin passes back the ctx we gave it, during the callback.
     let h = unsafe { host_ctx(ctx) };
     let Some(env) = h.env.as_deref_mut() else {
@@ -295,6 +298,8 @@ unsafe extern "C" fn host_read(
 }
 
 unsafe extern "C" fn host_propose(ctx: *mut c_void, p: *const abi::Proposal) -> c_int {
+    // The daemon's own code from here: a crash in it is not the plugin's.
+    let _ours = crash::Inside::suspend();
     // SAFETY: the plugin passes back the ctx we gave it, during the callback.
     let h = unsafe { host_ctx(ctx) };
     if p.is_null() {
@@ -341,6 +346,8 @@ unsafe extern "C" fn host_propose(ctx: *mut c_void, p: *const abi::Proposal) -> 
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, level: c_int, msg: *const c_char) {
+    // The daemon's own code from here: a crash in it is not the plugin's.
+    let _ours = crash::Inside::suspend();
     // SAFETY: the plugin passes back the ctx we gave it, during the callback.
     let h = unsafe { host_ctx(ctx) };
     if msg.is_null() {
@@ -358,6 +365,8 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, level: c_int, msg: *const c_char
 }
 
 unsafe extern "C" fn host_count(ctx: *mut c_void, tunable: u32, scenario: u32, cookie: u64, n: u64) {
+    // The daemon's own code from here: a crash in it is not the plugin's.
+    let _ours = crash::Inside::suspend();
     // SAFETY: the plugin passes back the ctx we gave it, during the callback.
     let h = unsafe { host_ctx(ctx) };
     if tunable as usize >= h.tunables.len() || scenario as usize >= h.scenarios {
@@ -378,12 +387,16 @@ pub struct PluginTuner {
     started: bool,
     strategies: Option<Strategies>,
     failed: Rc<Cell<bool>>,
+    /// Which file version this is, for the crash marker set around every callback
+    /// ([`crash::Inside`]).
+    crash_record: Vec<u8>,
     /// Last: the library the callbacks live in.
     spec: PluginSpec,
 }
 
 impl PluginTuner {
-    pub fn new(spec: PluginSpec) -> PluginTuner {
+    /// `crash_record` is [`crash::record_prefix`] of the file `spec` was opened from.
+    pub fn new(spec: PluginSpec, crash_record: Vec<u8>) -> PluginTuner {
         let strategies = Strategies::new(
             spec.strategies.iter().map(|(d, _)| d.clone()).collect(),
             Instant::now(),
@@ -396,6 +409,7 @@ impl PluginTuner {
             started: false,
             strategies,
             failed: Rc::new(Cell::new(false)),
+            crash_record,
             spec,
         }
     }
@@ -544,6 +558,7 @@ impl PluginTuner {
             self.started = false;
             if let Some(fini) = self.spec.fini {
                 let state = self.state;
+                let _inside = crash::Inside::enter(&self.crash_record, "fini");
                 // SAFETY: fini is the plugin's, called once with the state its init set.
                 self.with_host(None, |host| unsafe { fini(state, host) });
             }
@@ -607,8 +622,10 @@ impl Tuner for PluginTuner {
         }
         if let Some(init) = self.spec.init {
             let mut state: *mut c_void = std::ptr::null_mut();
+            let inside = crash::Inside::enter(&self.crash_record, "init");
             // SAFETY: the plugin's init with our host table and a slot for its state.
             let rc = self.with_host(None, |host| unsafe { init(host, &mut state) });
+            drop(inside);
             if rc != 0 {
                 self.links.clear();
                 self.object = None;
@@ -651,9 +668,11 @@ impl Tuner for PluginTuner {
             str_: s,
         };
         let state = self.state;
+        let inside = crash::Inside::enter(&self.crash_record, "event");
         // SAFETY: the plugin's event callback with its state, our host and an event
         // that lives for the call.
         let rc = self.with_host(Some(env), |host| unsafe { cb(state, host, &ev) });
+        drop(inside);
         if rc != 0 {
             self.fail("event", rc);
         }
@@ -665,8 +684,10 @@ impl Tuner for PluginTuner {
         }
         if let Some(tick) = self.spec.tick {
             let state = self.state;
+            let inside = crash::Inside::enter(&self.crash_record, "tick");
             // SAFETY: the plugin's tick callback with its state and our host.
             let rc = self.with_host(Some(&mut *env), |host| unsafe { tick(state, host) });
+            drop(inside);
             if rc != 0 {
                 self.fail("tick", rc);
             }
@@ -683,6 +704,7 @@ impl Tuner for PluginTuner {
             return -1.0;
         };
         let state = self.state;
+        let _inside = crash::Inside::enter(&self.crash_record, "evaluate");
         // SAFETY: the plugin's evaluate callback with its own state and our host table.
         self.with_host(Some(env), |host| unsafe {
             eval(state, host, strategy as u32, current as u32)

@@ -102,6 +102,23 @@ pub struct Plugin {
     fini: Option<unsafe extern "C" fn(*mut c_void, *const Host)>,
 }
 
+// The mirrors above against include/bpftune/plugin.h, at compile time: sizes and the
+// offsets of the last field of each structure, as clang lays the header out on a 64-bit
+// target (the daemon's test in src/core/plugin/abi.rs compiles the header and checks its
+// own mirrors field by field; these numbers are the same header's).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Tunable>() == 16);
+    assert!(size_of::<Scenario>() == 16);
+    assert!(size_of::<Prog>() == 16);
+    assert!(size_of::<Host>() == 48 && offset_of!(Host, count) == 40);
+    assert!(size_of::<Proposal>() == 96 && offset_of!(Proposal, message) == 80);
+    assert!(size_of::<Event>() == 184 && offset_of!(Event, text) == 120);
+    assert!(size_of::<Plugin>() == 112);
+    assert!(offset_of!(Plugin, strategies) == 72 && offset_of!(Plugin, fini) == 104);
+};
+
 /// Descriptor tables are immutable statics holding pointers to other statics.
 #[repr(transparent)]
 pub struct Static<T>(T);
