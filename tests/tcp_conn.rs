@@ -365,3 +365,146 @@ fn allowed_congestion_control_is_extended_and_rolled_back() {
         common::tail(&log, 20)
     );
 }
+
+/// Congestion control of every established connection from `ns` to the iperf3 port, as
+/// `ss -ti` shows it (a word of each connection's info line).
+fn algorithms_in_use(ns: &Netns) -> Vec<String> {
+    let dport = format!(":{PORT}");
+    let out = ns
+        .command(&["ss", "-tinH", "state", "established", "dport", "=", &dport])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ss: {e}"));
+    assert!(
+        out.status.success(),
+        "ss: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let known = ["cubic", "bbr", "reno", "htcp", "dctcp"];
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| known.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn observe_mode_keeps_lossy_connections_on_cubic_and_proposes_bbr() {
+    let _g = setup("observe_mode_keeps_lossy_connections_on_cubic_and_proposes_bbr");
+    bpftune_testbed::require_root_and_tun("the delay line");
+    // bbr missing from the allowed list: the start-up change is due, and only proposed.
+    let allowed = SysctlGuard::set(ALLOWED, "reno cubic").unwrap_or_else(|e| panic!("{ALLOWED}: {e:#}"));
+    // 3 % loss: every cubic connection crosses the 1/64 retransmission threshold, which
+    // switches it to bbr when enforcing (only_the_lossy_namespace_moves_to_bbr_in_legacy_mode).
+    let line = lossy_line(3);
+    let (tx, rx) = (line.left(), line.right());
+    let tx_name = tx.name().to_string();
+    let sysctls = |ns: &Netns| {
+        [
+            "net.ipv4.tcp_congestion_control",
+            "net.ipv4.tcp_thin_linear_timeouts",
+        ]
+        .map(|k| ns.sysctl_read(k).unwrap_or_else(|e| panic!("{k}: {e:#}")))
+    };
+    let before = (sysctls(tx), sysctls(rx));
+    let _srv = IperfServer::start(rx, PORT).unwrap_or_else(|e| panic!("iperf3 server: {e:#}"));
+    let d = Daemon::start(&["--observe", "-a", "tcp_conn"]);
+    d.expect_log(
+        "would change net.ipv4.tcp_allowed_congestion_control in global ns from (reno cubic) to (reno bbr cubic): updating",
+        Duration::from_secs(5),
+        "start-up change proposed",
+    );
+    let available =
+        bpftune_testbed::sysctl::read("net.ipv4.tcp_available_congestion_control").expect("available");
+    if ["htcp", "dctcp"]
+        .iter()
+        .any(|a| !available.split_whitespace().any(|x| x == *a))
+    {
+        d.expect_log(
+            "tcp_conn: observe mode: not loading kernel modules; would try 'modprobe",
+            Duration::from_secs(1),
+            "no module loaded",
+        );
+    }
+    // Two connections (control and data) per run: after the first run and the second's
+    // control connection, the path has the 4 finished connections it needs to be steered.
+    run(&line, 1);
+    let seen = std::thread::scope(|s| {
+        let client = s.spawn(|| run(&line, 3));
+        let mut seen = Vec::new();
+        // Past the first second the data connection has long crossed the threshold.
+        std::thread::sleep(Duration::from_millis(1200));
+        while !client.is_finished() {
+            seen.extend(algorithms_in_use(tx));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        seen
+    });
+    eprintln!("algorithms seen by ss during the lossy run: {seen:?}");
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a == "cubic"),
+        "observe mode changed a connection's congestion control: {seen:?}\n{}",
+        d.tail(20)
+    );
+    let switch = format!(
+        "would change net.persock.tcp.congestion_control in netns {tx_name} from (cubic) to (bbr): Due to retransmissions above 1/64 of segments sent"
+    );
+    d.expect_log(&switch, Duration::from_secs(3), "loss switch proposed");
+    d.expect_log(
+        "new connections to 10.201.0.2 would get",
+        Duration::from_secs(3),
+        "path choice proposed",
+    );
+    let log = d.log();
+    let choice: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("new connections to 10.201.0.2 would get"))
+        .collect();
+    assert!(
+        choice.len() == 1
+            && choice[0].contains(&format!(
+                "would change net.persock.tcp.congestion_control in netns {tx_name} from (cubic) to ("
+            )),
+        "the path's choice is proposed once, in the engine's words: {choice:#?}"
+    );
+    assert_eq!(
+        log.matches(&switch).count(),
+        1,
+        "the loss switch is proposed once per path\n{}",
+        common::tail(&log, 30)
+    );
+    assert!(
+        !log.contains("switched a connection"),
+        "enforcing words in observe mode\n{}",
+        common::tail(&log, 30)
+    );
+    let p = path(&d, tx, line.right_addr()).expect("sender path tracked");
+    assert!(p["loss_switches"].as_u64().unwrap_or(0) >= 1, "{p:#}");
+    let summary = d.query_ok("summary");
+    assert!(
+        summary.contains("tcp_conn_tuner: observe mode: no connection was changed")
+            && summary.contains("would have been switched to bbr"),
+        "{summary}"
+    );
+    let jchanges: Value = serde_json::from_str(&d.query_ok("jchanges")).expect("jchanges is JSON");
+    let records = jchanges.as_array().cloned().unwrap_or_default();
+    assert!(
+        records.iter().all(|r| r["applied"] == false)
+            && records
+                .iter()
+                .any(|r| r["proposed"] == true && r["tunable"] == "net.persock.tcp.congestion_control"),
+        "{jchanges:#}"
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 20));
+    assert_eq!(
+        allowed.current().expect("read").trim(),
+        "reno cubic",
+        "observe mode wrote {ALLOWED}"
+    );
+    assert_eq!(
+        (sysctls(tx), sysctls(rx)),
+        before,
+        "observe mode wrote a namespace sysctl"
+    );
+}

@@ -253,6 +253,9 @@ pub struct LoadConfig {
     pub shift: u32,
     pub debug: bool,
     pub pid: i32,
+    /// `--observe` (`bpftune_observe`): programs that act on the kernel themselves, not
+    /// through the engine (tcp_conn's `bpf_setsockopt`), decide but do not act.
+    pub observe: bool,
 }
 
 static LIBBPF_MUTED: AtomicBool = AtomicBool::new(false);
@@ -305,7 +308,7 @@ impl Drop for Quiet {
 }
 
 /// Opens a skeleton into `$storage`, writes the common rodata (tuner id, learning-rate
-/// shift, our pid, debug) and enables exactly `$progs`, reusing the shared maps.
+/// shift, our pid, debug, observe mode) and enables exactly `$progs`, reusing the shared maps.
 /// Every tuner's object includes `bpf/common.bpf.h`, so every rodata has these fields.
 #[macro_export]
 macro_rules! open_skel {
@@ -317,6 +320,7 @@ macro_rules! open_skel {
             ro.bpftune_shift = $config.shift;
             ro.bpftune_pid = $config.pid;
             ro.bpftune_debug = $config.debug;
+            ro.bpftune_observe = $config.observe;
         }
         $shared.prepare(open.open_object_mut(), $progs)?;
         open

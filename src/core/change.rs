@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
+use crate::core::tunable::{Scenario, SysctlValue, TunableDesc, TunableKind};
 use crate::core::tuner::TunerState;
 
 /// How many records the ledger keeps for `jchanges` (the counters, spans and advice
@@ -198,7 +198,15 @@ impl Ledger {
         if rec.proposed {
             self.proposed += 1;
         }
-        if let (true, Some(old), Some(new)) = (rec.applied || rec.proposed, &rec.old, &rec.new) {
+        // Advice is a sysctl.d fragment: per-socket proposals (pseudo-tunables) are
+        // records and counts, not advice.
+        let sysctl = self
+            .tuners
+            .get(tuner)
+            .and_then(|m| m.tunables.get(tunable))
+            .is_none_or(|d| d.kind == TunableKind::Sysctl);
+        if let (true, true, Some(old), Some(new)) = (rec.applied || rec.proposed, sysctl, &rec.old, &rec.new)
+        {
             let key = Where {
                 tuner,
                 tunable,

@@ -125,6 +125,8 @@ pub fn run(tuners: &[Box<dyn Tuner>], legacy: bool) -> Report {
         shift: 2,
         debug: false,
         pid: std::process::id() as i32,
+        // Probing copies are only loaded (cgroup programs) or attached for a moment.
+        observe: false,
     };
     let shared = SharedMaps::default();
     let mut plans = Vec::new();

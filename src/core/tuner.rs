@@ -135,6 +135,22 @@ pub struct Proposal {
     pub event_ts_ns: u64,
 }
 
+/// A change outside the sysctls (e.g. one connection's congestion control) that a
+/// tuner would have made and, in observe mode, did not: see [`TunerEnv::would_change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WouldChange<'a> {
+    /// Index into the tuner's tunables (usually a pseudo-tunable, [`TunableDesc::other`]).
+    pub tunable: usize,
+    pub scenario: usize,
+    pub ns: Ns,
+    /// What it is now and what the tuner would have made it, in its own words
+    /// (`cubic`, `bbr`).
+    pub from: &'a str,
+    pub to: &'a str,
+    /// The tuner's explanation.
+    pub message: &'a str,
+}
+
 /// What became of a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -205,6 +221,16 @@ pub trait TunerEnv {
     /// changes too frequent to log one by one (per-socket choices); the tuner logs a
     /// representative one with [`TunerEnv::note`].
     fn count(&mut self, _tunable: usize, _scenario: usize, _ns: Ns, _n: u64) {}
+    /// Observe mode (`--observe`): a change the tuner would have made outside the
+    /// sysctls, which [`TunerEnv::apply`] cannot stand for (the engine only writes
+    /// sysctls). Logged in the engine's proposal words after the scenario line ("would
+    /// change <tunable> in <place> from (…) to (…): <message>"), counted as a proposal
+    /// and recorded with `"proposed": true`; never part of `advice` (not a sysctl). Say
+    /// it once per thing worth saying (e.g. per path) and count the rest with
+    /// [`TunerEnv::count`].
+    fn would_change(&mut self, w: WouldChange<'_>) {
+        self.note(w.tunable, w.scenario, w.ns, w.message);
+    }
     /// The tuner dropped an event because the live value no longer matches what the
     /// kernel saw (counted in `bpftune_events_stale_total`, like the engine's own check).
     fn stale(&mut self) {}

@@ -124,6 +124,7 @@ pub(super) fn load_tuners(
         shift: opts.rate.shift(),
         debug: opts.debug,
         pid: std::process::id() as i32,
+        observe: opts.observe,
     };
     let builtin = tuners::names();
     for a in &opts.allow {

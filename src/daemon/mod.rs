@@ -191,6 +191,7 @@ impl Daemon {
                 shift: opts.rate.shift(),
                 debug: opts.debug,
                 pid: std::process::id() as i32,
+                observe: opts.observe,
             },
             Some(cgroup.fd()),
             quarantine,

@@ -188,11 +188,21 @@ retransmissions exceed 1/64 of its segments sent (and at least two) is switched 
 once, with thin linear timeouts if its namespace has them off. After 4 finished
 connections on a path, new ones get the algorithm of lowest learned cost (relative RTT
 inflation plus relative delivery-rate deficit), 5 % a random one as far as the kernel
-offers them (modules are loaded; missing ones are reported once).
+offers them. A missing algorithm's module is loaded (\fBmodprobe\fR) when the daemon
+can load modules; under the packaged unit (\fBProtectKernelModules=yes\fR, no
+\fBCAP_SYS_MODULE\fR) it cannot, so only built-in or already-loaded algorithms are
+used (load others at boot, e.g. with \fBmodules-load.d\fR(5)); missing ones are
+reported once.
 .TP
 .B net.ipv4.tcp_allowed_congestion_control
 at start-up the offered algorithms are appended ("updating '...' to '...'"), recorded
 and restored by \fB\-R\fR like any change.
+.PP
+With \fB\-\-observe\fR no connection is changed and no module is loaded: the sockops
+program makes the same decisions without setting anything, and each path's loss switch
+and learned choice are logged once as proposals ("would change
+net.persock.tcp.congestion_control in netns NAME from (cubic) to (bbr): ...");
+the start-up change is proposed like any sysctl change.
 .PP
 The exit summary and the \fBsummary\fR query show "\fB# Summary: tcp_conn_tuner:\fR" lines;
 \fBbpftune \-q jpaths\fR prints the per-path table as JSON.

@@ -14,7 +14,7 @@ use crate::core::state::StateStore;
 use crate::core::stats::{NsLabel, Stats};
 use crate::core::sysctl::{SysctlError, SysctlStore};
 use crate::core::tunable::{sysctl_name, Rate, SysctlValue, TunableDesc, TunableKind};
-use crate::core::tuner::{MemoryFacts, Ns, NsState, Outcome, Proposal, TunerEnv, TunerState};
+use crate::core::tuner::{MemoryFacts, Ns, NsState, Outcome, Proposal, TunerEnv, TunerState, WouldChange};
 
 /// Where namespaces are found; the real one is [`NetnsRegistry`], tests use a fake.
 pub trait Namespaces {
@@ -520,11 +520,7 @@ impl Engine {
             Target::Global => None,
             Target::Netns(info) => info.name.clone(),
         };
-        let place = match &netns {
-            _ if global => "global ns".to_string(),
-            Some(name) => format!("netns {name}"),
-            None => format!("netns (cookie {cookie})"),
-        };
+        let place = place(target, cookie);
         let message = p.message.trim_end().to_string();
         // Once per (tuner, tunable, namespace, value); the key ends in the cookie so that
         // forget_netns drops it with the namespace.
@@ -654,6 +650,71 @@ impl Engine {
             write_ts_ns: 0,
         };
         lock(&self.ledger).record(tuner, tunable, scenario, None, rec);
+    }
+
+    /// [`TunerEnv::would_change`]: a proposal that is not a sysctl (nothing to read,
+    /// simulate or persist), logged and recorded like [`Engine::propose`]'s.
+    fn would_change(&mut self, tuner: usize, w: WouldChange<'_>) {
+        let Some(desc) = self.desc(tuner, w.tunable) else {
+            return;
+        };
+        // A namespace not found (any more) is still named by its cookie.
+        let (cookie, target) = match self.target_for(&desc, w.ns) {
+            Some((cookie, target)) => (cookie, Some(target)),
+            None => (self.cookie(w.ns), None),
+        };
+        let global = matches!(target, Some(Target::Global));
+        let netns = match &target {
+            Some(Target::Netns(info)) => info.name.clone(),
+            _ => None,
+        };
+        let (place, label) = match &target {
+            Some(t) => (place(t, cookie), netns_label(t)),
+            None => (format!("netns (cookie {cookie})"), cookie.to_string()),
+        };
+        let meta = &self.metas[tuner];
+        let (sc_name, sc_desc) = meta
+            .scenarios
+            .get(w.scenario)
+            .map(|s| (s.name, s.description))
+            .unwrap_or(("?", ""));
+        let (old, new) = (SysctlValue::Str(w.from.into()), SysctlValue::Str(w.to.into()));
+        let message = w.message.trim_end();
+        let line = ChangeLine {
+            tuner: meta.name,
+            tunable: desc.name,
+            scenario: sc_name,
+            scenario_desc: sc_desc,
+            netns: label,
+            cookie,
+            global,
+        };
+        line.scenario();
+        line.change(
+            Some((&old, &new)),
+            true,
+            &format!(
+                "would change {} in {place} from ({old}) to ({new}): {message}",
+                desc.name
+            ),
+        );
+        let rec = ChangeRecord {
+            time: ChangeRecord::now(),
+            tuner: meta.name.to_string(),
+            tunable: desc.name.to_string(),
+            scenario: sc_name.to_string(),
+            netns_cookie: cookie,
+            global,
+            netns,
+            old: Some(old),
+            new: Some(new),
+            message: message.to_string(),
+            applied: false,
+            proposed: true,
+            event_ts_ns: 0,
+            write_ts_ns: 0,
+        };
+        lock(&self.ledger).record(tuner, w.tunable, w.scenario, None, rec);
     }
 
     /// Once, after start-up registered the tuners: which of their sysctls this kernel
@@ -914,6 +975,18 @@ impl ChangeLine<'_> {
     }
 }
 
+/// Where a proposal would have happened, in its log line: "global ns", "netns NAME" or
+/// "netns (cookie N)".
+fn place(target: &Target, cookie: u64) -> String {
+    match target {
+        Target::Global => "global ns".to_string(),
+        Target::Netns(info) => match &info.name {
+            Some(name) => format!("netns {name}"),
+            None => format!("netns (cookie {cookie})"),
+        },
+    }
+}
+
 /// `BPFTUNE_NETNS` of a journal entry: "global", else the namespace's /run/netns name
 /// when it has one, else its cookie.
 fn netns_label(target: &Target) -> String {
@@ -1020,6 +1093,10 @@ impl TunerEnv for EngineCtx<'_> {
 
     fn note(&mut self, tunable: usize, scenario: usize, ns: Ns, message: &str) {
         self.engine.note(self.tuner, tunable, scenario, ns, message)
+    }
+
+    fn would_change(&mut self, w: WouldChange<'_>) {
+        self.engine.would_change(self.tuner, w)
     }
 
     fn admin_write(&mut self, ns: Ns, path: &str, pid: i32, comm: &str) {

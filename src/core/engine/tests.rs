@@ -18,6 +18,7 @@ static TUNABLES: &[TunableDesc] = &[
     TunableDesc::sysctl("net.ipv4.tcp_rmem", 3, true),
     TunableDesc::sysctl("net.ipv4.tcp_mem", 3, false),
     TunableDesc::sysctl("net.ipv6.missing", 1, true).optional(),
+    TunableDesc::other("net.persock.tcp.congestion_control"),
 ];
 static SCENARIOS: &[Scenario] = &[Scenario {
     name: "need to increase TCP buffer size(s)",
@@ -341,6 +342,42 @@ fn observe_mode_proposes_simulates_and_writes_nothing() {
             advice[0].count
         ),
         (&v(1310720), &v(2048000), true, 2)
+    );
+}
+
+#[test]
+fn observe_mode_records_per_socket_proposals_without_advice() {
+    let mut f = observe_fixture("observe-other");
+    f.engine.ctx(0).would_change(WouldChange {
+        tunable: 3,
+        scenario: 0,
+        ns: NS,
+        from: "cubic",
+        to: "bbr",
+        message: "lossy path",
+    });
+    assert!(f.mem.writes().is_empty());
+    let l = lock(f.engine.ledger());
+    assert_eq!((l.applied_count(), l.proposed_count()), (0, 1));
+    let recs: Vec<_> = l.records().collect();
+    assert_eq!(recs.len(), 1);
+    let r = recs[0];
+    assert!(r.proposed && !r.applied && !r.global);
+    assert_eq!(r.tunable, "net.persock.tcp.congestion_control");
+    assert_eq!(r.netns.as_deref(), Some("x"));
+    assert_eq!(r.netns_cookie, NS_COOKIE);
+    assert_eq!(
+        (r.old.clone(), r.new.clone()),
+        (
+            Some(SysctlValue::Str("cubic".into())),
+            Some(SysctlValue::Str("bbr".into()))
+        )
+    );
+    assert_eq!(l.advice().count(), 0, "not a sysctl: no sysctl.d advice");
+    assert_eq!(
+        l.proposals().map(|(_, n)| n).sum::<u64>(),
+        1,
+        "counted for the metrics"
     );
 }
 

@@ -538,6 +538,9 @@ impl PluginTuner {
                     "bpftune_shift" => config.shift.to_ne_bytes().to_vec(),
                     "bpftune_pid" => config.pid.to_ne_bytes().to_vec(),
                     "bpftune_debug" => vec![u8::from(config.debug)],
+                    // Objects built against an older common.bpf.h lack it: like any
+                    // name not in their rodata, nothing is written.
+                    "bpftune_observe" => vec![u8::from(config.observe)],
                     _ => continue,
                 };
                 if bytes.len() == *size && off + size <= data.len() {

@@ -4,6 +4,11 @@
 //! lowest RTT and highest delivery rate (policy.rs) and hands the kernel a choice table
 //! per path. At start-up the available algorithms are added to
 //! `net.ipv4.tcp_allowed_congestion_control`, through the engine like any change.
+//!
+//! Observe mode (`--observe`): the kernel side decides and reports as usual but sets
+//! nothing (`bpftune_observe`), no module is loaded, and what would have been set is
+//! proposed once per path ([`TunerEnv::would_change`]); the start-up change is proposed
+//! by the engine like every sysctl change.
 
 pub mod policy;
 mod table;
@@ -17,7 +22,7 @@ use libbpf_rs::{Link, MapCore as _, MapFlags};
 use crate::core::bpf::{Candidate, Flavour, Slot};
 use crate::core::events::{monotonic_ns, Event};
 use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
-use crate::core::tuner::{Ns, Proposal, StartCtx, Tuner, TunerEnv, TunerError, TunerSummary};
+use crate::core::tuner::{Ns, Proposal, StartCtx, Tuner, TunerEnv, TunerError, TunerSummary, WouldChange};
 use policy::{Observation, ALGS, ALG_COUNT, BBR, SLOTS};
 use table::{PathKey, PathTable};
 
@@ -102,6 +107,8 @@ pub struct TcpConn {
     /// Something changed since the last summary.
     dirty: bool,
     last_counters: Counters,
+    /// `--observe`: the kernel side sets nothing (its rodata says so too); we propose.
+    observe: bool,
 }
 
 impl Default for TcpConn {
@@ -118,6 +125,7 @@ impl Default for TcpConn {
             logged_unkeyed: HashSet::new(),
             dirty: true,
             last_counters: Counters::default(),
+            observe: false,
         }
     }
 }
@@ -145,6 +153,10 @@ fn alg_name(idx: i64) -> &'static str {
         .ok()
         .and_then(|i| ALGS.get(i).copied())
         .unwrap_or("its previous algorithm")
+}
+
+fn names(algs: &[usize]) -> String {
+    algs.iter().map(|&i| ALGS[i]).collect::<Vec<_>>().join(", ")
 }
 
 impl TcpConn {
@@ -183,7 +195,14 @@ impl TcpConn {
             .copied()
             .filter(|a| !list.split_whitespace().any(|x| x == *a))
             .collect();
-        if !missing.is_empty() {
+        if !missing.is_empty() && self.observe {
+            // Loading a module changes the kernel: observe mode leaves it to the reader.
+            let modules: Vec<String> = missing.iter().map(|a| format!("tcp_{a}")).collect();
+            tracing::info!(
+                "tcp_conn: observe mode: not loading kernel modules; would try 'modprobe {}' for congestion control the kernel does not offer now",
+                modules.join(", ")
+            );
+        } else if !missing.is_empty() {
             for alg in &missing {
                 // Built-in or absent both end here; only debug-worthy (C: the same).
                 match std::process::Command::new("modprobe")
@@ -198,7 +217,6 @@ impl TcpConn {
             list = read(env, AVAILABLE).unwrap_or(list);
         }
         let available = policy::available(&list);
-        let names = |v: &[usize]| v.iter().map(|&i| ALGS[i]).collect::<Vec<_>>().join(", ");
         let lacking: Vec<usize> = (0..ALG_COUNT).filter(|i| !available.contains(i)).collect();
         if available.is_empty() {
             tracing::info!("tcp_conn: none of {} is available on this kernel ('{list}'); connections keep their default congestion control", ALGS.join(", "));
@@ -225,8 +243,10 @@ impl TcpConn {
         self.available = Some(available);
     }
 
-    /// A connection ended: learn, and give the kernel the path's new choice table.
-    fn closed(&mut self, ev: &Event, key: PathKey, shift: u32) {
+    /// A connection ended: learn, and give the kernel the path's new choice table (in
+    /// observe mode the kernel only counts its draws; the choice is proposed once).
+    fn closed(&mut self, ev: &Event, key: PathKey, env: &mut dyn TunerEnv) {
+        let shift = env.rate().shift();
         let obs = Observation {
             alg: usize::try_from(ev.new[0]).ok().filter(|&a| a < ALG_COUNT),
             min_rtt_us: ev.aux[0],
@@ -237,6 +257,12 @@ impl TcpConn {
         entry.stats.observe(obs, shift, available);
         let stats = entry.stats.clone();
         self.dirty = true;
+        if self.observe && !entry.choice_proposed {
+            if let Some(to) = policy::proposed_choice(&stats, available, obs.alg) {
+                entry.choice_proposed = true;
+                propose_choice(env, ev, &key, &stats, available, obs.alg, &to);
+            }
+        }
         let Some(skel) = self.skel.as_ref() else { return };
         let map = &skel.maps.path_choice_map;
         // bpf() map calls check CAP_BPF on kernels before 6.5 (unprivileged BPF off).
@@ -284,6 +310,20 @@ impl TcpConn {
             return;
         }
         let to = key.map(|k| format!("to {} ", k.ip())).unwrap_or_default();
+        if self.observe {
+            env.would_change(WouldChange {
+                tunable: PERSOCK,
+                scenario: SPECIFY,
+                ns: ev.ns,
+                from: alg_name(ev.new[0]),
+                to: ALGS[BBR],
+                message: &format!(
+                    "Due to retransmissions above 1/64 of segments sent ({} of {}), a connection {to}would be switched to bbr; observe mode: it was not, further ones on this path are counted in the summary",
+                    ev.new[2], ev.new[1]
+                ),
+            });
+            return;
+        }
         env.note(
             PERSOCK,
             SPECIFY,
@@ -307,6 +347,42 @@ impl TcpConn {
             loss_switches: bss.tcp_loss_switches,
         }
     }
+}
+
+/// Observe mode: says once per path what new connections there would get (see
+/// [`policy::proposed_choice`]), with what the learner knows.
+fn propose_choice(
+    env: &mut dyn TunerEnv,
+    ev: &Event,
+    key: &PathKey,
+    stats: &policy::PathStats,
+    available: &[usize],
+    current: Option<usize>,
+    to: &[usize],
+) {
+    let learned: Vec<String> = available
+        .iter()
+        .map(|&i| match stats.algs[i] {
+            a if a.count == 0 => format!("{} untried", ALGS[i]),
+            a => format!("{} cost {} over {}", ALGS[i], a.metric, a.count),
+        })
+        .collect();
+    let to_names = to.iter().map(|&i| ALGS[i]).collect::<Vec<_>>().join(" or ");
+    let from = current.map_or("its default algorithm", |i| ALGS[i]);
+    env.would_change(WouldChange {
+        tunable: PERSOCK,
+        scenario: SPECIFY,
+        ns: ev.ns,
+        from,
+        to: &to_names,
+        message: &format!(
+            "new connections to {} would get {to_names} (learned from {} connection(s): {}; untried algorithms are tried first, then the lowest cost wins), 1 in 20 a random one of {}; observe mode: nothing set",
+            key.ip(),
+            stats.instances,
+            learned.join(", "),
+            names(available)
+        ),
+    });
 }
 
 crate::skel_loaders!(TcpConnSkelBuilder, TcpConnSkel);
@@ -341,6 +417,8 @@ impl Tuner for TcpConn {
         };
         self.global_cookie = crate::core::netns::current_cookie()
             .map_err(|e| TunerError::Unsupported("tcp_conn", format!("cannot read our netns cookie: {e}")))?;
+        // load_skel writes it into the rodata too: the kernel side must not act either.
+        self.observe = ctx.config.observe;
         let skel = load_skel(&ctx).map_err(load)?;
         // A BPF link, like the sysctl tuner's: it goes away with our process, so a
         // crashed daemon leaves no sockops program behind.
@@ -365,7 +443,7 @@ impl Tuner for TcpConn {
         match ev.flags as usize {
             EV_CLOSE => {
                 if let Some(k) = key {
-                    self.closed(ev, k, env.rate().shift());
+                    self.closed(ev, k, env);
                 }
             }
             EV_LOSS_SWITCH => self.switched(ev, key, env),
@@ -387,7 +465,12 @@ impl Tuner for TcpConn {
         self.dirty = false;
         self.last_counters = c;
         let mut lines = Vec::new();
-        if c.thin_lto > 0 {
+        if self.observe {
+            lines.push("# Summary: tcp_conn_tuner: observe mode: no connection was changed; the counts below are what would have been set".to_string());
+        }
+        if c.thin_lto > 0 && self.observe {
+            lines.push(format!("# Summary: tcp_conn_tuner: would have set 'net.ipv4.tcp_thin_linear_timeouts' for {} connections to improve responsiveness of thin flows during retransmission", c.thin_lto));
+        } else if c.thin_lto > 0 {
             // C bpftune's words, typo included: scripts grep for them.
             lines.push(format!("# Summary: tcp_conn_tuner: set 'net.ipv4.tcp_thin_linear_timeouts' for {} connections to improve responsiveness of thin flows durning retransmission", c.thin_lto));
         }
@@ -399,8 +482,13 @@ impl Tuner for TcpConn {
             lines.push(format!("# Summary: tcp_conn_tuner: {:>20} {:>20}", ALGS[i], n));
         }
         lines.push(format!(
-            "# Summary: tcp_conn_tuner: {} connection(s) switched to bbr because retransmissions exceeded 1/64 of segments sent",
-            c.loss_switches
+            "# Summary: tcp_conn_tuner: {} connection(s) {} to bbr because retransmissions exceeded 1/64 of segments sent",
+            c.loss_switches,
+            if self.observe {
+                "would have been switched"
+            } else {
+                "switched"
+            }
         ));
         lines.push(self.table.count_line());
         let available = self.available.clone().unwrap_or_default();
@@ -412,6 +500,8 @@ impl Tuner for TcpConn {
             obj.insert("choices".into(), choices.into());
             obj.insert("loss_switches".into(), c.loss_switches.into());
             obj.insert("thin_linear_timeouts".into(), c.thin_lto.into());
+            // Observe mode: the counts above are proposals, nothing was set.
+            obj.insert("observe".into(), self.observe.into());
             obj.insert(
                 "available".into(),
                 available.iter().map(|&i| ALGS[i]).collect::<Vec<_>>().into(),

@@ -189,6 +189,18 @@ pub fn choice_table(
     Some(table)
 }
 
+/// Observe mode: the algorithms new connections on the path would get (the greedy set,
+/// ties drawn at random) instead of `current`, the one its connections run on. `None`
+/// while the path is not steered yet ([`choice_table`] gives no table either) or when
+/// the learner would keep `current`.
+pub fn proposed_choice(path: &PathStats, available: &[usize], current: Option<usize>) -> Option<Vec<usize>> {
+    if !path.ready() {
+        return None;
+    }
+    let greedy = path.greedy_set(available);
+    (!greedy.is_empty() && greedy != current.into_iter().collect::<Vec<_>>()).then_some(greedy)
+}
+
 /// Indices of the algorithms listed in `tcp_available_congestion_control`.
 pub fn available(list: &str) -> Vec<usize> {
     let offered: Vec<&str> = list.split_whitespace().collect();
@@ -385,6 +397,30 @@ mod tests {
         // Untried algorithms (value 0) are all greedy: they get tried first.
         let t = choice_table(&p, &[0, 1], &mut rand).expect("ready");
         assert!(t.iter().all(|&a| a == 0 || a == 1));
+    }
+
+    #[test]
+    fn observe_mode_proposes_the_greedy_set_once_steered() {
+        let mut p = PathStats::default();
+        for _ in 0..3 {
+            p.observe(conn(0, 40_000, 1000), 2, &[0, 1]);
+        }
+        assert_eq!(proposed_choice(&p, &[0, 1], Some(0)), None, "not steered yet");
+        p.observe(conn(0, 50_000, 1000), 2, &[0, 1]);
+        // Only cubic ever ran (observe mode): untried bbr (value 0) comes first.
+        assert!(p.algs[0].metric > 0);
+        assert_eq!(proposed_choice(&p, &[0, 1], Some(0)), Some(vec![1]));
+        assert_eq!(
+            proposed_choice(&p, &[0], Some(0)),
+            None,
+            "cubic kept: nothing to propose"
+        );
+        assert_eq!(
+            proposed_choice(&p, &[0], None),
+            Some(vec![0]),
+            "an algorithm not ours"
+        );
+        assert_eq!(proposed_choice(&p, &[], Some(0)), None);
     }
 
     #[test]

@@ -35,8 +35,10 @@ pub struct PathEntry {
     pub stats: PathStats,
     /// Whether the namespace is the initial one (for display).
     pub global: bool,
-    /// Loss-triggered switches to BBR seen on this path.
+    /// Loss-triggered switches to BBR seen on this path (observe mode: proposed).
     pub loss_switches: u64,
+    /// Observe mode: the path's choice was proposed (said once per path).
+    pub choice_proposed: bool,
     /// Logical time of the last update (LRU order).
     last_used: u64,
 }
@@ -85,6 +87,7 @@ impl PathTable {
             stats: PathStats::default(),
             global,
             loss_switches: 0,
+            choice_proposed: false,
             last_used: clock,
         });
         e.last_used = clock;

@@ -10,6 +10,9 @@
  * - STATE to FIN_WAIT1 / CLOSE_WAIT (or CLOSE after a reset): report the connection's path, algorithm, min RTT
  *   and delivery rate to user space, which does the learning (policy.rs).
  *
+ * Observe mode (bpftune_observe, --observe): the same decisions, counted and reported
+ * the same way, but no bpf_setsockopt: every socket keeps what it had.
+ *
  * No tracing hooks: sockops is a stable cgroup program type, so the same program serves
  * full and legacy (-L) mode. */
 #include "../../../bpf/common.bpf.h"
@@ -53,7 +56,7 @@ struct {
 	__type(value, struct tcp_conn_path_choice);
 } path_choice_map SEC(".maps");
 
-/* Counters read by user space for the summary. */
+/* Counters read by user space for the summary (in observe mode: what would have been set). */
 __u64 tcp_cong_choices[4] = {};
 __u64 tcp_thin_lto_choices = 0;
 __u64 tcp_loss_switches = 0;
@@ -259,6 +262,12 @@ static __always_inline void established(struct bpf_sock_ops *ops)
 	alg = choice->alg[slot];
 	if (alg >= 4)
 		return;
+	if (bpftune_observe) {
+		/* Count the draw, leave the socket alone. st->chosen stays 0: the connection
+		 * runs on its default, and retransmit() must judge it as such. */
+		__sync_fetch_and_add(&tcp_cong_choices[alg & 3], 1);
+		return;
+	}
 	if (set_cc(ops, alg) == 0) {
 		st->chosen = alg + 1;
 		__sync_fetch_and_add(&tcp_cong_choices[alg & 3], 1);
@@ -305,10 +314,12 @@ static __always_inline void retransmit(struct bpf_sock_ops *ops)
 		if ((!st || !st->chosen) && !thin_lto_enabled((struct sock *)tp)) {
 			int one = 1;
 
-			if (!bpf_setsockopt(ops, SOL_TCP, TCP_THIN_LINEAR_TIMEOUTS, &one, sizeof(one)))
+			if (bpftune_observe ||
+			    !bpf_setsockopt(ops, SOL_TCP, TCP_THIN_LINEAR_TIMEOUTS, &one, sizeof(one)))
 				__sync_fetch_and_add(&tcp_thin_lto_choices, 1);
 		}
-		if (set_cc(ops, TCP_CONN_ALG_BBR) == 0) {
+		/* Observe mode: the switch is reported (user space proposes it), not made. */
+		if (bpftune_observe || set_cc(ops, TCP_CONN_ALG_BBR) == 0) {
 			__sync_fetch_and_add(&tcp_cong_choices[TCP_CONN_ALG_BBR], 1);
 			__sync_fetch_and_add(&tcp_loss_switches, 1);
 			post(ops, (struct sock *)tp, st, TCP_CONN_EV_LOSS_SWITCH, cur);
