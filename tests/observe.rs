@@ -130,7 +130,17 @@ fn observe_proposes_without_writing_and_converges_like_tuning() {
 
     // Phase 1: observe.
     let state = temp_dir("observe-state");
-    let d = Daemon::start_with_state(&[&["--observe", "-R"][..], &TUNERS[..]].concat(), state.path());
+    // The proposals are counted for Prometheus too (written to the textfile at exit).
+    let textfile = state.path().join("bpftune.prom");
+    let textfile_arg = textfile.to_string_lossy().into_owned();
+    let d = Daemon::start_with_state(
+        &[
+            &["--observe", "-R", "--metrics-textfile", &textfile_arg][..],
+            &TUNERS[..],
+        ]
+        .concat(),
+        state.path(),
+    );
     d.expect_log(
         "observe mode: proposed changes are logged as 'would change'",
         Duration::from_secs(1),
@@ -237,6 +247,27 @@ fn observe_proposes_without_writing_and_converges_like_tuning() {
     assert!(
         counted >= recorded && recorded > 0,
         "{counted} counted, {recorded} in jchanges"
+    );
+    let metrics = std::fs::read_to_string(&textfile).expect("metrics textfile written at exit");
+    let proposed_metric: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("bpftune_proposals_total{")
+                && l.contains("tuner=\"tcp_buffer\"")
+                && l.contains("tunable=\"net.ipv4.tcp_rmem\"")
+                && l.contains("ns_kind=\"netns\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // At least those logged before the snapshot above (one may come after it).
+    assert!(
+        proposed_metric >= proposals.len() as f64 && proposed_metric > 0.0,
+        "bpftune_proposals_total for tcp_rmem {proposed_metric} < {} proposals logged:\n{metrics}",
+        proposals.len()
+    );
+    assert!(
+        !metrics.contains("bpftune_changes_total{"),
+        "observe mode counted a change:\n{metrics}"
     );
     assert_eq!(
         ns_ints(rx, "net.ipv4.tcp_rmem"),
