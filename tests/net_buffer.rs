@@ -114,20 +114,40 @@ fn backlog_drops_grow_netdev_max_backlog() {
     // backlog/32 drops within the window, so quiet bursts mean drops have (nearly)
     // stopped at this size. Whether a burst overflows at all depends on scheduling (a
     // CI run saw 0, 1606, 3, 1548, 0, 0 drops at sizes 41..78), so two quiet bursts were
-    // not enough evidence. The host is shared: allow up to 16 bursts.
+    // not enough evidence. The host is shared: allow up to 24 bursts in all.
     let mut quiet = 0;
-    for _ in 0..16 {
-        let drops = burst(&pair);
+    // The outcome: the median of three bursts once the backlog has stopped growing. If
+    // those bursts still overflow often enough to grow it (drops at a size are bimodal,
+    // and three quiet bursts can come by chance: a CI run stopped at 121 and then saw
+    // 134 drops in the median), the daemon is not done: tune on and measure again.
+    let mut bursts = 0;
+    let (tuned, tuned_backlog) = loop {
+        while bursts < 24 {
+            bursts += 1;
+            let drops = burst(&pair);
+            std::thread::sleep(Duration::from_millis(300));
+            let now = backlog();
+            eprintln!("tuning burst: {drops} drops, netdev_max_backlog {last} -> {now}");
+            sizes.push(now);
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+            if quiet >= 3 {
+                break;
+            }
+        }
+        let at = backlog();
+        let mut after: Vec<u64> = (0..3).map(|_| burst(&pair)).collect();
+        after.sort_unstable();
         std::thread::sleep(Duration::from_millis(300));
         let now = backlog();
-        eprintln!("tuning burst: {drops} drops, netdev_max_backlog {last} -> {now}");
-        sizes.push(now);
-        quiet = if now == last { quiet + 1 } else { 0 };
-        last = now;
-        if quiet >= 3 {
-            break;
+        if now == at || bursts >= 24 {
+            break (after[1], at);
         }
-    }
+        eprintln!("outcome bursts {after:?} grew netdev_max_backlog {at} -> {now}: tuning on");
+        sizes.push(now);
+        last = now;
+        quiet = 0;
+    };
     d.expect_log(
         "Due to excessive drops, change net.core.netdev_max_backlog from (8) -> (10)",
         Duration::from_secs(1),
@@ -151,11 +171,6 @@ fn backlog_drops_grow_netdev_max_backlog() {
         "backlog only grows: {sizes:?}"
     );
 
-    let tuned_backlog = backlog();
-    // The median of three bursts: a single burst's drops are bimodal (see above).
-    let mut after: Vec<u64> = (0..3).map(|_| burst(&pair)).collect();
-    after.sort_unstable();
-    let tuned = after[1];
     eprintln!(
         "tuned (netdev_max_backlog {tuned_backlog}, after {:?}): {tuned} backlog drops vs {untuned} untuned",
         t0.elapsed()
