@@ -246,6 +246,21 @@ impl Tuner for UdpBuffer {
         let (skel, links) = start_skel(&mut ctx, "udp_buffer")?;
         self.links = links;
         self.skel = Some(skel);
+        // The kernel side filters on its copy of the limits, and until the first tick
+        // publishes them it posts every drop unfiltered: then drops of a socket the
+        // policy ignores (SO_RCVBUF) can use up the sample window and hide the drops
+        // that matter (CI saw it for a burst in the first second). Publish the live
+        // values at once; the tick keeps them current (and simulated in observe mode).
+        let global = |name: &str| -> Option<i64> {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        if let (Some(max), Some(default)) = (global("rmem_max"), global("rmem_default")) {
+            self.publish_limits(max, default);
+        }
         Ok(())
     }
 
