@@ -77,12 +77,13 @@ image: build
 
 # The packaging targets themselves, as an operator runs them (tests/package.rs and
 # tests/container.rs build the same artefacts in temporary places and test them in
-# depth): the .deb is readable, the image runs `bpftune -V`; the image is removed after.
+# depth, including running the image): the .deb is readable, the image builds; it is
+# removed after.
 package-smoke:
 	$(MAKE) deb
 	for f in target/debian/bpftune_*.deb; do dpkg-deb --info "$$f" >/dev/null || exit 1; done
 	$(MAKE) image
-	podman run --rm --network=none $(IMAGE) -V
+	podman image exists $(IMAGE)
 	podman rmi $(IMAGE) >/dev/null
 
 # Kubernetes manifests (deploy/kubernetes/) against the API schemas, offline once the
