@@ -251,14 +251,14 @@ impl Tuner for UdpBuffer {
         // policy ignores (SO_RCVBUF) can use up the sample window and hide the drops
         // that matter (CI saw it for a burst in the first second). Publish the live
         // values at once; the tick keeps them current (and simulated in observe mode).
-        let global = |name: &str| -> Option<i64> {
-            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
+        let global = |id: usize| -> Option<i64> {
+            use crate::core::sysctl::{ProcSysctl, SysctlStore as _};
+            let v = ProcSysctl::default()
+                .read(&crate::core::netns::Target::Global, TUNABLES[id].name, false, 1)
+                .ok()?;
+            v.ints()?.first().copied()
         };
-        if let (Some(max), Some(default)) = (global("rmem_max"), global("rmem_default")) {
+        if let (Some(max), Some(default)) = (global(RMEM_MAX), global(RMEM_DEFAULT)) {
             self.publish_limits(max, default);
         }
         Ok(())
