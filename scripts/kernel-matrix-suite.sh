@@ -33,7 +33,9 @@
 # Tests (KM_SUITE_TESTS overrides: space-separated BINARY or BINARY::TEST items).
 #   In a guest (software emulation is 10-30x slower than the host): one test per
 #   property: rmem and wmem raised per netns (tcp_buffer), administrator override
-#   (admin), rollback (rollback); netns churn is step 2 (the netns_churn test's 200
+#   (admin), rollback (rollback), every managed sysctl written with the daemon's idle
+#   capabilities and high_order_alloc_disable set by the daemon both ways (privs,
+#   tcp_mem); netns churn is step 2 (the netns_churn test's 200
 #   namespaces take 3+ minutes under emulation).
 #   Natively: all of tcp_buffer, admin, rollback and netns_churn.
 # KM_SUITE_TEST_TIMEOUT (default 300) limits each test, in seconds.
@@ -48,7 +50,10 @@ REPORT=$REPO/scripts/kernel-matrix-report.py
 
 GUEST_TESTS="tcp_buffer::small_rmem_and_wmem_are_raised_in_their_namespace_only
   admin::admin_write_in_a_namespace_disables_tuning_there_only
-  rollback::rollback_restores_namespace_values_on_exit"
+  rollback::rollback_restores_namespace_values_on_exit
+  privs::every_managed_sysctl_is_writable_with_idle_capabilities
+  privs::net_buffer_enables_high_order_allocations_with_idle_capabilities
+  tcp_mem::tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables"
 NATIVE_TESTS="tcp_buffer admin rollback netns_churn"
 TEST_TIMEOUT=${KM_SUITE_TEST_TIMEOUT:-300}
 CHURN=${KM_SUITE_CHURN:-30}

@@ -203,8 +203,11 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
         })
         .collect();
     let global_nms = global_ints("net.ipv4.tcp_no_metrics_save");
-    // Guards first: bpftune may touch these (high_order_alloc_disable is global).
-    let hoad = SysctlGuard::save("net.core.high_order_alloc_disable").expect("save high_order_alloc_disable");
+    // Guards first: bpftune may touch these (high_order_alloc_disable is global). It
+    // starts at 0 so that the low-memory rule sets it to 1 (a static key: CAP_SYS_ADMIN,
+    // raised from the daemon's idle set for that write alone).
+    let hoad =
+        SysctlGuard::set("net.core.high_order_alloc_disable", "0").expect("set high_order_alloc_disable=0");
     let guard = SysctlGuard::set("net.ipv4.tcp_mem", "768 1024 1536").expect("lower tcp_mem");
     let before = global_ints("net.ipv4.tcp_mem");
 
@@ -229,6 +232,7 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
         .iter()
         .map(|n| ns_ints(n, "net.ipv4.tcp_no_metrics_save")[0])
         .collect();
+    let hoad_low = global_ints("net.core.high_order_alloc_disable");
     eprintln!("wrote {bytes} bytes; tcp_mem {before:?} -> {after:?} (cap {cap})");
 
     let log = d.log();
@@ -259,6 +263,20 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
         !left,
         "low-memory state left within seconds of the burst (hysteresis is 30 s):\n{tail}"
     );
+    assert!(
+        log.contains("Due to low memory conditions, set 'net.core.high_order_alloc_disable'"),
+        "low-memory measure high_order_alloc_disable=1 not logged:\n{tail}"
+    );
+    let hoad_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("high_order_alloc_disable"))
+        .collect();
+    assert_eq!(
+        hoad_low,
+        [1],
+        "high_order_alloc_disable in low memory: {hoad_lines:#?}"
+    );
+    assert!(!log.contains("could not update"), "a write failed:\n{tail}");
     assert!(
         still_set.contains(&1),
         "tcp_no_metrics_save should still be 1 (srv, cli): {still_set:?}\n{tail}"
@@ -295,9 +313,9 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
         common::tail(&log, 30)
     );
     assert_eq!(
-        hoad.current().ok().as_deref(),
-        Some(hoad.old_value()),
-        "net.core.high_order_alloc_disable after exit"
+        global_ints("net.core.high_order_alloc_disable"),
+        [0],
+        "net.core.high_order_alloc_disable after exit (-R restores the 0 it found)"
     );
     drop(guard);
     drop(hoad);

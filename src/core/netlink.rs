@@ -99,10 +99,12 @@ pub fn parse_ack(buf: &[u8], seq: u32) -> Result<(), std::io::Error> {
 
 /// Sends one threshold change from the calling thread's network namespace (the daemon's:
 /// the initial one) and waits for the kernel's answer.
+///
+/// The kernel checks CAP_NET_ADMIN of the socket's opener and of the sender: the caller
+/// raises it for the whole call (`core::sysctl::write_desc` does, from the thresholds'
+/// descriptors, `privs::NEIGH_TABLE`), so that the descriptor is the one place that says
+/// what the write needs (and the idle-capability root test proves it).
 pub fn set_neigh_thresh(t: NeighThresh, value: u32) -> Result<(), std::io::Error> {
-    // The kernel checks CAP_NET_ADMIN of the socket's opener and of the sender: raised
-    // from before the socket exists until the answer is in.
-    let _caps = crate::core::privs::raise(&[caps::Capability::CAP_NET_ADMIN]);
     let mut sock = Socket::new(NETLINK_ROUTE)?;
     sock.bind_auto()?;
     sock.connect(&SocketAddr::new(0, 0))?;

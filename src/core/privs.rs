@@ -13,7 +13,8 @@
 //! |-----------|--------------|
 //! | `setns(CLONE_NEWNET)` into a namespace | `CAP_SYS_ADMIN` |
 //! | reading `/proc/PID/ns/net` of processes with more capabilities than our effective set (namespace discovery, entering by `/proc` path) | `CAP_SYS_PTRACE` |
-//! | `/proc/sys` writes: none for the permission itself (proc_sys_permission() grants the owner bits to euid 0, in every namespace, whoever owns the namespace); `CAP_NET_ADMIN` for handlers that check it (e.g. module autoload of a congestion control) | `CAP_NET_ADMIN` |
+//! | `/proc/sys` writes: none for the permission itself (proc_sys_permission() grants the owner bits to euid 0, in every namespace, whoever owns the namespace); what the sysctl's handler checks, declared per descriptor (`TunableDesc::write_caps`) and raised for that write alone: static keys (`proc_do_static_key`: `net.core.high_order_alloc_disable`) | `CAP_SYS_ADMIN` |
+//! | `/proc/sys` writes of plugins' sysctls (handlers unknown to bpftune; e.g. module autoload) | `CAP_NET_ADMIN` |
 //! | `RTM_SETNEIGHTBL` (the socket's opener and the sender are both checked) | `CAP_NET_ADMIN` |
 //! | BPF syscalls after start (re-attaching a program, map lookups and updates, program info: kernels before the 2022 refinement of `kernel.unprivileged_bpf_disabled` — 5.15, and 5.14 unless backported — check `CAP_BPF` on every bpf() call while it is set, as Debian and Ubuntu set it; 6.1 and later only on program load and map creation) | `CAP_BPF`, `CAP_PERFMON` |
 //! | shutdown: rollback, detaching, unmounting the cgroup2 hierarchy | all of [`KEEP`] |
@@ -34,8 +35,15 @@ pub const KEEP: &[Capability] = &[
     Capability::CAP_PERFMON,
 ];
 
-/// Capabilities of a sysctl write (see the module table).
+/// Capabilities of a sysctl write whose handler may autoload a module or checks
+/// `CAP_NET_ADMIN` itself (plugins' sysctls, whose handlers bpftune does not know).
+/// Built-in descriptors name their own ([`crate::core::tunable::TunableDesc::write_caps`]).
 pub const SYSCTL_WRITE: &[Capability] = &[Capability::CAP_NET_ADMIN];
+/// Capabilities of writing a static-key sysctl (`proc_do_static_key` checks
+/// `capable(CAP_SYS_ADMIN)`, whatever the file's mode): `net.core.high_order_alloc_disable`.
+pub const STATIC_KEY: &[Capability] = &[Capability::CAP_SYS_ADMIN];
+/// Capabilities of `RTM_SETNEIGHTBL` (neighbour-table thresholds of the initial namespace).
+pub const NEIGH_TABLE: &[Capability] = &[Capability::CAP_NET_ADMIN];
 /// Capabilities of entering a network namespace.
 pub const ENTER_NETNS: &[Capability] = &[Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
 /// Capabilities of scanning `/proc/*/ns/net`.

@@ -45,6 +45,8 @@ pub struct Stats {
     stale: [AtomicU64; MAX_TUNERS],
     rollback_restores: AtomicU64,
     netns: Mutex<NetnsView>,
+    /// Failed sysctl writes by (tuner, sysctl, errno name): rare, so a map is fine.
+    write_failures: Mutex<BTreeMap<(usize, String, String), u64>>,
 }
 
 impl Default for Stats {
@@ -54,6 +56,7 @@ impl Default for Stats {
             stale: [const { AtomicU64::new(0) }; MAX_TUNERS],
             rollback_restores: AtomicU64::new(0),
             netns: Mutex::new(NetnsView::default()),
+            write_failures: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -81,6 +84,19 @@ impl Stats {
     /// A sysctl was restored to its original value (`-R`).
     pub fn rollback_restored(&self) {
         self.rollback_restores.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write of `sysctl` by `tuner` failed with `errno` (its symbolic name).
+    pub fn write_failed(&self, tuner: usize, sysctl: &str, errno: &str) {
+        let mut m = self.write_failures.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((tuner, sysctl.to_string(), errno.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Failed writes so far: ((tuner, sysctl, errno), count).
+    pub fn write_failures(&self) -> Vec<((usize, String, String), u64)> {
+        let m = self.write_failures.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     pub fn received(&self, tuner: usize) -> u64 {

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::core::netns::{run_in_netns, NetnsError};
-use crate::core::tunable::{sysctl_path, ParseError, SysctlValue};
+use crate::core::tunable::{sysctl_path, ParseError, SysctlValue, TunableDesc};
 
 /// Where to do the operation: [`Target::Global`] is the daemon's own namespace (no
 /// `setns`), [`Target::Netns`] is entered on a dedicated thread.
@@ -28,8 +28,15 @@ pub enum SysctlError {
     #[error("sysctl '{0}' does not exist")]
     NotFound(String),
     /// EACCES/EPERM (e.g. read-only in a non-init namespace, missing capability).
-    #[error("permission denied writing '{0}'")]
-    PermissionDenied(String),
+    #[error("permission denied on '{name}': {source}")]
+    PermissionDenied {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The descriptor says bpftune never writes this sysctl (it only reads it).
+    #[error("'{0}' is read by bpftune, never written")]
+    ReadOnly(String),
     /// The file's content does not have the expected shape.
     #[error("invalid value for '{name}': {source}")]
     Parse {
@@ -58,6 +65,28 @@ pub enum SysctlError {
 }
 
 impl SysctlError {
+    /// The errno behind the error, when there is one (metrics label it).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            SysctlError::NotFound(_) => Some(libc::ENOENT),
+            SysctlError::PermissionDenied { source, .. }
+            | SysctlError::Rejected { source, .. }
+            | SysctlError::Io { source, .. } => source.raw_os_error(),
+            SysctlError::Netns(NetnsError::Gone) => Some(libc::ENOENT),
+            SysctlError::Netns(NetnsError::Enter { source, .. }) => source.raw_os_error(),
+            SysctlError::Netns(NetnsError::Io(e)) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The errno's symbolic name (`EPERM`), or `none`.
+    pub fn errno_name(&self) -> String {
+        match self.errno() {
+            Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
+            None => "none".to_string(),
+        }
+    }
+
     /// The target namespace no longer exists (stop trying to write there).
     pub fn is_gone(&self) -> bool {
         matches!(self, SysctlError::Netns(NetnsError::Gone))
@@ -68,7 +97,10 @@ impl SysctlError {
     pub fn from_io(name: &str, value: Option<&str>, err: io::Error) -> Self {
         match (err.raw_os_error(), value) {
             (Some(libc::ENOENT), _) => SysctlError::NotFound(name.to_string()),
-            (Some(libc::EACCES) | Some(libc::EPERM), _) => SysctlError::PermissionDenied(name.to_string()),
+            (Some(libc::EACCES) | Some(libc::EPERM), _) => SysctlError::PermissionDenied {
+                name: name.to_string(),
+                source: err,
+            },
             (Some(libc::EINVAL), Some(v)) => SysctlError::Rejected {
                 name: name.to_string(),
                 value: v.to_string(),
@@ -98,6 +130,23 @@ pub trait SysctlStore: Send + Sync {
     /// O_CREAT/O_TRUNC. Does not skip identical values: callers that want C bpftune's
     /// "unchanged → success without writing" compare first.
     fn write(&self, target: &Target, name: &str, value: &SysctlValue) -> Result<(), SysctlError>;
+}
+
+/// Writes `value` to the sysctl `desc` names with exactly the capabilities its kernel
+/// handler checks ([`TunableDesc::write_caps`]) raised on the calling thread for the
+/// duration of the write. The engine writes every proposal through here; so does the
+/// root test that proves every built-in descriptor writable with the idle set.
+pub fn write_desc(
+    store: &dyn SysctlStore,
+    target: &Target,
+    desc: &TunableDesc,
+    value: &SysctlValue,
+) -> Result<(), SysctlError> {
+    if desc.read_only {
+        return Err(SysctlError::ReadOnly(desc.name.to_string()));
+    }
+    let _caps = crate::core::privs::raise(desc.write_caps);
+    store.write(target, desc.name, value)
 }
 
 /// The real store: files under `/proc/sys` (or another root, for tests).
@@ -207,8 +256,9 @@ impl SysctlStore for ProcSysctl {
     fn write(&self, target: &Target, name: &str, value: &SysctlValue) -> Result<(), SysctlError> {
         let path = self.path_of(name)?;
         let text = value.to_proc_text();
-        // Raised before the setns thread is spawned: it inherits them for the write.
-        let _caps = crate::core::privs::raise(crate::core::privs::SYSCTL_WRITE);
+        // No capability raised here: the permission itself needs none (euid 0), and what
+        // a handler checks is raised by the caller for that sysctl alone
+        // ([`write_desc`]), before the setns thread is spawned so that it inherits them.
         match target {
             Target::Global => write_text(&path, &text),
             Target::Netns(info) => run_in_netns(&info.path, Some(info.ino), || write_text(&path, &text))?,
@@ -316,11 +366,11 @@ mod tests {
         ));
         assert!(matches!(
             SysctlError::from_io("a.b", Some("1"), e(libc::EACCES)),
-            SysctlError::PermissionDenied(_)
+            SysctlError::PermissionDenied { .. }
         ));
         assert!(matches!(
             SysctlError::from_io("a.b", None, e(libc::EPERM)),
-            SysctlError::PermissionDenied(_)
+            SysctlError::PermissionDenied { .. }
         ));
         let r = SysctlError::from_io("a.b", Some("1 2"), e(libc::EINVAL));
         assert!(matches!(r, SysctlError::Rejected { .. }));
@@ -413,7 +463,7 @@ mod tests {
         assert!(
             matches!(
                 r,
-                Err(SysctlError::PermissionDenied(_) | SysctlError::NotFound(_))
+                Err(SysctlError::PermissionDenied { .. } | SysctlError::NotFound(_))
             ),
             "{r:?}"
         );

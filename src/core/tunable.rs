@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use caps::Capability;
+
 /// Largest value a sysctl int (`proc_dointvec`) can hold; buffers must stay below it
 /// (C bpftune issues #36/#93: growth overflowed into negative tcp_rmem).
 pub const INT_MAX: i64 = i32::MAX as i64;
@@ -83,6 +85,15 @@ pub struct TunableDesc {
     pub string: bool,
     /// 1..=3 for sysctls, 0 for `Other`.
     pub num_values: u8,
+    /// Read by the tuner, never written (e.g. `tcp_available_congestion_control`, mode
+    /// 0444): the engine refuses a proposal for it.
+    pub read_only: bool,
+    /// Capabilities the kernel checks when this sysctl is written, raised for the write
+    /// alone (the daemon's effective set is empty when idle, `core::privs`). Most `/proc/sys`
+    /// handlers check none: `proc_sys_permission()` grants euid 0 the owner bits in every
+    /// namespace. The exceptions are the handler's own checks, e.g. `proc_do_static_key`
+    /// (`CAP_SYS_ADMIN`) or a module autoload (`CAP_NET_ADMIN`); see [`TunableDesc::write_caps`].
+    pub write_caps: &'static [Capability],
 }
 
 impl TunableDesc {
@@ -94,7 +105,29 @@ impl TunableDesc {
             optional: false,
             string: false,
             num_values,
+            read_only: false,
+            write_caps: &[],
         }
+    }
+
+    /// Never written by the tuner (read for its decisions).
+    pub const fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// The capabilities the kernel's handler of this sysctl checks on a write (beyond the
+    /// file permission, which euid 0 always has): the writer raises exactly these. The
+    /// root test `every_managed_sysctl_is_writable_with_idle_capabilities` writes every
+    /// built-in descriptor this way from a thread with the daemon's idle set.
+    pub const fn write_caps(mut self, caps: &'static [Capability]) -> Self {
+        self.write_caps = caps;
+        self
+    }
+
+    /// Written by the engine: a sysctl that is not read-only.
+    pub fn writable(&self) -> bool {
+        self.kind == TunableKind::Sysctl && !self.read_only
     }
 
     pub const fn optional(mut self) -> Self {
@@ -118,6 +151,8 @@ impl TunableDesc {
             optional: false,
             string: false,
             num_values: 0,
+            read_only: false,
+            write_caps: &[],
         }
     }
 

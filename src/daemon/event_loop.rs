@@ -29,6 +29,12 @@ impl Daemon {
     /// Runs until SIGINT/SIGTERM.
     pub fn run_until_signal(&mut self) -> anyhow::Result<()> {
         let mut next_scan = Instant::now() + NETNS_RESCAN;
+        // The first tick runs before any event is dispatched: tuners' start-up rules
+        // (net_buffer's high_order_alloc_disable, tcp_conn's allowed algorithms) see the
+        // values bpftune found, as C bpftune's init did. Deferred by a second, an event
+        // could come first: tcp_buffer set high_order_alloc_disable=1 for low memory and
+        // net_buffer's start-up rule then put it back to 0.
+        self.tick_tuners();
         let mut next_tick = Instant::now() + TICK;
         let mut plugins_due: Option<Instant> = None;
         loop {
@@ -90,15 +96,7 @@ impl Daemon {
                 next_scan = now + NETNS_RESCAN;
             }
             if now >= next_tick {
-                for (id, t) in self.tuners.iter_mut().enumerate() {
-                    if let Some(t) = t {
-                        t.tick(&mut self.engine.ctx(id));
-                        crate::core::strategy::drive(t.as_mut(), &mut self.engine.ctx(id), now);
-                        if let Some(s) = t.summary() {
-                            lock(&self.ledger).set_extra(id, s);
-                        }
-                    }
-                }
+                self.tick_tuners();
                 self.plugins.reap(&mut self.tuners, &mut self.engine);
                 if self.plugins.rewatch() {
                     // A plugin directory appeared: files may already be in it (a
@@ -127,6 +125,20 @@ impl Daemon {
             }
             // A loop stuck anywhere above never gets here: systemd restarts it.
             self.notify.poll(now);
+        }
+    }
+
+    /// One tick of every tuner (and its hook strategy), then its summary.
+    fn tick_tuners(&mut self) {
+        let now = Instant::now();
+        for (id, t) in self.tuners.iter_mut().enumerate() {
+            if let Some(t) = t {
+                t.tick(&mut self.engine.ctx(id));
+                crate::core::strategy::drive(t.as_mut(), &mut self.engine.ctx(id), now);
+                if let Some(s) = t.summary() {
+                    lock(&self.ledger).set_extra(id, s);
+                }
+            }
         }
     }
 }

@@ -287,6 +287,23 @@ impl Source {
             received.get_or_create(&l).inc_by(self.stats.received(id));
             stale.get_or_create(&l).inc_by(self.stats.stale(id));
         }
+        let write_failures = counter_family(
+            &mut r,
+            "write_failures",
+            "Sysctl writes the kernel refused, by tuner, sysctl and errno (each logged once per sysctl)",
+        );
+        for ((id, sysctl, errno), n) in self.stats.write_failures() {
+            let Some((tname, _, _)) = copy.tuners.get(id) else {
+                continue;
+            };
+            write_failures
+                .get_or_create(&vec![
+                    ("tuner", tname.to_string()),
+                    ("tunable", sysctl),
+                    ("errno", errno),
+                ])
+                .inc_by(n);
+        }
         if let Some(n) = self.lost_events() {
             let lost = Counter::<u64>::default();
             lost.inc_by(n);

@@ -96,6 +96,8 @@ fn renders_every_metric_family() {
     }
     stats.event_stale(0);
     stats.rollback_restored();
+    stats.write_failed(0, "net.core.high_order_alloc_disable", "EPERM");
+    stats.write_failed(0, "net.core.high_order_alloc_disable", "EPERM");
     let (_t, src) = source(l, stats, &[("net.ipv4.tcp_rmem", "4096\t131072\t9830400\n")]);
     let text = src.render().expect("renders");
     let s = parse(&text);
@@ -170,6 +172,17 @@ fn renders_every_metric_family() {
         Some(1.0)
     );
     assert_eq!(v("bpftune_rollback_restores_total", &[]), Some(1.0));
+    assert_eq!(
+        v(
+            "bpftune_write_failures_total",
+            &[
+                ("tuner", "tcp_buffer"),
+                ("tunable", "net.core.high_order_alloc_disable"),
+                ("errno", "EPERM")
+            ]
+        ),
+        Some(2.0)
+    );
     assert_eq!(v("bpftune_netns_tracked", &[]), Some(2.0));
     // No BPF in a unit test: families without samples are left out, not sampled as 0.
     assert!(!text.contains("bpftune_bpf_run_count_total"), "{text}");

@@ -382,6 +382,14 @@ impl Engine {
             );
             return Outcome::Disabled;
         }
+        if desc.read_only {
+            tracing::error!(
+                "refusing to write {} = {}: bpftune only reads it",
+                desc.name,
+                p.value
+            );
+            return Outcome::Failed(format!("'{}' is read-only for bpftune", desc.name));
+        }
         if let Err(why) = validate(&desc, &p.value) {
             tracing::error!("refusing to write {} = {}: {why}", desc.name, p.value);
             return Outcome::Failed(why);
@@ -446,7 +454,8 @@ impl Engine {
                 return Outcome::Failed(format!("cannot persist the original of '{}': {e}", desc.name));
             }
         };
-        if let Err(e) = self.sysctl.write(&target, desc.name, &p.value) {
+        if let Err(e) = crate::core::sysctl::write_desc(self.sysctl.as_ref(), &target, &desc, &p.value) {
+            self.stats.write_failed(tuner, desc.name, &e.errno_name());
             return self.failed(tuner, cookie, &target, &desc, e.to_string());
         }
         let write_ts = monotonic_ns();
@@ -593,12 +602,11 @@ impl Engine {
                 "could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more",
                 desc.name
             );
-        } else {
-            self.say_once(
-                format!("fail:{}:{why}", desc.name),
-                || format!("could not update '{}': {why}", desc.name),
-                true,
-            );
+        } else if self.said.insert(format!("fail:{}", desc.name)) {
+            // Once per sysctl (every later proposal fails the same way and is counted
+            // in bpftune_write_failures_total), as a warning: a tuner that cannot write
+            // is not doing its job.
+            tracing::warn!("could not update '{}': {why}", desc.name);
         }
         Outcome::Failed(why)
     }

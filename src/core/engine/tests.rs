@@ -19,6 +19,9 @@ static TUNABLES: &[TunableDesc] = &[
     TunableDesc::sysctl("net.ipv4.tcp_mem", 3, false),
     TunableDesc::sysctl("net.ipv6.missing", 1, true).optional(),
     TunableDesc::other("net.persock.tcp.congestion_control"),
+    TunableDesc::sysctl("net.ipv4.tcp_available_congestion_control", 1, false)
+        .string()
+        .read_only(),
 ];
 static SCENARIOS: &[Scenario] = &[Scenario {
     name: "need to increase TCP buffer size(s)",
@@ -75,6 +78,11 @@ fn fixture(tag: &str) -> Fixture {
     mem.set(Some(NS_COOKIE), "net.ipv4.tcp_rmem", v(1310720));
     mem.set(None, "net.ipv4.tcp_mem", SysctlValue::Ints(vec![768, 1024, 1536]));
     mem.set_missing("net.ipv6.missing");
+    mem.set(
+        None,
+        "net.ipv4.tcp_available_congestion_control",
+        SysctlValue::Str("reno cubic".into()),
+    );
     let dir = std::env::temp_dir().join(format!("bpftune-engine-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&dir);
@@ -213,6 +221,46 @@ fn invalid_values_are_refused() {
         Outcome::Failed(_)
     ));
     assert!(f.mem.writes().is_empty());
+}
+
+#[test]
+fn read_only_tunables_are_never_written() {
+    let mut f = fixture("read-only");
+    assert!(matches!(
+        f.engine
+            .ctx(0)
+            .apply(proposal(4, GLOBAL, None, SysctlValue::Str("reno".into()))),
+        Outcome::Failed(ref why) if why.contains("read-only")
+    ));
+    assert!(f.mem.writes().is_empty());
+}
+
+/// A global write the kernel refuses: the tuner stays active there (it may succeed
+/// later), every failure is counted by errno for the metrics, and it is said once.
+#[test]
+fn failed_global_writes_are_counted_by_errno() {
+    let mut f = fixture("fail-global");
+    f.mem.fail_writes("net.ipv4.tcp_mem", libc::EPERM);
+    for max in [1920, 2400] {
+        let out = f
+            .engine
+            .ctx(0)
+            .apply(proposal(1, GLOBAL, None, SysctlValue::Ints(vec![768, 1024, max])));
+        assert!(
+            matches!(out, Outcome::Failed(ref why) if why.contains("Operation not permitted")),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        f.engine.stats().write_failures(),
+        vec![((0, "net.ipv4.tcp_mem".to_string(), "EPERM".to_string()), 2)]
+    );
+    assert_eq!(f.engine.ns_state(0, GLOBAL), NsState::Active);
+    assert_eq!(
+        f.engine.said.iter().filter(|k| k.starts_with("fail:")).count(),
+        1,
+        "said once per sysctl"
+    );
 }
 
 #[test]

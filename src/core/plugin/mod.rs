@@ -151,7 +151,10 @@ impl PluginSpec {
                 leak(tname),
                 t.num_values.max(1) as u8,
                 t.flags & abi::TUNABLE_NAMESPACED != 0,
-            );
+            )
+            // The handler of a plugin's sysctl is unknown to bpftune: what built-in
+            // network sysctls may need (module autoload, own checks).
+            .write_caps(crate::core::privs::SYSCTL_WRITE);
             if t.num_values == 0 {
                 desc = desc.string();
             }

@@ -42,17 +42,31 @@ use skel::{NeighTableSkel, NeighTableSkelBuilder};
 /// are kernel-global. gc_interval and gc_stale_time are never changed; they are declared
 /// so that an administrator's change to them hands the tables over. IPv6 ones are
 /// optional (IPv6 may be disabled).
+/// Thresholds of the initial namespace are written with `RTM_SETNEIGHTBL`
+/// (`core::netlink`), which checks `CAP_NET_ADMIN` of the socket's opener and sender.
+const NEIGH_TABLE: &[caps::Capability] = crate::core::privs::NEIGH_TABLE;
+
 pub static TUNABLES: [TunableDesc; TUNABLE_COUNT] = [
-    TunableDesc::sysctl("net.ipv4.neigh.default.gc_interval", 1, false),
-    TunableDesc::sysctl("net.ipv4.neigh.default.gc_stale_time", 1, false),
-    TunableDesc::sysctl("net.ipv4.neigh.default.gc_thresh1", 1, false),
-    TunableDesc::sysctl("net.ipv4.neigh.default.gc_thresh2", 1, false),
-    TunableDesc::sysctl("net.ipv4.neigh.default.gc_thresh3", 1, false),
-    TunableDesc::sysctl("net.ipv6.neigh.default.gc_interval", 1, false).optional(),
-    TunableDesc::sysctl("net.ipv6.neigh.default.gc_stale_time", 1, false).optional(),
-    TunableDesc::sysctl("net.ipv6.neigh.default.gc_thresh1", 1, false).optional(),
-    TunableDesc::sysctl("net.ipv6.neigh.default.gc_thresh2", 1, false).optional(),
-    TunableDesc::sysctl("net.ipv6.neigh.default.gc_thresh3", 1, false).optional(),
+    TunableDesc::sysctl("net.ipv4.neigh.default.gc_interval", 1, false).read_only(),
+    TunableDesc::sysctl("net.ipv4.neigh.default.gc_stale_time", 1, false).read_only(),
+    TunableDesc::sysctl("net.ipv4.neigh.default.gc_thresh1", 1, false).write_caps(NEIGH_TABLE),
+    TunableDesc::sysctl("net.ipv4.neigh.default.gc_thresh2", 1, false).write_caps(NEIGH_TABLE),
+    TunableDesc::sysctl("net.ipv4.neigh.default.gc_thresh3", 1, false).write_caps(NEIGH_TABLE),
+    TunableDesc::sysctl("net.ipv6.neigh.default.gc_interval", 1, false)
+        .read_only()
+        .optional(),
+    TunableDesc::sysctl("net.ipv6.neigh.default.gc_stale_time", 1, false)
+        .read_only()
+        .optional(),
+    TunableDesc::sysctl("net.ipv6.neigh.default.gc_thresh1", 1, false)
+        .write_caps(NEIGH_TABLE)
+        .optional(),
+    TunableDesc::sysctl("net.ipv6.neigh.default.gc_thresh2", 1, false)
+        .write_caps(NEIGH_TABLE)
+        .optional(),
+    TunableDesc::sysctl("net.ipv6.neigh.default.gc_thresh3", 1, false)
+        .write_caps(NEIGH_TABLE)
+        .optional(),
 ];
 
 /// Scenarios in the order of `enum neigh_table_scenario`.

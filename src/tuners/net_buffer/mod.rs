@@ -49,7 +49,10 @@ pub static TUNABLES: [TunableDesc; TUNABLE_COUNT] = [
     .optional(),
     TunableDesc::sysctl("net.core.netdev_budget", 1, false),
     TunableDesc::sysctl("net.core.netdev_budget_usecs", 1, false),
-    TunableDesc::sysctl("net.core.high_order_alloc_disable", 1, false).optional(),
+    // A static key: its handler (`proc_do_static_key`) checks CAP_SYS_ADMIN.
+    TunableDesc::sysctl("net.core.high_order_alloc_disable", 1, false)
+        .optional()
+        .write_caps(crate::core::privs::STATIC_KEY),
 ];
 
 /// Scenarios in the order of `enum net_buffer_scenario`.

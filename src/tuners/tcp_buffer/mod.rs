@@ -59,7 +59,10 @@ pub static TUNABLES: [TunableDesc; TUNABLE_COUNT] = [
     TunableDesc::sysctl("net.ipv4.tcp_no_ssthresh_metrics_save", 1, true).optional(),
     // net.core.* is global (read-only inside other namespaces); C bpftune flagged it
     // namespaced.
-    TunableDesc::sysctl("net.core.high_order_alloc_disable", 1, false).optional(),
+    // A static key: its handler (`proc_do_static_key`) checks CAP_SYS_ADMIN.
+    TunableDesc::sysctl("net.core.high_order_alloc_disable", 1, false)
+        .optional()
+        .write_caps(crate::core::privs::STATIC_KEY),
     // C bpftune declared this with a broken type field, so it was never read.
     TunableDesc::sysctl("net.ipv4.tcp_syncookies", 1, true).optional(),
     TunableDesc::sysctl("net.ipv4.tcp_max_syn_backlog", 1, true),

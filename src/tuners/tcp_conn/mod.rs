@@ -61,11 +61,15 @@ pub static TUNABLES: [TunableDesc; TUNABLE_COUNT] = [
     // Global in the kernel (visible, not settable, in other namespaces); C bpftune
     // flagged both as namespaced.
     TunableDesc::sysctl("net.ipv4.tcp_allowed_congestion_control", 1, false).string(),
-    TunableDesc::sysctl("net.ipv4.tcp_available_congestion_control", 1, false).string(),
+    TunableDesc::sysctl("net.ipv4.tcp_available_congestion_control", 1, false)
+        .string()
+        .read_only(),
     // Never written; declared so that an administrator setting the default algorithm
     // (or thin linear timeouts) in a namespace hands that namespace over.
-    TunableDesc::sysctl("net.ipv4.tcp_congestion_control", 1, true).string(),
-    TunableDesc::sysctl("net.ipv4.tcp_thin_linear_timeouts", 1, true),
+    TunableDesc::sysctl("net.ipv4.tcp_congestion_control", 1, true)
+        .string()
+        .read_only(),
+    TunableDesc::sysctl("net.ipv4.tcp_thin_linear_timeouts", 1, true).read_only(),
 ];
 
 /// Scenarios in the order of `enum tcp_conn_scenario`.
