@@ -458,3 +458,309 @@ fn a_plugin_that_crashes_the_daemon_is_quarantined_until_its_file_changes() {
     let (st, log) = d.stop();
     assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
 }
+
+// ---------------------------------------------------------------------------------------
+// Trust (issue 20 item 3): the directory chain from `/`, ACLs, and loading the checked file
+// ---------------------------------------------------------------------------------------
+
+use bpftune::core::plugin::trust::{self, AclWriter, Refusal};
+use bpftune::core::plugin::{PluginError, PluginSpec};
+use std::os::unix::fs::MetadataExt as _;
+
+const NOBODY: u32 = 65534;
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), None).expect("chown");
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Sets `p`'s access ACL from (tag, perm, id) entries (the kernel's xattr format, so no
+/// `setfacl` is needed); false if the file system has no ACLs.
+fn set_acl(p: &Path, entries: &[(u16, u16, u32)]) -> bool {
+    let mut v = trust::ACL_VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend(tag.to_le_bytes());
+        v.extend(perm.to_le_bytes());
+        v.extend(id.to_le_bytes());
+    }
+    let path = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: NUL-terminated path and name, a buffer of v.len() bytes.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            v.as_ptr().cast(),
+            v.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP),
+            "setxattr {}: {e}",
+            p.display()
+        );
+        return false;
+    }
+    true
+}
+
+/// `<base>/<name>/lib/sample_tuner.so` (a copy of `plugin`): the top directory with
+/// `top_mode`, the rest 0755/0644 and root's. Returns (top, lib, file).
+fn tree(base: &Path, name: &str, top_mode: u32, plugin: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let top = base.join(name);
+    let lib = top.join("lib");
+    std::fs::create_dir_all(&lib).expect("mkdir");
+    chmod(&lib, 0o755);
+    chmod(&top, top_mode);
+    let file = lib.join("sample_tuner.so");
+    std::fs::copy(plugin, &file).expect("copy plugin");
+    chmod(&file, 0o644);
+    let top = std::fs::canonicalize(&top).expect("canonical");
+    (top.clone(), top.join("lib"), top.join("lib/sample_tuner.so"))
+}
+
+fn refusal(p: &Path) -> Refusal {
+    match trust::open(p, 0) {
+        Ok(_) => panic!("{} accepted", p.display()),
+        Err(r) => r,
+    }
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn untrusted_plugin_paths_are_refused_with_the_reason() {
+    let _g = setup("untrusted_plugin_paths_are_refused_with_the_reason");
+    let stage = temp_dir("plugin-trust-stage");
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    let base = libdir("plugin-trust");
+    const USER_OBJ: u16 = trust::ACL_USER_OBJ;
+    const NOID: u32 = u32::MAX;
+
+    // The issue's case: /X world-writable, not sticky; /X/lib 0755 root → refused.
+    let (top, _, f) = tree(base.path(), "ww", 0o777, &sample);
+    let r = refusal(&f);
+    assert_eq!(
+        r,
+        Refusal::AncestorMode {
+            dir: top.display().to_string(),
+            mode: 0o777
+        }
+    );
+    assert_eq!(
+        PluginError::from(r).to_string(),
+        format!(
+            "refused: ancestor directory {} is writable by group or others (mode 0777, not sticky)",
+            top.display()
+        )
+    );
+    // Group-writable is no better.
+    chmod(&top, 0o775);
+    assert!(matches!(refusal(&f), Refusal::AncestorMode { mode: 0o775, .. }));
+
+    // An ancestor owned by another user (who could chmod it and rename lib away).
+    let (top, _, f) = tree(base.path(), "nobody", 0o755, &sample);
+    chown(&top, NOBODY);
+    assert_eq!(
+        refusal(&f),
+        Refusal::AncestorOwner {
+            dir: top.display().to_string(),
+            uid: NOBODY
+        }
+    );
+
+    // Sticky and root's (like /tmp): accepted, and the checked file loads.
+    let (top, lib, f) = tree(base.path(), "sticky", 0o1777, &sample);
+    let spec = PluginSpec::open(&f, 0).expect("plugin under a sticky root-owned ancestor loads");
+    assert_eq!(spec.name, "sample");
+    drop(spec);
+    // …but only with root's entries in it: the sticky bit protects root's entries only.
+    chown(&lib, NOBODY);
+    assert_eq!(
+        refusal(&f),
+        Refusal::DirOwner {
+            dir: lib.display().to_string(),
+            uid: NOBODY
+        }
+    );
+    chown(&lib, 0);
+    // An ancestor's ACL granting write (mode bits 0755 through the mask r-x).
+    chmod(&top, 0o755);
+    let acl_dir = set_acl(
+        &top,
+        &[
+            (USER_OBJ, 7, NOID),
+            (trust::ACL_USER, 7, NOBODY),
+            (trust::ACL_GROUP_OBJ, 5, NOID),
+            (trust::ACL_MASK, 5, NOID),
+            (trust::ACL_OTHER, 5, NOID),
+        ],
+    );
+    if acl_dir {
+        assert_eq!(std::fs::metadata(&top).expect("stat").mode() & 0o7777, 0o755);
+        assert_eq!(
+            refusal(&f),
+            Refusal::DirAcl {
+                dir: top.display().to_string(),
+                who: AclWriter::User(NOBODY)
+            }
+        );
+    } else {
+        eprintln!("no POSIX ACLs on {}: ACL refusals not tried", top.display());
+    }
+
+    // The file itself: group-writable, another owner, an ACL granting write, a symlink.
+    let (_, lib, f) = tree(base.path(), "file", 0o755, &sample);
+    chmod(&f, 0o664);
+    assert_eq!(refusal(&f), Refusal::FileMode(0o664));
+    assert!(PluginError::from(refusal(&f))
+        .to_string()
+        .contains("refused: writable by group or others (mode 664)"));
+    chmod(&f, 0o644);
+    chown(&f, NOBODY);
+    assert_eq!(refusal(&f), Refusal::FileOwner(NOBODY));
+    chown(&f, 0);
+    assert_eq!(trust::check(&f, 0), Ok("sample".to_string()));
+    if set_acl(
+        &f,
+        &[
+            (USER_OBJ, 6, NOID),
+            (trust::ACL_USER, 6, NOBODY),
+            (trust::ACL_GROUP_OBJ, 4, NOID),
+            (trust::ACL_MASK, 4, NOID),
+            (trust::ACL_OTHER, 4, NOID),
+        ],
+    ) {
+        // The mode bits alone say 0644: only the ACL shows nobody's write entry.
+        assert_eq!(std::fs::metadata(&f).expect("stat").mode() & 0o777, 0o644);
+        assert_eq!(refusal(&f), Refusal::FileAcl(AclWriter::User(NOBODY)));
+        assert_eq!(
+            PluginError::from(refusal(&f)).to_string(),
+            "refused: its POSIX ACL grants write to user uid 65534"
+        );
+    }
+    let link = lib.join("link_tuner.so");
+    std::os::unix::fs::symlink(&sample, &link).expect("symlink");
+    assert_eq!(refusal(&link), Refusal::Symlink);
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn a_plugin_replaced_after_its_check_is_not_the_one_loaded() {
+    let _g = setup("a_plugin_replaced_after_its_check_is_not_the_one_loaded");
+    let stage = temp_dir("plugin-swap-stage");
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    // Different content: loading it would fail on its ABI version.
+    let other = stage.path().join("other.so");
+    build_plugin("sample_tuner", &other, &["-DSAMPLE_ABI=99"]);
+    let strategy = stage.path().join("strategy_tuner.so");
+    build_plugin("strategy_tuner", &strategy, &[]);
+    let base = libdir("plugin-swap");
+    let (_, lib, f) = tree(base.path(), "x", 0o755, &sample);
+
+    // The file renamed over between the check and the load (where the daemon's
+    // trust::open and PluginSpec::load meet): the checked one loads, never the new one.
+    for (what, mode) in [("untrusted (0666)", 0o666), ("trusted-looking (0644)", 0o644)] {
+        let checked = trust::open(&f, 0).expect("checked");
+        let checked_ino = checked.metadata.ino();
+        let tmp = lib.join(".swap");
+        std::fs::copy(&other, &tmp).expect("copy");
+        chmod(&tmp, mode);
+        std::fs::rename(&tmp, &f).expect("swap");
+        assert_ne!(std::fs::metadata(&f).expect("stat").ino(), checked_ino);
+        let spec = PluginSpec::load(checked).unwrap_or_else(|e| panic!("swapped to {what}: {e}"));
+        assert_eq!(spec.name, "sample", "swapped to {what}: the checked file loaded");
+        drop(spec);
+        // What the path names now is judged on its own.
+        match PluginSpec::open(&f, 0) {
+            Err(PluginError::Refused(Refusal::FileMode(0o666))) => assert_eq!(mode, 0o666),
+            Err(PluginError::Abi { found: 99, .. }) => assert_eq!(mode, 0o644),
+            Err(e) => panic!("{what}: {e}"),
+            Ok(_) => panic!("{what}: the ABI-99 build loaded"),
+        }
+        std::fs::copy(&sample, &tmp).expect("copy");
+        chmod(&tmp, 0o644);
+        std::fs::rename(&tmp, &f).expect("restore");
+    }
+
+    // The whole directory swapped after the check: still the checked file.
+    let checked = trust::open(&f, 0).expect("checked");
+    let evil = base.path().join("x/evil");
+    std::fs::create_dir(&evil).expect("mkdir");
+    chmod(&evil, 0o777);
+    std::fs::copy(&other, evil.join("sample_tuner.so")).expect("copy");
+    std::fs::rename(&lib, base.path().join("x/old")).expect("rename lib away");
+    std::fs::rename(&evil, &lib).expect("rename evil in");
+    let spec = PluginSpec::load(checked).expect("checked file loads after a directory swap");
+    assert_eq!(spec.name, "sample");
+    drop(spec);
+    assert!(matches!(
+        trust::open(&f, 0),
+        Err(Refusal::DirMode { mode: 0o777, .. })
+    ));
+
+    // glibc finds loaded libraries by name (here /proc/self/fd/N) and inode: a library
+    // unloaded, then another file opened under a reused descriptor number, is the new
+    // file; the same inode still mapped is refused rather than silently reused.
+    let dir = libdir("plugin-swap-names");
+    let s = install(&sample, dir.path(), "sample_tuner.so");
+    let t = install(&strategy, dir.path(), "strategy_tuner.so");
+    for _ in 0..3 {
+        assert_eq!(PluginSpec::open(&s, 0).expect("sample").name, "sample");
+        assert_eq!(PluginSpec::open(&t, 0).expect("strategy").name, "strategy");
+    }
+    let twin_dir = libdir("plugin-swap-twin");
+    let twin = twin_dir.path().join("sample_tuner.so");
+    std::fs::hard_link(&s, &twin).expect("hard link");
+    let held = PluginSpec::open(&s, 0).expect("sample");
+    match PluginSpec::open(&twin, 0) {
+        Err(PluginError::Open(m)) => assert!(m.contains("same inode) is still mapped"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("the same inode was loaded twice"),
+    }
+    drop(held);
+    assert_eq!(
+        PluginSpec::open(&twin, 0).expect("twin after unload").name,
+        "sample"
+    );
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn the_daemon_refuses_a_plugin_under_a_world_writable_ancestor() {
+    let _g = setup("the_daemon_refuses_a_plugin_under_a_world_writable_ancestor");
+    let stage = temp_dir("plugin-ww-stage");
+    let sample = stage.path().join("sample_tuner.so");
+    build_plugin("sample_tuner", &sample, &[]);
+    let base = libdir("plugin-ww");
+    let (top, lib, f) = tree(base.path(), "X", 0o777, &sample);
+
+    let d = Daemon::start(&["-l", &lib.display().to_string()]);
+    d.expect_log(
+        &format!(
+            "plugin '{}' refused: ancestor directory {} is writable by group or others (mode 0777, not sticky)",
+            f.display(),
+            top.display()
+        ),
+        Duration::from_secs(5),
+        "ancestor refusal logged",
+    );
+    // Fixed, and the plugin installed again (a new file version): loaded.
+    chmod(&top, 0o755);
+    install(&sample, &lib, "sample_tuner.so");
+    d.expect_log(
+        "plugin tuner 'sample' (id ",
+        Duration::from_secs(5),
+        "loaded once the ancestor is fixed",
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "daemon exit: {st:?}\n{}", common::tail(&log, 30));
+    assert_eq!(count(&log, "refused: ancestor directory"), 1, "logged once");
+}

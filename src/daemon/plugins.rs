@@ -14,7 +14,7 @@ use crate::core::bpf::{LoadConfig, SharedMaps};
 use crate::core::change::TunerMeta;
 use crate::core::engine::{lock, Engine};
 use crate::core::plugin::crash::{self, Quarantine, Verdict};
-use crate::core::plugin::{trust, PluginSpec, PluginTuner};
+use crate::core::plugin::{trust, PluginError, PluginSpec, PluginTuner};
 use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 
 /// What identifies one version of a file: a replaced, rewritten or re-permissioned file
@@ -43,8 +43,11 @@ impl Identity {
 }
 
 fn identity(path: &Path) -> Option<Identity> {
-    let md = std::fs::symlink_metadata(path).ok()?;
-    Some(Identity {
+    std::fs::symlink_metadata(path).ok().map(|md| identity_of(&md))
+}
+
+fn identity_of(md: &std::fs::Metadata) -> Identity {
+    Identity {
         dev: md.dev(),
         ino: md.ino(),
         size: md.size(),
@@ -54,7 +57,7 @@ fn identity(path: &Path) -> Option<Identity> {
             .saturating_add(md.mtime_nsec()),
         mode: md.mode(),
         uid: md.uid(),
-    })
+    }
 }
 
 struct LoadedPlugin {
@@ -318,18 +321,34 @@ impl Plugins {
         // SAFETY: geteuid has no preconditions. The trusted owner is root (the daemon's
         // uid); a daemon run by another user trusts only its own files.
         let owner = unsafe { libc::geteuid() };
+        // Checked through a descriptor that is then what gets loaded (trust::open).
+        let checked = match trust::open(path, owner) {
+            Ok(c) => c,
+            Err(e) => return self.refuse(path, PluginError::from(e).to_string()),
+        };
+        if identity_of(&checked.metadata) != ident {
+            // Replaced between the quarantine check above and the open: the crash record
+            // and the quarantine must be about the version loaded. Its inotify event
+            // brings another scan.
+            tracing::debug!(
+                "plugin '{}' changed while being checked; trying again later",
+                path.display()
+            );
+            return;
+        }
         let crash_record = crash::record_prefix(path, ident.file_id());
         // dlopen runs the plugin's constructors and the descriptor function: its code.
         let inside = crash::Inside::enter(&crash_record, "load");
-        let opened = PluginSpec::open(path, owner);
+        let opened = PluginSpec::load(checked);
         drop(inside);
         let spec = match opened {
             Ok(s) => s,
             Err(e) => return self.refuse(path, e.to_string()),
         };
         if identity(path) != Some(ident) {
-            // Changed while we opened it: still being written. Its next inotify event
-            // (IN_CLOSE_WRITE at the latest) brings another scan.
+            // Changed while we opened it (what was loaded is the checked version, but
+            // the path names another by now, or it is still being written). Its next
+            // inotify event (IN_CLOSE_WRITE at the latest) brings another scan.
             tracing::debug!(
                 "plugin '{}' changed while being opened; trying again later",
                 path.display()

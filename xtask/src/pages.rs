@@ -513,10 +513,14 @@ tuner's (observe mode included). They are loaded from the system plugin director
 (printed by \fB\-P\fR; the Debian package creates it) and the \fB\-l\fR directory at
 start-up and while running (inotify): a new file is loaded, a removed or replaced one
 unloaded (programs detached, its changes kept for rollback).
-A file is opened only if its name is exactly \fIname\fB_tuner.so\fR (no
+A file is loaded only if its name is exactly \fIname\fB_tuner.so\fR (no
 \fI.dpkg\-new\fR, \fI~\fR, \fI.tmp\fR), it is a regular file (not a symlink) owned by
-root and not writable by group or others, and its directory is owned by root and not
-writable by group or others; then its ABI version must match and its name must not be
+root and not writable by group or others, its directory is owned by root and not
+writable by group or others, and every directory above it up to \fI/\fR is owned by
+root and not writable by group or others unless sticky; a POSIX ACL granting write
+counts as writable. The checks are made on descriptors opened from \fI/\fR without
+following symlinks, and the checked descriptor is what is loaded
+(\fI/proc/self/fd/N\fR). Then its ABI version must match and its name must not be
 a built-in tuner's. Each refusal is logged once with the reason. A plugin whose
 callback returns an error is disabled. A plugin directory that does not exist yet is
 watched once it is created. A plugin whose code kills the daemon (SIGSEGV, SIGBUS,

@@ -1,5 +1,6 @@
 //! External tuners: shared objects implementing the C ABI of `include/bpftune/plugin.h`
-//! ([`abi`]), checked ([`trust`]) and opened with `libloading`, then adapted to the
+//! ([`abi`]), checked ([`trust`]) and opened with `libloading` through the descriptor
+//! that was checked ([`FdLibrary`]), then adapted to the
 //! [`Tuner`] trait ([`PluginTuner`]) so that the engine, queries and summaries treat
 //! them like built-in tuners. Their BPF object shares the daemon's ring buffer and gets
 //! its tuner id in the `tuner_id` rodata, as built-in objects do.
@@ -10,7 +11,7 @@ pub mod trust;
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd, IntoRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -62,7 +63,88 @@ pub struct PluginSpec {
     tick: Option<abi::TickFn>,
     fini: Option<abi::FiniFn>,
     /// Last: every callback above points into it.
-    _lib: libloading::Library,
+    _lib: FdLibrary,
+}
+
+/// A library `dlopen`ed as `/proc/self/fd/N` of a checked descriptor ([`trust::Checked`]),
+/// so that what is mapped is the file that was checked, whatever its path names by now.
+pub struct FdLibrary {
+    /// Dropped first (`dlclose`), then `_fd` (held for its Drop).
+    lib: libloading::Library,
+    _fd: FdName,
+}
+
+/// The descriptor a library was opened through, and the name glibc knows it by.
+///
+/// glibc finds an already loaded library by name before anything else, and the name
+/// here is `/proc/self/fd/N`: were N closed while the library stayed mapped, the next
+/// plugin opened as N would be handed the old library. So N stays open while the
+/// library is, and for good if `dlclose` could not unmap it (a library glibc keeps, e.g.
+/// one with live thread-local destructors): one descriptor per such load.
+struct FdName {
+    fd: Option<OwnedFd>,
+    name: String,
+}
+
+/// Whether a library glibc knows as `name` (or with the inode `name` opens) is mapped.
+/// `RTLD_NOLOAD` maps and runs nothing.
+fn resident(name: &str) -> bool {
+    // SAFETY: RTLD_NOLOAD only looks up an already loaded object: no constructor runs.
+    match unsafe { libloading::os::unix::Library::open(Some(name), libc::RTLD_NOW | libc::RTLD_NOLOAD) } {
+        // Dropping it is the dlclose that undoes the reference the lookup took.
+        Ok(lib) => {
+            drop(lib);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+impl Drop for FdName {
+    fn drop(&mut self) {
+        if resident(&self.name) {
+            if let Some(fd) = self.fd.take() {
+                tracing::debug!(
+                    "plugin library {} stays mapped after dlclose; keeping its descriptor",
+                    self.name
+                );
+                // Deliberately never closed: see FdName.
+                let _ = fd.into_raw_fd();
+            }
+        }
+    }
+}
+
+impl FdLibrary {
+    /// Opens (`RTLD_NOW | RTLD_LOCAL`) the library behind `fd`: this runs its
+    /// constructors.
+    ///
+    /// # Safety
+    /// The file behind `fd` is trusted to run as the daemon (checked by [`trust::open`]).
+    pub unsafe fn open(fd: OwnedFd) -> Result<FdLibrary, PluginError> {
+        let name = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        // The same inode still mapped (an earlier version rewritten in place while glibc
+        // kept it): dlopen would return that old mapping, not this file's content.
+        if resident(&name) {
+            return Err(PluginError::Open(
+                "an earlier version of this file (same inode) is still mapped; install plugins by rename"
+                    .into(),
+            ));
+        }
+        // SAFETY: by the caller's contract; RTLD_NOW resolves every symbol before any
+        // plugin callback can run, RTLD_LOCAL keeps its symbols out of other plugins'.
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&name),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| PluginError::Open(e.to_string()))?;
+        Ok(FdLibrary {
+            lib: lib.into(),
+            _fd: FdName { fd: Some(fd), name },
+        })
+    }
 }
 
 /// Copies a C string; `what` names it in the error.
@@ -100,13 +182,21 @@ impl PluginSpec {
     /// Trust-checks `path` (`owner`: the trusted uid), opens it and copies its
     /// descriptor. Nothing of the library is run before the checks pass.
     pub fn open(path: &Path, owner: u32) -> Result<PluginSpec, PluginError> {
-        let file_name = trust::check(path, owner)?;
+        PluginSpec::load(trust::open(path, owner)?)
+    }
+
+    /// Loads the file `checked` holds open (not whatever its path names by now: a file
+    /// renamed over it after the check is not the one loaded) and copies its descriptor.
+    pub fn load(checked: trust::Checked) -> Result<PluginSpec, PluginError> {
+        let file_name = checked.name.clone();
+        let path = checked.path.clone();
         // SAFETY: opening a library runs its constructors; the file passed the trust
-        // checks (root-owned, not writable by others, in a root-owned directory), which
-        // is the same trust the daemon's own binary gets.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::Open(e.to_string()))?;
+        // checks (root-owned, not writable by others, nor any directory on its way from
+        // `/`), which is the same trust the daemon's own binary gets.
+        let lib = unsafe { FdLibrary::open(checked.into_fd()) }?;
+        let lib_ref = &lib.lib;
         // SAFETY: the symbol is declared by the ABI as `const struct bpftune_plugin *(void)`.
-        let entry: libloading::Symbol<abi::EntryFn> = unsafe { lib.get(abi::SYMBOL) }.map_err(|e| {
+        let entry: libloading::Symbol<abi::EntryFn> = unsafe { lib_ref.get(abi::SYMBOL) }.map_err(|e| {
             PluginError::Open(format!("no {} symbol: {e}", String::from_utf8_lossy(abi::SYMBOL)))
         })?;
         // SAFETY: calling the plugin's entry point as its ABI declares it.
@@ -231,7 +321,7 @@ impl PluginSpec {
         }
         Ok(PluginSpec {
             name: leak(name),
-            path: path.to_path_buf(),
+            path,
             tunables: Box::leak(tunables.into_boxed_slice()),
             scenarios: Box::leak(scenarios.into_boxed_slice()),
             bpf,
