@@ -85,3 +85,36 @@ fn rollback_now_restores_what_a_stopped_daemon_left() {
     assert_eq!(code, 0, "second --rollback-now: {text}");
     assert!(text.contains("0 persisted original value(s)"), "{text}");
 }
+
+/// `--rollback-now` right after the daemon's SIGTERM (a preStop-like sequence): it waits
+/// for the stopping daemon instead of refusing or racing it, then restores.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn rollback_now_right_after_sigterm_waits_for_the_stopping_daemon() {
+    let _g = setup("rollback_now_right_after_sigterm_waits_for_the_stopping_daemon");
+    let p = Pair::new();
+    ns_set(&p.rx, "net.ipv4.tcp_rmem", SMALL_RMEM);
+    ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
+    let state = temp_dir("state");
+    let d = Daemon::start_with_state(&[], state.path());
+    p.iperf(3);
+    d.expect_log(
+        "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) ->",
+        Duration::from_secs(3),
+        "receiver tcp_rmem raise",
+    );
+    d.sigterm();
+    let (code, text) = rollback_now(state.path(), d.run_dir());
+    let st = d.terminate();
+    assert!(st.success(), "daemon exit status {st}\n{}", d.tail(30));
+    assert_eq!(code, 0, "--rollback-now after SIGTERM: {text}");
+    assert!(
+        text.contains("s for the bpftune that is stopping (pid"),
+        "no wait line: {text}"
+    );
+    assert_eq!(
+        ns_ints(&p.rx, "net.ipv4.tcp_rmem"),
+        common::ints(SMALL_RMEM),
+        "receiver tcp_rmem after --rollback-now\n{text}"
+    );
+}

@@ -8,10 +8,13 @@
 //! [`Daemon`] are declared in release order (ring buffer and tuners — i.e. BPF links —
 //! before the cgroup mount they are attached to, the query socket last). A start-up that
 //! fails half way therefore leaves nothing behind: whatever was acquired is dropped on
-//! the error path, in reverse order of acquisition.
+//! the error path, in reverse order of acquisition. The run directory's lock
+//! (`instance.rs`) is taken before anything else and released after everything else, so
+//! a successor started while this daemon stops waits until all of it is released.
 
 mod backend;
 mod event_loop;
+pub mod instance;
 mod load;
 mod lost_events;
 pub mod notify;
@@ -101,6 +104,9 @@ pub struct Daemon {
     /// The shared lost-event counter and what has been said about it.
     lost: Option<libbpf_rs::MapHandle>,
     lost_report: lost_events::LossReport,
+    /// The run directory's lock, declared last so that it is released last: a successor
+    /// waiting for it finds the socket, the cgroup mount and the state file released.
+    instance: instance::Instance,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM. Returns the exit code; start-up failures are
@@ -113,8 +119,9 @@ pub fn run(opts: Options) -> anyhow::Result<i32> {
 }
 
 impl Daemon {
-    /// Acquires everything, in this order: run directory, query server (first, so that a
-    /// second daemon is refused before it touches the running one's cgroup mount), cgroup
+    /// Acquires everything, in this order: run directory, its lock (first, so that a
+    /// second daemon is refused — or, next to one that is stopping, waits — before it
+    /// touches the other one's socket, cgroup mount or state file), query server, cgroup
     /// mount, namespace registry and state file, tuners, ring buffer, signal pipe,
     /// `/run/netns` watcher.
     pub fn start(opts: &Options) -> anyhow::Result<Daemon> {
@@ -122,6 +129,22 @@ impl Daemon {
         load::raise_memlock();
         bpf::route_libbpf_log();
         run_dir::prepare(&opts.run_dir)?;
+        let (mut instance, predecessor) =
+            match instance::acquire(&opts.run_dir, instance::State::Running, instance::TAKEOVER_WAIT) {
+                Ok(got) => got,
+                // Word for word what a second daemon has always been told.
+                Err(e @ instance::InstanceError::Running { .. }) => {
+                    return Err(anyhow::Error::new(e).context("could not start query server"))
+                }
+                Err(e) => return Err(e.into()),
+            };
+        if let Some(p) = predecessor {
+            let who = p.pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+            tracing::info!(
+                "the previous bpftune{who} has exited after {} ms; taking over its state",
+                p.waited.as_millis()
+            );
+        }
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let backend: Arc<dyn QueryBackend> = Arc::new(backend::Backend {
             ledger: ledger.clone(),
@@ -228,6 +251,11 @@ impl Daemon {
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             let tx = sig_tx.try_clone().context("cloning signal pipe")?;
             signal_hook::low_level::pipe::register(sig, tx).context("installing signal handler")?;
+            // A successor started right after the signal must see at once that we are
+            // stopping, however busy the event loop is.
+            if let Err(e) = instance.mark_stopping_on(sig) {
+                tracing::debug!("cannot mark the lock file on signal {sig}: {e}");
+            }
         }
         let watcher = match RunNetnsWatcher::new(Path::new(DEFAULT_RUN_NETNS)) {
             Ok(w) => Some(w),
@@ -299,12 +327,15 @@ impl Daemon {
             active,
             lost,
             lost_report: lost_events::LossReport::default(),
+            instance,
         })
     }
 
     /// Orderly shutdown: sample reports and summaries, rollback (`-R`), then every BPF
     /// link is detached, the cgroup unmounted and the query socket removed (by `Drop`).
     pub fn shutdown(mut self) {
+        // Also when the loop ended by an error, not a signal: a successor waits for us.
+        self.instance.mark_stopping();
         self.notify.stopping();
         // Rollback, detaching and unmounting: everything still permitted, for the rest
         // of the process's life.

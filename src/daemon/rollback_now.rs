@@ -14,7 +14,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, Context as _};
+
+use super::instance::{InstanceError, State};
 
 use crate::core::change::{Ledger, TunerMeta};
 use crate::core::engine::Engine;
@@ -39,13 +41,32 @@ pub struct RollbackReport {
 
 /// Restores the persisted originals in `state_dir`. Refuses while a daemon answers on
 /// the query socket in `run_dir`: that daemon owns the state file and would write over
-/// the restored values (stop it first, or let its own `-R` do the work).
+/// the restored values (stop it first, or let its own `-R` do the work). A daemon that
+/// is stopping is waited for (its own `-R` rollback and last state write come first),
+/// and the run directory's lock is held meanwhile, so no daemon starts in the middle.
 pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
-    if crate::core::query::client(run_dir, None, "tuners").is_ok() {
-        bail!(
+    let running = || {
+        anyhow!(
             "a bpftune daemon is running (it answers on {}); stop it before --rollback-now",
             run_dir.display()
-        );
+        )
+    };
+    // The lock first: a daemon that is stopping still answers on its socket until it
+    // has exited. No usable run directory: no daemon can run on it (it refuses it too).
+    // SAFETY: geteuid has no preconditions.
+    let _lock = if super::run_dir::check(run_dir, unsafe { libc::geteuid() }).is_ok() {
+        match super::instance::acquire(run_dir, State::Rollback, super::instance::TAKEOVER_WAIT) {
+            Ok((lock, _)) => Some(lock),
+            Err(InstanceError::Running { .. }) => return Err(running()),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    // Lock or not, a daemon that answers owns the state file (one that takes no lock:
+    // C bpftune, or an older bpftune-rs).
+    if crate::core::query::client(run_dir, None, "tuners").is_ok() {
+        return Err(running());
     }
     let (store, inherited) = StateStore::open(state_dir, &boot_id());
     let found = inherited.map(|(n, _)| n).unwrap_or(0);

@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     pub state_dir: Option<PathBuf>,
     /// Packaged layout: the cgroup2 mount inside the run dir (`<run>/cgroupv2`).
     pub cgroup_in_run: bool,
+    /// Use this run directory and cgroup directory instead of fresh ones (e.g. another
+    /// daemon's, to start its successor or a second daemon beside it).
+    pub shared_dirs: Option<(PathBuf, PathBuf)>,
     /// Wait up to this long for other bpftune daemons to exit before starting (zero:
     /// do not wait); see [`Daemon::others_at_start`].
     pub wait_for_others: Duration,
@@ -83,6 +86,7 @@ impl DaemonConfig {
             debug: true,
             state_dir: None,
             cgroup_in_run: false,
+            shared_dirs: None,
             wait_for_others: Duration::from_secs(180),
             restore_globals: false,
             tag: "daemon".to_string(),
@@ -208,6 +212,7 @@ impl Daemon {
         } else {
             dir.path().join("cgroupv2")
         };
+        let (run_dir, cgroup) = cfg.shared_dirs.clone().unwrap_or((run_dir, cgroup));
         let globals = cfg.restore_globals.then(globals::snapshot);
         let mut cmd = Command::new(&cfg.bin);
         cmd.arg("-s");

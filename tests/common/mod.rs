@@ -170,6 +170,36 @@ impl Daemon {
         Daemon(Some(d))
     }
 
+    /// Spawns `bpftune <args>` on this daemon's run, state and cgroup directories
+    /// without waiting for this (or any other) daemon to exit and without waiting for
+    /// readiness: a successor started while this one stops, or a second daemon beside
+    /// it. This daemon must outlive it (its temp dir holds the shared directories).
+    pub fn spawn_beside(&self, args: &[&str]) -> Daemon {
+        let mut cfg = DaemonConfig::new(BPFTUNE).args(args);
+        cfg.state_dir = Some(self.state_dir().to_path_buf());
+        cfg.shared_dirs = Some((self.run_dir().to_path_buf(), self.cgroup_dir().to_path_buf()));
+        cfg.wait_for_others = Duration::ZERO;
+        cfg.tag = "beside".to_string();
+        Daemon(Some(
+            daemon::Daemon::spawn(cfg).unwrap_or_else(|e| panic!("{e:#}")),
+        ))
+    }
+
+    /// SIGTERM without waiting (see [`Daemon::terminate`] to reap it).
+    pub fn sigterm(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+
+    /// Waits ([`READY_TIMEOUT`]) for "bpftune started", panics with the log tail.
+    pub fn expect_ready(&self) {
+        if let Err(e) = self.wait_ready(READY_TIMEOUT) {
+            panic!("{e:#}");
+        }
+    }
+
     /// Like [`daemon::Daemon::wait_for`] but panics with `what` and the log tail.
     pub fn expect_log(&self, pattern: &str, timeout: Duration, what: &str) {
         if !self.wait_for(pattern, timeout) {

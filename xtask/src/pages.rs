@@ -551,7 +551,9 @@ values, the rest under \fBother\fR.
 .TP
 .BR SIGTERM ", " SIGINT
 Stop: print the sample reports and the summary, roll back with \fB\-R\fR, detach every
-BPF program and exit 0.
+BPF program and exit 0. A bpftune started meanwhile waits (up to 30 s) until this one
+has exited, then takes over its saved originals; one started next to a running bpftune
+exits 1 ("another bpftune query server is already listening").
 .TP
 .B SIGKILL
 Leaves the changes in place; the originals persisted in
@@ -571,6 +573,9 @@ State directory instead of \fI/var/lib/bpftune\fR.
 .TP
 .I /var/run/bpftune/query.sock
 Query socket (root only).
+.TP
+.I /var/run/bpftune/bpftune.lock
+Locked for the daemon's whole life; holds its pid and \fBrunning\fR or \fBstopping\fR.
 .TP
 .I /var/run/bpftune/server-port
 The query port, with \fB\-p\fR.

@@ -375,6 +375,9 @@ fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("cannot stat {}", path.display()))),
         Ok(m) if m.file_type().is_socket() => {
+            // The daemon holds the run directory's lock by now (daemon/instance.rs), so
+            // an answer here comes from a daemon that takes no lock (C bpftune, an older
+            // bpftune-rs): refused as always.
             if UnixStream::connect(path).is_ok() {
                 anyhow::bail!(
                     "another bpftune query server is already listening on {}",
