@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ns_ints, ns_set, setup, temp_dir, Daemon, Pair, BPFTUNE};
+use common::{ns_ints, ns_set, setup, temp_dir, Daemon, Pair, TempDir, BPFTUNE};
 
 const SMALL_RMEM: &str = "4096 131072 262144";
 
@@ -26,16 +26,13 @@ fn rollback_now(state: &std::path::Path, run: &std::path::Path) -> (i32, String)
     (out.status.code().unwrap_or(-1), text)
 }
 
-#[test]
-#[ignore = "needs root (run as root with --include-ignored; make test does)"]
-fn rollback_now_restores_what_a_stopped_daemon_left() {
-    let _g = setup("rollback_now_restores_what_a_stopped_daemon_left");
+/// A pair whose receiver starts with a small tcp_rmem, and a daemon without `-R` (it
+/// leaves its changes in place when it stops) on a private state dir that has raised it.
+fn tuned_daemon() -> (Pair, TempDir, Daemon) {
     let p = Pair::new();
     ns_set(&p.rx, "net.ipv4.tcp_rmem", SMALL_RMEM);
     ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
     let state = temp_dir("state");
-
-    // No -R: the daemon leaves its changes in place when it stops.
     let d = Daemon::start_with_state(&[], state.path());
     p.iperf(3);
     d.expect_log(
@@ -43,6 +40,14 @@ fn rollback_now_restores_what_a_stopped_daemon_left() {
         Duration::from_secs(3),
         "receiver tcp_rmem raise",
     );
+    (p, state, d)
+}
+
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn rollback_now_restores_what_a_stopped_daemon_left() {
+    let _g = setup("rollback_now_restores_what_a_stopped_daemon_left");
+    let (p, state, d) = tuned_daemon();
 
     // While the daemon runs it owns the state file: refused, nothing restored.
     let (code, text) = rollback_now(state.path(), d.run_dir());
@@ -92,17 +97,7 @@ fn rollback_now_restores_what_a_stopped_daemon_left() {
 #[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn rollback_now_right_after_sigterm_waits_for_the_stopping_daemon() {
     let _g = setup("rollback_now_right_after_sigterm_waits_for_the_stopping_daemon");
-    let p = Pair::new();
-    ns_set(&p.rx, "net.ipv4.tcp_rmem", SMALL_RMEM);
-    ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
-    let state = temp_dir("state");
-    let d = Daemon::start_with_state(&[], state.path());
-    p.iperf(3);
-    d.expect_log(
-        "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) ->",
-        Duration::from_secs(3),
-        "receiver tcp_rmem raise",
-    );
+    let (p, state, d) = tuned_daemon();
     d.sigterm();
     let (code, text) = rollback_now(state.path(), d.run_dir());
     let st = d.terminate();

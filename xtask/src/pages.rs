@@ -544,7 +544,9 @@ per-namespace values the latest bpftune wrote), \fBtuner_state\fR{tuner,netns,st
 \fBevents_received_total\fR and \fBevents_stale_total\fR{tuner},
 \fBevents_lost_total\fR (ring buffer full, counted in BPF),
 \fBbpf_run_time_seconds_total\fR and \fBbpf_run_count_total\fR{tuner,program} (while
-kernel.bpf_stats_enabled=1), \fBrollback_restores_total\fR, \fBnetns_tracked\fR.
+kernel.bpf_stats_enabled=1), \fBwrite_failures_total\fR{tuner,tunable,errno} (sysctl
+writes the kernel refused; present once one failed), \fBrollback_restores_total\fR,
+\fBnetns_tracked\fR.
 \fInetns\fR is \fBglobal\fR, the /run/netns name or \fBino:\fIINODE\fR; at most 256
 values, the rest under \fBother\fR.
 .SH SIGNALS
