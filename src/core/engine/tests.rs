@@ -1,9 +1,11 @@
 //! Engine unit tests over an in-memory sysctl store and fake namespaces.
 
 use super::*;
+use crate::core::events::Event;
 use crate::core::mem_sysctl::MemSysctl;
 use crate::core::netns::NetnsInfo;
 use crate::core::tunable::Scenario;
+use crate::core::tuner::{Outcome, Proposal, TunerEnv, WouldChange};
 use std::path::PathBuf;
 
 const GLOBAL_COOKIE: u64 = 1;

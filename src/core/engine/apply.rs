@@ -1,0 +1,216 @@
+//! Applying one proposal: every check before the write, the write, and its record.
+
+use super::emit::{netns_label, ChangeLine};
+use super::{lock, Engine};
+use crate::core::change::ChangeRecord;
+use crate::core::events::monotonic_ns;
+use crate::core::netns::Target;
+use crate::core::sysctl::SysctlError;
+use crate::core::tunable::{SysctlValue, TunableDesc};
+use crate::core::tuner::{NsState, Outcome, Proposal};
+
+impl Engine {
+    pub(super) fn apply(&mut self, tuner: usize, p: Proposal) -> Outcome {
+        let Some(desc) = self.desc(tuner, p.tunable) else {
+            return Outcome::Failed(format!("no tunable {}", p.tunable));
+        };
+        let tname = self.metas[tuner].name;
+        let Some((cookie, target)) = self.target_for(&desc, p.ns) else {
+            // Not found *now* (e.g. a brand-new container, rate-limited rescans): drop
+            // this event only; "gone" is decided by the registry's vanish reports.
+            tracing::debug!(
+                "netns (cookie {}) not found for '{}'; dropping the event for '{tname}'",
+                self.cookie(p.ns),
+                desc.name
+            );
+            return Outcome::NoNamespace;
+        };
+        if self.cookie_state(tuner, cookie) != NsState::Active
+            || self.admin_owned.contains(&(cookie, desc.name.to_string()))
+        {
+            let key = format!("skip:{tuner}:{}:{cookie}", desc.name);
+            self.say_once(
+                key,
+                || {
+                    format!(
+                        "Skipping update of '{}' ; tuner '{tname}' is disabled in netns (cookie {cookie})",
+                        desc.name
+                    )
+                },
+                true,
+            );
+            return Outcome::Disabled;
+        }
+        if desc.read_only {
+            tracing::error!(
+                "refusing to write {} = {}: bpftune only reads it",
+                desc.name,
+                p.value
+            );
+            return Outcome::Failed(format!("'{}' is read-only for bpftune", desc.name));
+        }
+        if let Err(why) = validate(&desc, &p.value) {
+            tracing::error!("refusing to write {} = {}: {why}", desc.name, p.value);
+            return Outcome::Failed(why);
+        }
+        let live = match self.read_desc(&desc, &target) {
+            Ok(v) => v,
+            Err(SysctlError::NotFound(_)) => {
+                let optional = desc.optional;
+                self.say_once(
+                    format!("missing:{}", desc.name),
+                    || {
+                        format!(
+                            "sysctl '{}' is not available on this system{}; not tuning it",
+                            desc.name,
+                            if optional { " (optional)" } else { "" }
+                        )
+                    },
+                    true,
+                );
+                return Outcome::Missing;
+            }
+            Err(e) => return self.failed(tuner, cookie, &target, &desc, e.to_string()),
+        };
+        let real = live.clone();
+        let live = if self.observe {
+            self.effective(cookie, desc.name, live)
+        } else {
+            live
+        };
+        if p.expect.as_ref().is_some_and(|e| *e != live) {
+            tracing::debug!(
+                "dropping stale proposal for '{}': live ({live}) != premise ({})",
+                desc.name,
+                p.expect.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+            self.stats.event_stale(tuner);
+            return Outcome::Stale;
+        }
+        if live == p.value {
+            return Outcome::Unchanged;
+        }
+        if self.observe {
+            return self.propose(tuner, cookie, &target, &desc, p, real, live);
+        }
+        let global = matches!(target, Target::Global);
+        let ino = match &target {
+            Target::Global => 0,
+            Target::Netns(info) => info.ino,
+        };
+        let original = match self
+            .store
+            .before_write(desc.name, cookie, ino, global, &live, &p.value)
+        {
+            Ok(o) => Some(o),
+            Err(e) => {
+                // No write without a rollback record: after a crash the original would
+                // be lost. Said once; every later proposal retries (space may return).
+                if !self.persist_warned {
+                    self.persist_warned = true;
+                    tracing::warn!("cannot persist original values to {}: {e}; not changing any sysctl until it can be saved (a change could not be rolled back after a crash)", self.store.path().display());
+                }
+                return Outcome::Failed(format!("cannot persist the original of '{}': {e}", desc.name));
+            }
+        };
+        if let Err(e) = crate::core::sysctl::write_desc(self.sysctl.as_ref(), &target, &desc, &p.value) {
+            self.stats.write_failed(tuner, desc.name, &e.errno_name());
+            return self.failed(tuner, cookie, &target, &desc, e.to_string());
+        }
+        let write_ts = monotonic_ns();
+        let meta = &self.metas[tuner];
+        let sc = meta.scenarios.get(p.scenario).copied();
+        let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
+        let line = ChangeLine {
+            tuner: tname,
+            tunable: desc.name,
+            scenario: sc_name,
+            scenario_desc: sc_desc,
+            netns: netns_label(&target),
+            cookie,
+            global,
+        };
+        line.scenario();
+        line.change(Some((&live, &p.value)), false, p.message.trim_end());
+        if p.event_ts_ns > 0 {
+            tracing::debug!(
+                "reaction: {} us from event to write of '{}'",
+                write_ts.saturating_sub(p.event_ts_ns) / 1000,
+                desc.name
+            );
+        }
+        let netns = match &target {
+            Target::Global => None,
+            Target::Netns(info) => info.name.clone(),
+        };
+        let rec = ChangeRecord {
+            time: ChangeRecord::now(),
+            tuner: tname.to_string(),
+            tunable: desc.name.to_string(),
+            scenario: sc_name.to_string(),
+            netns_cookie: cookie,
+            global,
+            netns,
+            old: Some(live),
+            new: Some(p.value),
+            message: p.message.trim_end().to_string(),
+            applied: true,
+            proposed: false,
+            event_ts_ns: p.event_ts_ns,
+            write_ts_ns: write_ts,
+        };
+        lock(&self.ledger).record(tuner, p.tunable, p.scenario, original, rec);
+        Outcome::Applied
+    }
+
+    fn failed(
+        &mut self,
+        tuner: usize,
+        cookie: u64,
+        target: &Target,
+        desc: &TunableDesc,
+        why: String,
+    ) -> Outcome {
+        if matches!(target, Target::Netns(_)) {
+            // C bpftune #103: stop retrying a namespace we cannot write.
+            self.ns_state.insert((tuner, cookie), NsState::Gone);
+            self.stats.set_ns_state(tuner, cookie, NsState::Gone);
+            tracing::info!(
+                "could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more",
+                desc.name
+            );
+        } else if self.said.insert(format!("fail:{}", desc.name)) {
+            // Once per sysctl (every later proposal fails the same way and is counted
+            // in bpftune_write_failures_total), as a warning: a tuner that cannot write
+            // is not doing its job.
+            tracing::warn!("could not update '{}': {why}", desc.name);
+        }
+        Outcome::Failed(why)
+    }
+}
+
+/// Generic sanity limits every write must pass (tuners clamp more tightly).
+pub(super) fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), String> {
+    match value {
+        SysctlValue::Str(s) if desc.string => {
+            if s.contains('\n') || s.len() > 127 {
+                return Err("string too long or multi-line".into());
+            }
+            Ok(())
+        }
+        SysctlValue::Ints(v) if !desc.string => {
+            if v.len() != usize::from(desc.num_values) {
+                return Err(format!(
+                    "{} values for a {}-value sysctl",
+                    v.len(),
+                    desc.num_values
+                ));
+            }
+            if v.iter().any(|x| *x < 0) {
+                return Err("negative value".into());
+            }
+            Ok(())
+        }
+        _ => Err("value type does not match the tunable".into()),
+    }
+}
