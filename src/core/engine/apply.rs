@@ -1,8 +1,7 @@
 //! Applying one proposal: every check before the write, the write, and its record.
 
-use super::emit::{netns_label, ChangeLine};
-use super::{lock, Engine};
-use crate::core::change::ChangeRecord;
+use super::emit::{Change, Kind, Place};
+use super::Engine;
 use crate::core::events::monotonic_ns;
 use crate::core::netns::Target;
 use crate::core::sysctl::SysctlError;
@@ -102,7 +101,7 @@ impl Engine {
             .store
             .before_write(desc.name, cookie, ino, global, &live, &p.value)
         {
-            Ok(o) => Some(o),
+            Ok(o) => o,
             Err(e) => {
                 // No write without a rollback record: after a crash the original would
                 // be lost. Said once; every later proposal retries (space may return).
@@ -118,48 +117,28 @@ impl Engine {
             return self.failed(tuner, cookie, &target, &desc, e.to_string());
         }
         let write_ts = monotonic_ns();
-        let meta = &self.metas[tuner];
-        let sc = meta.scenarios.get(p.scenario).copied();
-        let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
-        let line = ChangeLine {
-            tuner: tname,
-            tunable: desc.name,
-            scenario: sc_name,
-            scenario_desc: sc_desc,
-            netns: netns_label(&target),
-            cookie,
-            global,
-        };
-        line.scenario();
-        line.change(Some((&live, &p.value)), false, p.message.trim_end());
-        if p.event_ts_ns > 0 {
+        let event_ts = p.event_ts_ns;
+        self.emit(Change {
+            tuner,
+            tunable: p.tunable,
+            name: desc.name,
+            scenario: p.scenario,
+            place: Place::of(&target, cookie),
+            values: Some((live, p.value)),
+            message: &p.message,
+            kind: Kind::Applied {
+                original,
+                event_ts_ns: event_ts,
+                write_ts_ns: write_ts,
+            },
+        });
+        if event_ts > 0 {
             tracing::debug!(
                 "reaction: {} us from event to write of '{}'",
-                write_ts.saturating_sub(p.event_ts_ns) / 1000,
+                write_ts.saturating_sub(event_ts) / 1000,
                 desc.name
             );
         }
-        let netns = match &target {
-            Target::Global => None,
-            Target::Netns(info) => info.name.clone(),
-        };
-        let rec = ChangeRecord {
-            time: ChangeRecord::now(),
-            tuner: tname.to_string(),
-            tunable: desc.name.to_string(),
-            scenario: sc_name.to_string(),
-            netns_cookie: cookie,
-            global,
-            netns,
-            old: Some(live),
-            new: Some(p.value),
-            message: p.message.trim_end().to_string(),
-            applied: true,
-            proposed: false,
-            event_ts_ns: p.event_ts_ns,
-            write_ts_ns: write_ts,
-        };
-        lock(&self.ledger).record(tuner, p.tunable, p.scenario, original, rec);
         Outcome::Applied
     }
 

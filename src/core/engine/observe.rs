@@ -3,9 +3,8 @@
 
 use std::borrow::Cow;
 
-use super::emit::{netns_label, place, ChangeLine};
-use super::{lock, Engine, Simulated};
-use crate::core::change::ChangeRecord;
+use super::emit::{Change, Kind, Place};
+use super::{Engine, Simulated};
 use crate::core::events::{Event, MAX_VALUES};
 use crate::core::netns::Target;
 use crate::core::tunable::{SysctlValue, TunableDesc, TunableKind};
@@ -80,40 +79,10 @@ impl Engine {
         real: SysctlValue,
         current: SysctlValue,
     ) -> Outcome {
-        let meta = &self.metas[tuner];
-        let tname = meta.name;
-        let sc = meta.scenarios.get(p.scenario).copied();
-        let (sc_name, sc_desc) = sc.map(|s| (s.name, s.description)).unwrap_or(("?", ""));
-        let global = matches!(target, Target::Global);
-        let netns = match target {
-            Target::Global => None,
-            Target::Netns(info) => info.name.clone(),
-        };
-        let place = place(target, cookie);
-        let message = p.message.trim_end().to_string();
-        // Once per (tuner, tunable, namespace, value); the key ends in the cookie so that
-        // forget_netns drops it with the namespace.
+        // Logged once per (tuner, tunable, namespace, value); the key ends in the cookie
+        // so that forget_netns drops it with the namespace.
         let key = format!("would:{tuner}:{}:{}:{cookie}", desc.name, p.value);
-        if self.said.insert(key) {
-            let line = ChangeLine {
-                tuner: tname,
-                tunable: desc.name,
-                scenario: sc_name,
-                scenario_desc: sc_desc,
-                netns: netns_label(target),
-                cookie,
-                global,
-            };
-            line.scenario();
-            line.change(
-                Some((&current, &p.value)),
-                true,
-                &format!(
-                    "would change {} in {place} from ({current}) to ({}): {message}",
-                    desc.name, p.value
-                ),
-            );
-        }
+        let log = self.said.insert(key);
         if p.value == real {
             // Back to the live value (e.g. leaving low memory): nothing to simulate.
             self.overlay.remove(&(cookie, desc.name.to_string()));
@@ -126,88 +95,46 @@ impl Engine {
                 },
             );
         }
-        let rec = ChangeRecord {
-            time: ChangeRecord::now(),
-            tuner: tname.to_string(),
-            tunable: desc.name.to_string(),
-            scenario: sc_name.to_string(),
-            netns_cookie: cookie,
-            global,
-            netns,
-            old: Some(current),
-            new: Some(p.value),
-            message,
-            applied: false,
-            proposed: true,
-            event_ts_ns: p.event_ts_ns,
-            write_ts_ns: 0,
-        };
-        lock(&self.ledger).record(tuner, p.tunable, p.scenario, None, rec);
+        self.emit(Change {
+            tuner,
+            tunable: p.tunable,
+            name: desc.name,
+            scenario: p.scenario,
+            place: Place::of(target, cookie),
+            values: Some((current, p.value)),
+            message: &p.message,
+            kind: Kind::Proposed {
+                event_ts_ns: p.event_ts_ns,
+                log,
+            },
+        });
         Outcome::Applied
     }
 
-    /// [`TunerEnv::would_change`]: a proposal that is not a sysctl (nothing to read,
-    /// simulate or persist), logged and recorded like [`Engine::propose`]'s.
+    /// [`TunerEnv::would_change`](crate::core::tuner::TunerEnv::would_change): a
+    /// proposal that is not a sysctl (nothing to read, simulate or persist), logged and
+    /// recorded like [`Engine::propose`]'s.
     pub(super) fn would_change(&mut self, tuner: usize, w: WouldChange<'_>) {
         let Some(desc) = self.desc(tuner, w.tunable) else {
             return;
         };
         // A namespace not found (any more) is still named by its cookie.
-        let (cookie, target) = match self.target_for(&desc, w.ns) {
-            Some((cookie, target)) => (cookie, Some(target)),
-            None => (self.cookie(w.ns), None),
+        let place = match self.target_for(&desc, w.ns) {
+            Some((cookie, target)) => Place::of(&target, cookie),
+            None => Place::unlocated(self.cookie(w.ns)),
         };
-        let global = matches!(target, Some(Target::Global));
-        let netns = match &target {
-            Some(Target::Netns(info)) => info.name.clone(),
-            _ => None,
-        };
-        let (place, label) = match &target {
-            Some(t) => (place(t, cookie), netns_label(t)),
-            None => (format!("netns (cookie {cookie})"), cookie.to_string()),
-        };
-        let meta = &self.metas[tuner];
-        let (sc_name, sc_desc) = meta
-            .scenarios
-            .get(w.scenario)
-            .map(|s| (s.name, s.description))
-            .unwrap_or(("?", ""));
-        let (old, new) = (SysctlValue::Str(w.from.into()), SysctlValue::Str(w.to.into()));
-        let message = w.message.trim_end();
-        let line = ChangeLine {
-            tuner: meta.name,
-            tunable: desc.name,
-            scenario: sc_name,
-            scenario_desc: sc_desc,
-            netns: label,
-            cookie,
-            global,
-        };
-        line.scenario();
-        line.change(
-            Some((&old, &new)),
-            true,
-            &format!(
-                "would change {} in {place} from ({old}) to ({new}): {message}",
-                desc.name
-            ),
-        );
-        let rec = ChangeRecord {
-            time: ChangeRecord::now(),
-            tuner: meta.name.to_string(),
-            tunable: desc.name.to_string(),
-            scenario: sc_name.to_string(),
-            netns_cookie: cookie,
-            global,
-            netns,
-            old: Some(old),
-            new: Some(new),
-            message: message.to_string(),
-            applied: false,
-            proposed: true,
-            event_ts_ns: 0,
-            write_ts_ns: 0,
-        };
-        lock(&self.ledger).record(tuner, w.tunable, w.scenario, None, rec);
+        self.emit(Change {
+            tuner,
+            tunable: w.tunable,
+            name: desc.name,
+            scenario: w.scenario,
+            place,
+            values: Some((SysctlValue::Str(w.from.into()), SysctlValue::Str(w.to.into()))),
+            message: w.message,
+            kind: Kind::Proposed {
+                event_ts_ns: 0,
+                log: true,
+            },
+        });
     }
 }
