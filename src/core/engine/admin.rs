@@ -8,6 +8,38 @@ use crate::core::sysctl::SysctlError;
 use crate::core::tunable::{sysctl_name, TunableDesc, TunableKind};
 use crate::core::tuner::{Ns, NsState, TunerState};
 
+/// A one-time message already logged (the engine's `said` set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Said {
+    /// "could not update" of a global sysctl (every later failure is only counted).
+    Fail(&'static str),
+    /// "Skipping update": the tuner is disabled for that sysctl in that namespace.
+    Skip {
+        tuner: usize,
+        tunable: &'static str,
+        cookie: u64,
+    },
+    /// The sysctl is not available on this kernel.
+    Missing(&'static str),
+    /// Observe mode: the proposal of `value` (as displayed) was logged.
+    Would {
+        tuner: usize,
+        tunable: &'static str,
+        value: String,
+        cookie: u64,
+    },
+}
+
+impl Said {
+    /// The namespace the message is about, if it is about one: those go with it.
+    fn cookie(&self) -> Option<u64> {
+        match self {
+            Said::Skip { cookie, .. } | Said::Would { cookie, .. } => Some(*cookie),
+            Said::Fail(_) | Said::Missing(_) => None,
+        }
+    }
+}
+
 impl Engine {
     pub(super) fn cookie_state(&self, tuner: usize, cookie: u64) -> NsState {
         self.ns_state
@@ -37,8 +69,7 @@ impl Engine {
         if !self.ns.is_global(cookie) {
             lock(&self.ledger).forget_netns(cookie);
         }
-        let suffix = format!(":{cookie}");
-        self.said.retain(|k| !k.ends_with(&suffix));
+        self.said.retain(|k| k.cookie() != Some(cookie));
         if let Err(e) = self.store.forget_netns(cookie) {
             tracing::debug!("could not update {}: {e}", self.store.path().display());
         }
@@ -101,7 +132,7 @@ impl Engine {
         )
     }
 
-    pub(super) fn say_once(&mut self, key: String, msg: impl FnOnce() -> String, notice: bool) {
+    pub(super) fn say_once(&mut self, key: Said, msg: impl FnOnce() -> String, notice: bool) {
         if self.said.insert(key) {
             if notice {
                 tracing::info!("{}", msg());
@@ -133,7 +164,7 @@ impl Engine {
             all.push(desc.name);
             if let Err(SysctlError::NotFound(_)) = self.read_desc(&desc, &Target::Global) {
                 missing.push(desc.name);
-                self.said.insert(format!("missing:{}", desc.name));
+                self.said.insert(Said::Missing(desc.name));
             }
         }
         if let Some(line) = missing_tunables_line(&missing, &all) {

@@ -1,7 +1,7 @@
 //! Applying one proposal: every check before the write, the write, and its record.
 
 use super::emit::{Change, Kind, Place};
-use super::Engine;
+use super::{Engine, Said};
 use crate::core::events::monotonic_ns;
 use crate::core::netns::Target;
 use crate::core::sysctl::SysctlError;
@@ -27,7 +27,11 @@ impl Engine {
         if self.cookie_state(tuner, cookie) != NsState::Active
             || self.admin_owned.contains(&(cookie, desc.name.to_string()))
         {
-            let key = format!("skip:{tuner}:{}:{cookie}", desc.name);
+            let key = Said::Skip {
+                tuner,
+                tunable: desc.name,
+                cookie,
+            };
             self.say_once(
                 key,
                 || {
@@ -50,14 +54,14 @@ impl Engine {
         }
         if let Err(why) = validate(&desc, &p.value) {
             tracing::error!("refusing to write {} = {}: {why}", desc.name, p.value);
-            return Outcome::Failed(why);
+            return Outcome::Failed(why.to_string());
         }
         let live = match self.read_desc(&desc, &target) {
             Ok(v) => v,
             Err(SysctlError::NotFound(_)) => {
                 let optional = desc.optional;
                 self.say_once(
-                    format!("missing:{}", desc.name),
+                    Said::Missing(desc.name),
                     || {
                         format!(
                             "sysctl '{}' is not available on this system{}; not tuning it",
@@ -158,7 +162,7 @@ impl Engine {
                 "could not update '{}' in netns (cookie {cookie}): {why}; not tuning that namespace any more",
                 desc.name
             );
-        } else if self.said.insert(format!("fail:{}", desc.name)) {
+        } else if self.said.insert(Said::Fail(desc.name)) {
             // Once per sysctl (every later proposal fails the same way and is counted
             // in bpftune_write_failures_total), as a warning: a tuner that cannot write
             // is not doing its job.
@@ -168,28 +172,41 @@ impl Engine {
     }
 }
 
+/// Why a value fails [`validate`]; the text is what the logs and `Outcome::Failed` say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum Invalid {
+    #[error("string too long or multi-line")]
+    String,
+    #[error("{got} values for a {want}-value sysctl")]
+    Count { got: usize, want: u8 },
+    /// The one check a saved original may fail (see [`Engine::rollback`]).
+    #[error("negative value")]
+    Negative,
+    #[error("value type does not match the tunable")]
+    Type,
+}
+
 /// Generic sanity limits every write must pass (tuners clamp more tightly).
-pub(super) fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), String> {
+pub(super) fn validate(desc: &TunableDesc, value: &SysctlValue) -> Result<(), Invalid> {
     match value {
         SysctlValue::Str(s) if desc.string => {
             if s.contains('\n') || s.len() > 127 {
-                return Err("string too long or multi-line".into());
+                return Err(Invalid::String);
             }
             Ok(())
         }
         SysctlValue::Ints(v) if !desc.string => {
             if v.len() != usize::from(desc.num_values) {
-                return Err(format!(
-                    "{} values for a {}-value sysctl",
-                    v.len(),
-                    desc.num_values
-                ));
+                return Err(Invalid::Count {
+                    got: v.len(),
+                    want: desc.num_values,
+                });
             }
             if v.iter().any(|x| *x < 0) {
-                return Err("negative value".into());
+                return Err(Invalid::Negative);
             }
             Ok(())
         }
-        _ => Err("value type does not match the tunable".into()),
+        _ => Err(Invalid::Type),
     }
 }

@@ -27,6 +27,8 @@ mod env;
 mod observe;
 mod rollback;
 
+use admin::Said;
+
 pub use admin::missing_tunables_line;
 pub use env::EngineCtx;
 
@@ -86,7 +88,7 @@ pub struct Engine {
     /// (netns cookie, sysctl name) written by someone else: never ours again.
     admin_owned: HashSet<(u64, String)>,
     /// One-time messages already logged.
-    said: HashSet<String>,
+    said: HashSet<Said>,
     memory: MemoryFacts,
     /// Persistence failures are reported once; tuning goes on.
     persist_warned: bool,

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::emit::{Change, Kind, Place};
-use super::{Engine, Simulated};
+use super::{Engine, Said, Simulated};
 use crate::core::events::{Event, MAX_VALUES};
 use crate::core::netns::Target;
 use crate::core::tunable::{SysctlValue, TunableDesc, TunableKind};
@@ -79,9 +79,14 @@ impl Engine {
         real: SysctlValue,
         current: SysctlValue,
     ) -> Outcome {
-        // Logged once per (tuner, tunable, namespace, value); the key ends in the cookie
-        // so that forget_netns drops it with the namespace.
-        let key = format!("would:{tuner}:{}:{}:{cookie}", desc.name, p.value);
+        // Logged once per (tuner, tunable, namespace, value); forget_netns drops the key
+        // with the namespace.
+        let key = Said::Would {
+            tuner,
+            tunable: desc.name,
+            value: p.value.to_string(),
+            cookie,
+        };
         let log = self.said.insert(key);
         if p.value == real {
             // Back to the live value (e.g. leaving low memory): nothing to simulate.

@@ -1,6 +1,6 @@
 //! `-R`: restoring the persisted originals.
 
-use super::apply::validate;
+use super::apply::{validate, Invalid};
 use super::Engine;
 use crate::core::netns::Target;
 use crate::core::tunable::SysctlValue;
@@ -52,7 +52,7 @@ impl Engine {
             // shape must still be the tunable's.
             if let Some(why) = validate(&desc, &e.original)
                 .err()
-                .filter(|why| why != "negative value")
+                .filter(|why| *why != Invalid::Negative)
             {
                 tracing::warn!("not rolling back '{}' from the saved originals: {why}", e.sysctl);
                 let _ = self.store.remove(e.netns_cookie, &e.sysctl);

@@ -1,5 +1,6 @@
 //! Engine unit tests over an in-memory sysctl store and fake namespaces.
 
+use super::apply::validate;
 use super::*;
 use crate::core::events::Event;
 use crate::core::mem_sysctl::MemSysctl;
@@ -259,7 +260,11 @@ fn failed_global_writes_are_counted_by_errno() {
     );
     assert_eq!(f.engine.ns_state(0, GLOBAL), NsState::Active);
     assert_eq!(
-        f.engine.said.iter().filter(|k| k.starts_with("fail:")).count(),
+        f.engine
+            .said
+            .iter()
+            .filter(|k| matches!(k, Said::Fail(_)))
+            .count(),
         1,
         "said once per sysctl"
     );
@@ -800,7 +805,7 @@ fn originals_owned_by_another_uid_are_not_trusted() {
 fn missing_tunables_are_reported_once_at_start() {
     let mut f = fixture("missing-start");
     assert_eq!(f.engine.report_missing_tunables(), vec!["net.ipv6.missing"]);
-    assert!(f.engine.said.contains("missing:net.ipv6.missing"));
+    assert!(f.engine.said.contains(&Said::Missing("net.ipv6.missing")));
     // A later proposal for it is still refused, without a line of its own (already said).
     let said = f.engine.said.len();
     assert_eq!(
@@ -839,4 +844,27 @@ fn missing_tunables_line_names_ipv6_when_all_of_it_is_gone() {
     );
     // One line whatever the count.
     assert_eq!(both.lines().count(), 1);
+}
+
+/// The typed validation errors say what the string ones said (logs and
+/// `Outcome::Failed` carry the text).
+#[test]
+fn validation_errors_keep_their_text() {
+    let ints = TUNABLES[0];
+    let string = TUNABLES[4];
+    let text = |d: &TunableDesc, v: SysctlValue| validate(d, &v).map_err(|e| e.to_string());
+    assert_eq!(text(&ints, v(1)), Ok(()));
+    assert_eq!(
+        text(&ints, SysctlValue::Ints(vec![1])),
+        Err("1 values for a 3-value sysctl".to_string())
+    );
+    assert_eq!(text(&ints, v(-1)), Err("negative value".to_string()));
+    assert_eq!(
+        text(&ints, SysctlValue::Str("x".into())),
+        Err("value type does not match the tunable".to_string())
+    );
+    assert_eq!(
+        text(&string, SysctlValue::Str("a\nb".into())),
+        Err("string too long or multi-line".to_string())
+    );
 }
