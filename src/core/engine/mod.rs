@@ -1,13 +1,14 @@
 //! The core half of every tuning action. A tuner proposes; the engine re-reads the live
 //! value in the right namespace, drops stale or no-op proposals, refuses to touch what
 //! the administrator owns, persists the original, writes, and records one
-//! [`ChangeRecord`] that feeds the log, the queries and the exit summary.
-
+//! [`ChangeRecord`](crate::core::change::ChangeRecord) that feeds the log, the queries
+//! and the exit summary.
 //!
-//! One concern a file: [`apply`] (the checks and the write), [`observe`] (observe mode's
-//! proposals and simulation), [`admin`] (what the administrator and each namespace
-//! own, and the one-time messages), [`rollback`] (`-R`), [`env`] (the [`TunerEnv`](crate::core::tuner::TunerEnv) a
-//! tuner sees) and [`emit`] (the one place a change is recorded and logged).
+//! One concern a file: `apply.rs` (the checks and the write), `observe.rs` (observe
+//! mode's proposals and simulation), `admin.rs` (what the administrator and each
+//! namespace own, and the one-time messages), `rollback.rs` (`-R`), `env.rs` (the
+//! [`TunerEnv`](crate::core::tuner::TunerEnv) a tuner sees) and `emit.rs` (the one place
+//! a change is recorded and logged).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
