@@ -150,14 +150,20 @@ def proc_stats(pid):
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-VALID = ["help", "tuners", "tunables", "jtunables", "summary", "status", "jstatus", "rollback",
-         "jchanges", "jpaths"]
+def query_names(help_reply):
+    """The queries the daemon serves, from its `help` reply ("%20s %40s" per query, C's
+    table order): derived, not a copy here that drifts (one lacked advice/jadvice)."""
+    names = [l.split()[0] for l in help_reply.rstrip(b"\0").decode().splitlines() if l.strip()]
+    if "help" not in names:
+        raise RuntimeError(f"help reply lists no queries: {help_reply[:200]!r}")
+    return names
 
 
-def mutate(rng):
-    """One hostile request: (bytes, how to end it)."""
+def mutate(rng, valid):
+    """One hostile request, built from one of the `valid` query names: (bytes, how to
+    end it)."""
     kind = rng.randrange(8)
-    base = rng.choice(VALID).encode()
+    base = rng.choice(valid).encode()
     if kind == 0:
         data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64)))
     elif kind == 1:  # oversized
@@ -235,6 +241,7 @@ def fuzz(n, clients, mode, lorises=4):
         if not r.endswith(b"\0") or len(r) < 20:
             d.stop()
             raise RuntimeError(f"baseline query {q} failed: {r[:100]!r}")
+    valid = query_names(expect["help"])
     rss0, fds0 = proc_stats(pid)
     stats = {"sent": 0, "wrong": 0, "checks": 0}
     busy = [0]
@@ -248,7 +255,7 @@ def fuzz(n, clients, mode, lorises=4):
                 if stats["sent"] >= n:
                     return
                 stats["sent"] += 1
-            data, end = mutate(rng)
+            data, end = mutate(rng, valid)
             # "none": the request is left unfinished and abandoned after 50 ms (the
             # slow-loris threads are the clients that stay); waiting longer only slowed
             # the run (1 in 4 requests held a client 0.5 s: 45-80 req/s).

@@ -169,3 +169,37 @@ fn a_killed_bench_harness_stops_its_daemon_and_cleanup_removes_its_dirs() {
         cgroup.display()
     );
 }
+
+/// The testbed's safety net behind `-R` (`DaemonConfig::restore_globals`, on for every
+/// benchmark daemon) covers every sysctl of every built-in tuner that this kernel has:
+/// its list is the daemon's own (`-q jtunables`), not a copy that can drift (the old
+/// hand-kept one lacked net.core.flow_limit_cpu_bitmap and net.ipv6.ip6frag_*).
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn testbed_restores_every_sysctl_of_every_builtin_tuner() {
+    let _g = setup("testbed_restores_every_sysctl_of_every_builtin_tuner");
+    let d = common::Daemon::start(&[]);
+    let restored = d
+        .global_sysctls()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", d.tail(30)));
+    let mut checked = 0;
+    for t in bpftune::tuners::all() {
+        for desc in t.tunables() {
+            let path = format!("/proc/sys/{}", desc.name.replace('.', "/"));
+            if desc.kind != bpftune::core::tunable::TunableKind::Sysctl || !Path::new(&path).exists() {
+                continue;
+            }
+            checked += 1;
+            assert!(
+                restored.contains(desc.name),
+                "{} ({}) is not among the sysctls the testbed restores: {restored:?}",
+                desc.name,
+                t.name()
+            );
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} sysctls of the built-in tuners exist here"
+    );
+}

@@ -242,8 +242,7 @@ fn nearly_empty_grown_table_shrinks() {
 fn nearly_full_ndisc_table_grows_its_thresholds() {
     let _g = setup("nearly_full_ndisc_table_grows_its_thresholds");
     if !std::path::Path::new("/proc/sys/net/ipv6/neigh/default/gc_thresh3").exists() {
-        eprintln!("skipping nearly_full_ndisc_table_grows_its_thresholds: IPv6 disabled");
-        return;
+        common::skip!("needs IPv6 (no /proc/sys/net/ipv6/neigh/default/gc_thresh3)");
     }
     let pair = Pair::new();
     let dev = pair.veth.dev_a().to_string();

@@ -77,8 +77,7 @@ fn backlog() -> i64 {
 fn backlog_drops_grow_netdev_max_backlog() {
     let _g = setup("backlog_drops_grow_netdev_max_backlog");
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipping backlog_drops_grow_netdev_max_backlog: recipe G needs 2 CPUs");
-        return;
+        common::skip!("recipe G needs 2 CPUs");
     }
     // Guards first: everything net_buffer may write is global.
     let _saved: Vec<SysctlGuard> = [
@@ -240,8 +239,7 @@ fn softnet_squeezes() -> u64 {
 fn time_squeezes_grow_the_napi_budget() {
     let _g = setup("time_squeezes_grow_the_napi_budget");
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipping time_squeezes_grow_the_napi_budget: needs 2 CPUs");
-        return;
+        common::skip!("needs 2 CPUs");
     }
     let _saved: Vec<SysctlGuard> = [
         "net.core.flow_limit_cpu_bitmap",

@@ -297,3 +297,38 @@ fn an_unprivileged_client_is_refused_and_served_over_tcp_with_p() {
     let (st, log) = d.stop();
     assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 30));
 }
+
+/// reliability/reliability.py fuzzes the query server from the query names the daemon's
+/// `help` reply lists (`query_names`), not from a copy that drifts (one lacked advice and
+/// jadvice): it finds every query of the table, in order.
+#[test]
+fn reliability_fuzz_derives_every_query_from_help() {
+    let help = bpftune::core::query::format::format_help();
+    let script = r#"
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("reliability", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+print(" ".join(m.query_names(sys.stdin.buffer.read())))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/reliability/reliability.py"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(help.as_bytes()).expect("write help");
+        stdin.write_all(b"\0").expect("write NUL");
+    }
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(out.status.success(), "{out:?}");
+    let want: Vec<&str> = bpftune::core::query::QUERIES.iter().map(|(q, _)| *q).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want.join(" "));
+}

@@ -312,7 +312,8 @@ const SOCKOPS: (libbpf_sys::bpf_prog_type, libbpf_sys::bpf_attach_type) = (
 );
 
 impl StaleCgroup {
-    fn new() -> Option<StaleCgroup> {
+    /// Err: the reason the cgroup cannot be created (the test skips).
+    fn new() -> Result<StaleCgroup, String> {
         let root = Path::new("/sys/fs/cgroup/unified");
         let root = if root.is_dir() {
             root
@@ -321,11 +322,10 @@ impl StaleCgroup {
         };
         let path = root.join(format!("{}-stale-{}", common::PREFIX, std::process::id()));
         if let Err(e) = fs::create_dir(&path) {
-            eprintln!("skipping: cannot create cgroup {}: {e}", path.display());
-            return None;
+            return Err(format!("needs a cgroup it can create: {}: {e}", path.display()));
         }
         let dir = fs::File::open(&path).expect("open cgroup");
-        Some(StaleCgroup { path, dir })
+        Ok(StaleCgroup { path, dir })
     }
 
     /// Loads and attaches (legacy) a no-op program; returns (prog id, fd).
@@ -400,8 +400,9 @@ impl Drop for StaleCgroup {
 #[ignore = "needs root (run as root with --include-ignored; make test does)"]
 fn stale_bpftune_cgroup_programs_are_detached_at_start() {
     let _g = setup("stale_bpftune_cgroup_programs_are_detached_at_start");
-    let Some(cg) = StaleCgroup::new() else {
-        return;
+    let cg = match StaleCgroup::new() {
+        Ok(cg) => cg,
+        Err(reason) => common::skip!("{reason}"),
     };
     let (stale_sysctl, fd) = cg.attach(SYSCTL, "bpftune_sysctl_write");
     drop(fd);

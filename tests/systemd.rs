@@ -255,20 +255,16 @@ fn unit_for_test(dir: &Path) -> std::path::PathBuf {
 }
 
 fn systemd_analyze() -> bool {
-    let found = Command::new("systemd-analyze")
+    Command::new("systemd-analyze")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED: systemd-analyze not installed (scripts/install-deps.sh installs it)");
-    }
-    found
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     if !systemd_analyze() {
-        return;
+        common::skip!("needs systemd-analyze (scripts/install-deps.sh installs it)");
     }
     let dir = temp_dir("unit");
     let unit = unit_for_test(dir.path());
@@ -319,7 +315,7 @@ fn unit_file_passes_systemd_analyze_verify() {
 #[test]
 fn unit_file_security_exposure_is_low() {
     if !systemd_analyze() {
-        return;
+        common::skip!("needs systemd-analyze (scripts/install-deps.sh installs it)");
     }
     let dir = temp_dir("unit-sec");
     let unit = unit_for_test(dir.path());

@@ -13,7 +13,7 @@
 //! The integration tests use it through `tests/common`; the benchmarks through
 //! `bpftune-testbed daemon` (see [`crate::supervise`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -65,9 +65,10 @@ pub struct DaemonConfig {
     /// Wait up to this long for other bpftune daemons to exit before starting (zero:
     /// do not wait); see [`Daemon::others_at_start`].
     pub wait_for_others: Duration,
-    /// Before stopping, read the daemon's change records; after it exited, write back
-    /// every init_net sysctl it changed that still holds the value it wrote (values
-    /// other processes set since are never touched). A safety net behind `-R`.
+    /// Before stopping, read the daemon's change records and its sysctls (`jtunables`,
+    /// [`Daemon::global_sysctls`]); after it exited, write back every init_net sysctl of
+    /// those it changed that still holds the value it wrote (values other processes set
+    /// since are never touched). A safety net behind `-R`.
     pub restore_globals: bool,
     /// Names the temp directory (`bpftune-tb-<pid>-<n>-<tag>`).
     pub tag: String,
@@ -188,7 +189,7 @@ pub struct Daemon {
     run_dir: PathBuf,
     state_dir: PathBuf,
     cgroup: PathBuf,
-    globals: Option<BTreeMap<String, String>>,
+    restore_globals: bool,
     others_at_start: Vec<BpftuneProcess>,
     waited: Duration,
 }
@@ -213,7 +214,6 @@ impl Daemon {
             dir.path().join("cgroupv2")
         };
         let (run_dir, cgroup) = cfg.shared_dirs.clone().unwrap_or((run_dir, cgroup));
-        let globals = cfg.restore_globals.then(globals::snapshot);
         let mut cmd = Command::new(&cfg.bin);
         cmd.arg("-s");
         if cfg.debug {
@@ -263,7 +263,7 @@ impl Daemon {
             run_dir,
             state_dir,
             cgroup,
-            globals,
+            restore_globals: cfg.restore_globals,
             others_at_start,
             waited,
         })
@@ -427,16 +427,33 @@ impl Daemon {
             .with_context(|| format!("bpftune -q jchanges: not a JSON array: {:.300}", text))
     }
 
+    /// The sysctls this daemon's tuners manage (`-q jtunables`; see
+    /// [`globals::sysctl_tunables`]): what [`DaemonConfig::restore_globals`] puts back.
+    pub fn global_sysctls(&self) -> Result<BTreeSet<String>> {
+        let out = self.query("jtunables")?;
+        if out.code != 0 {
+            bail!("bpftune -q jtunables exited {}: {}", out.code, out.stderr.trim());
+        }
+        globals::sysctl_tunables(&out.stdout)
+    }
+
     /// {sysctl: (value before, last value written)} of the init_net sysctls this daemon
     /// changed (empty unless [`DaemonConfig::restore_globals`]).
     fn global_writes(&self) -> BTreeMap<String, (String, String)> {
-        let Some(snap) = &self.globals else {
-            return BTreeMap::new();
-        };
-        if !self.alive() || self.ready().is_none() {
+        if !self.restore_globals || !self.alive() || self.ready().is_none() {
             return BTreeMap::new();
         }
-        globals::global_writes(self.changes().unwrap_or_default(), snap)
+        let names = match self.global_sysctls() {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!(
+                    "bpftune-testbed: WARNING: bpftune (pid {}): no global restore: {e:#}",
+                    self.pid
+                );
+                return BTreeMap::new();
+            }
+        };
+        globals::global_writes(self.changes().unwrap_or_default(), &names)
     }
 
     fn join_reader(&self) {

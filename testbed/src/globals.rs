@@ -1,56 +1,39 @@
-//! Global (init_net) sysctls a daemon under test or measurement may leave changed: the
-//! values before it started, what its change records say it wrote, and putting back
-//! what still holds its value (a safety net behind `-R`; values other processes set
-//! are never touched).
+//! Global (init_net) sysctls a daemon under test or measurement may leave changed: which
+//! ones are the daemon's (its `jtunables` query), what its change records say it wrote,
+//! and putting back what still holds its value (a safety net behind `-R`; values other
+//! processes set are never touched).
+//!
+//! The sysctls are the daemon's own list, not one kept here: a hand-kept copy drifted
+//! (it lacked `net.core.flow_limit_cpu_bitmap` and `net.ipv6.ip6frag_*`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Global (init_net) sysctls a tuner may touch; snapshotted before a daemon with
-/// [`crate::daemon::DaemonConfig::restore_globals`] starts.
-pub const GLOBAL_SYSCTLS: &[&str] = &[
-    "net.ipv4.tcp_mem",
-    "net.ipv4.udp_mem",
-    "net.ipv4.tcp_rmem",
-    "net.ipv4.tcp_wmem",
-    "net.ipv4.tcp_moderate_rcvbuf",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.ipv4.tcp_syncookies",
-    "net.ipv4.tcp_no_metrics_save",
-    "net.ipv4.tcp_no_ssthresh_metrics_save",
-    "net.ipv4.tcp_congestion_control",
-    "net.ipv4.tcp_max_orphans",
-    "net.ipv4.ipfrag_high_thresh",
-    "net.ipv4.ipfrag_low_thresh",
-    "net.core.rmem_max",
-    "net.core.wmem_max",
-    "net.core.rmem_default",
-    "net.core.wmem_default",
-    "net.core.netdev_max_backlog",
-    "net.core.netdev_budget",
-    "net.core.netdev_budget_usecs",
-    "net.core.high_order_alloc_disable",
-    "net.core.somaxconn",
-    "net.ipv4.neigh.default.gc_thresh1",
-    "net.ipv4.neigh.default.gc_thresh2",
-    "net.ipv4.neigh.default.gc_thresh3",
-    "net.ipv6.neigh.default.gc_thresh1",
-    "net.ipv6.neigh.default.gc_thresh2",
-    "net.ipv6.neigh.default.gc_thresh3",
-];
+use anyhow::{Context, Result};
 
-/// The readable [`GLOBAL_SYSCTLS`] now, whitespace-normalised.
-pub fn snapshot() -> BTreeMap<String, String> {
-    GLOBAL_SYSCTLS
-        .iter()
-        .filter_map(|k| read_global(k).map(|v| (k.to_string(), v)))
-        .collect()
+/// The sysctls in a `jtunables` reply (`{tuner: {tunable: {"type", "num_values"}}}`):
+/// every tunable with values (`num_values` 0 marks a pseudo-tunable, not a sysctl).
+pub fn sysctl_tunables(jtunables: &str) -> Result<BTreeSet<String>> {
+    let v: serde_json::Value = serde_json::from_str(jtunables)
+        .with_context(|| format!("bpftune -q jtunables: not JSON: {jtunables:.300}"))?;
+    let tuners = v
+        .as_object()
+        .with_context(|| format!("bpftune -q jtunables: not an object: {jtunables:.300}"))?;
+    Ok(tuners
+        .values()
+        .filter_map(|t| t.as_object())
+        .flat_map(|t| t.iter())
+        .filter(|(_, d)| d["num_values"].as_u64().unwrap_or(0) > 0)
+        .map(|(name, _)| name.clone())
+        .collect())
 }
 
 /// From change records: {sysctl: (value before the first write, last value written)}
-/// of the applied global writes to sysctls in `snap` (the values before start).
+/// of the applied global writes to the daemon's sysctls `names` ([`sysctl_tunables`]).
+/// A sysctl whose first record has no value before is left out: there is nothing known
+/// to put back.
 pub fn global_writes(
     mut recs: Vec<serde_json::Value>,
-    snap: &BTreeMap<String, String>,
+    names: &BTreeSet<String>,
 ) -> BTreeMap<String, (String, String)> {
     let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
     recs.sort_by_key(|c| c["write_ts_ns"].as_u64().unwrap_or(0));
@@ -61,13 +44,17 @@ pub fn global_writes(
         if c["global"] != true || c["applied"] != true {
             continue;
         }
-        let Some(before) = snap.get(name) else { continue };
+        if !names.contains(name) {
+            continue;
+        }
         let Some(new) = value_str(&c["new"]) else { continue };
-        let old = out
+        let Some(old) = out
             .get(name)
             .map(|(o, _)| o.clone())
             .or_else(|| value_str(&c["old"]))
-            .unwrap_or_else(|| before.clone());
+        else {
+            continue;
+        };
         out.insert(name.to_string(), (old, new));
     }
     out
@@ -126,9 +113,9 @@ mod tests {
 
     #[test]
     fn global_writes_keep_the_first_old_and_the_last_new_value() {
-        let snap: BTreeMap<String, String> = [("net.ipv4.tcp_mem", "1 2 3"), ("net.core.rmem_max", "212992")]
+        let names: BTreeSet<String> = ["net.ipv4.tcp_mem", "net.ipv4.tcp_rmem", "net.core.rmem_max"]
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|k| k.to_string())
             .collect();
         let rec = |t: u64, name: &str, global: bool, applied: bool, old: Value, new: Value| json!({"tunable": name, "global": global, "applied": applied, "old": old, "new": new, "write_ts_ns": t});
         let recs = vec![
@@ -166,8 +153,29 @@ mod tests {
                 json!([2, 2, 2]),
             ),
         ];
-        let w = global_writes(recs, &snap);
+        let w = global_writes(recs, &names);
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(w["net.ipv4.tcp_mem"], ("1 2 3".to_string(), "1 2 5".to_string()));
+    }
+
+    #[test]
+    fn the_sysctls_are_the_jtunables_with_values() {
+        let reply = r#"{
+	"tcp_buffer": {
+		"net.ipv4.tcp_rmem": {"type":"integer","num_values":3},
+		"tcp_buffer_pressure": {"type":"integer","num_values":0}
+	},
+	"net_buffer": {
+		"net.core.flow_limit_cpu_bitmap": {"type":"string","num_values":1}
+	}
+}
+"#;
+        let names = sysctl_tunables(reply).expect("parse");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["net.core.flow_limit_cpu_bitmap", "net.ipv4.tcp_rmem"]
+        );
+        assert!(sysctl_tunables("[1]").is_err());
+        assert!(sysctl_tunables("bpftune: is bpftune running?").is_err());
     }
 }

@@ -88,6 +88,57 @@ pub fn setup(test: &str) -> TestGuard {
     guard
 }
 
+/// The environment variable naming the file [`skip!`] appends to (`make test` sets it
+/// to `target/test-skips.txt` and truncates that first; `.ci/run` counts its lines as
+/// skipped, not passed).
+pub const SKIPS_ENV: &str = "BPFTUNE_TEST_SKIPS";
+
+/// Skips the rest of the current test because the machine lacks an environment feature
+/// the test declares (2 CPUs, IPv6, cgroup creation, a tool): never for a failure. libtest
+/// cannot mark a test ignored at run time and would count the early return as passed, so
+/// this records `<test binary>::<test name>: <reason>` in the file named by
+/// `BPFTUNE_TEST_SKIPS` (see [`SKIPS_ENV`]), prints the reason to stderr (also when
+/// the variable is unset: a plain `cargo test --nocapture` shows it) and returns.
+#[allow(unused_macros)]
+macro_rules! skip {
+    ($($reason:tt)+) => {{
+        $crate::common::record_skip(env!("CARGO_CRATE_NAME"), &format!($($reason)+));
+        return;
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use skip;
+
+/// What [`skip!`] does before returning: one line to stderr and, with
+/// `BPFTUNE_TEST_SKIPS` set, to that file. A file that cannot be written fails the test:
+/// a skip must never be lost and so counted as a pass.
+pub fn record_skip(binary: &str, reason: &str) {
+    let file = std::env::var_os(SKIPS_ENV).map(std::path::PathBuf::from);
+    record_skip_to(file.as_deref(), binary, std::thread::current().name(), reason);
+}
+
+/// [`record_skip`] with the file and the test's name given.
+pub fn record_skip_to(file: Option<&Path>, binary: &str, test: Option<&str>, reason: &str) {
+    let line = skip_line(binary, test, reason);
+    eprintln!("SKIPPED {line}");
+    if let Some(path) = file {
+        use std::io::Write as _;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot record skip in {} ({SKIPS_ENV}): {e}", path.display()));
+    }
+}
+
+/// `<binary>::<test>: <reason>` on one line (libtest names each test's thread after the
+/// test).
+pub fn skip_line(binary: &str, test: Option<&str>, reason: &str) -> String {
+    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{binary}::{}: {reason}", test.unwrap_or("?"))
+}
+
 /// Waits (up to 3 min) until no other bpftune daemon runs: a second daemon on the host
 /// tunes our namespaces too and its writes look like an administrator's to ours.
 pub fn wait_for_exclusive_host() {
