@@ -16,7 +16,7 @@ const OBJECTS: &[(&str, &str)] = &[
     ("net_buffer", "src/tuners/net_buffer/net_buffer.bpf.c"),
     ("neigh_table", "src/tuners/neigh_table/neigh_table.bpf.c"),
     ("tcp_conn", "src/tuners/tcp_conn/tcp_conn.bpf.c"),
-    ("probe", "src/core/probe.bpf.c"),
+    ("probe", "src/bpf/probe.bpf.c"),
 ];
 
 /// (object name, source) of the example plugins' BPF parts.

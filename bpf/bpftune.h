@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Types shared by the BPF programs and the Rust daemon (mirrored in src/core/events.rs;
+/* Types shared by the BPF programs and the Rust daemon (mirrored in src/model/event.rs and src/bpf/event.rs;
  * a size assertion there keeps both sides in step). */
 #ifndef BPFTUNE_H
 #define BPFTUNE_H

@@ -100,7 +100,7 @@ pub struct Cli {
     pub observe: bool,
 
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics (`:PORT` or `PORT`: 127.0.0.1)
-    #[arg(long = "metrics-listen", value_name = "ADDR:PORT", value_parser = crate::metrics::parse_listen)]
+    #[arg(long = "metrics-listen", value_name = "ADDR:PORT", value_parser = crate::report::metrics::parse_listen)]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
     /// Write Prometheus metrics to FILE (atomically, every 15 s and at exit) for node_exporter's textfile collector
@@ -196,7 +196,7 @@ mod doc_tests {
             let Some(long) = arg.get_long() else { continue };
             assert!(readme.contains(&format!("--{long}")), "README lacks --{long}");
         }
-        for (q, _) in crate::core::query::QUERIES {
+        for (q, _) in crate::report::query::QUERIES {
             assert!(readme.contains(q), "query {q} not in README");
         }
     }

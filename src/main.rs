@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use bpftune::cli::{self, Cli};
-use bpftune::core::log::{self, Destination, LogOptions};
-use bpftune::core::{probe, query, tunable::Rate};
 use bpftune::daemon;
+use bpftune::model::tunable::Rate;
+use bpftune::report::log::{self, Destination, LogOptions};
+use bpftune::report::query;
+use bpftune::tuner::support as probe;
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
@@ -52,7 +54,7 @@ fn main() -> ExitCode {
         return exit(1);
     }
 
-    bpftune::core::bpf::route_libbpf_log();
+    bpftune::bpf::route_libbpf_log();
 
     if let Some(q) = &cli.query {
         return match query::client(&cli::run_dir(), cli.port, q) {

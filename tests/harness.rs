@@ -186,7 +186,7 @@ fn testbed_restores_every_sysctl_of_every_builtin_tuner() {
     for t in bpftune::tuners::all() {
         for desc in t.tunables() {
             let path = format!("/proc/sys/{}", desc.name.replace('.', "/"));
-            if desc.kind != bpftune::core::tunable::TunableKind::Sysctl || !Path::new(&path).exists() {
+            if desc.kind != bpftune::model::tunable::TunableKind::Sysctl || !Path::new(&path).exists() {
                 continue;
             }
             checked += 1;

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bpftune::core::state::{boot_id, StateStore};
-use bpftune::core::tunable::SysctlValue;
+use bpftune::model::tunable::SysctlValue;
+use bpftune::record::originals::{boot_id, StateStore};
 use common::{netns, ns_ints, ns_set, setup, temp_dir};
 
 const ORIGINAL: &str = "4096 131072 262144";

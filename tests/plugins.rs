@@ -463,8 +463,8 @@ fn a_plugin_that_crashes_the_daemon_is_quarantined_until_its_file_changes() {
 // Trust (issue 20 item 3): the directory chain from `/`, ACLs, and loading the checked file
 // ---------------------------------------------------------------------------------------
 
-use bpftune::core::plugin::trust::{self, AclWriter, Refusal};
-use bpftune::core::plugin::{PluginError, PluginSpec};
+use bpftune::plugin::trust::{self, AclWriter, Refusal};
+use bpftune::plugin::{PluginError, PluginSpec};
 use std::os::unix::fs::MetadataExt as _;
 
 const NOBODY: u32 = 65534;

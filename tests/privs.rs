@@ -1,4 +1,4 @@
-//! Least privilege (reference §1.11, `core::privs`): once started, every thread of the
+//! Least privilege (reference §1.11, `kernel::privs`): once started, every thread of the
 //! daemon has an empty effective capability set and only `privs::KEEP` permitted, and
 //! tuning still works — a namespace tuning event changes the sysctl (setns + write), an
 //! administrator's write is detected, `-R` restores at exit (rollback + cgroup unmount)
@@ -12,15 +12,15 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use bpftune::core::netlink::NeighTableStore;
-use bpftune::core::netns::{NetnsInfo, Target};
-use bpftune::core::sysctl::{write_desc, ProcSysctl, SysctlError, SysctlStore};
-use bpftune::core::tunable::{SysctlValue, TunableDesc};
+use bpftune::kernel::netlink::NeighTableStore;
+use bpftune::kernel::netns::{NetnsInfo, Target};
+use bpftune::kernel::sysctl::{write_desc, ProcSysctl, SysctlError, SysctlStore};
+use bpftune::model::tunable::{SysctlValue, TunableDesc};
 use common::{admin_sysctl, global_ints, ns_ints, ns_set, setup, Daemon, Pair, SysctlGuard};
 
 const SMALL_RMEM: &str = "4096 131072 262144";
 /// CAP_NET_ADMIN(12) CAP_SYS_PTRACE(19) CAP_SYS_ADMIN(21) CAP_PERFMON(38) CAP_BPF(39):
-/// `bpftune::core::privs::KEEP`.
+/// `bpftune::kernel::privs::KEEP`.
 const KEEP_MASK: u64 = (1 << 12) | (1 << 19) | (1 << 21) | (1 << 38) | (1 << 39);
 
 /// (thread name, CapEff, CapPrm) of every thread of `pid`.
@@ -276,7 +276,7 @@ fn same(a: &SysctlValue, b: &SysctlValue) -> bool {
 }
 
 /// Every sysctl a built-in tuner can write (from the descriptors, not a hand-kept list)
-/// is written through the engine's write path (`core::sysctl::write_desc`, the store the
+/// is written through the engine's write path (`kernel::sysctl::write_desc`, the store the
 /// daemon builds) from a thread holding only the daemon's idle set — empty effective,
 /// `privs::KEEP` permitted — to a different value and back, in the initial namespace or,
 /// for per-namespace ones, in a test namespace. Before that the same write is tried with
@@ -342,7 +342,7 @@ fn every_managed_sysctl_is_writable_with_idle_capabilities() {
         let t2 = target.clone();
         let (bare, with, after, back, eff) = std::thread::spawn(move || {
             let store = NeighTableStore::new(ProcSysctl::default());
-            bpftune::core::privs::drop_to_idle().expect("drop to the idle set");
+            bpftune::kernel::privs::drop_to_idle().expect("drop to the idle set");
             let bare = store.write(&t2, desc.name, &new);
             if bare.is_ok() {
                 // Undo the unprivileged write before the real one.
@@ -362,7 +362,7 @@ fn every_managed_sysctl_is_writable_with_idle_capabilities() {
         })
         .join()
         .expect("writer thread");
-        let declared = bpftune::core::privs::names(&desc.write_caps.iter().copied().collect());
+        let declared = bpftune::kernel::privs::names(&desc.write_caps.iter().copied().collect());
         report.push(format!(
             "{name} ({}; {}): caps {declared:?}; without them: {}",
             tuners.join(","),

@@ -303,7 +303,7 @@ fn an_unprivileged_client_is_refused_and_served_over_tcp_with_p() {
 /// jadvice): it finds every query of the table, in order.
 #[test]
 fn reliability_fuzz_derives_every_query_from_help() {
-    let help = bpftune::core::query::format::format_help();
+    let help = bpftune::report::query::format::format_help();
     let script = r#"
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("reliability", sys.argv[1])
@@ -329,6 +329,6 @@ print(" ".join(m.query_names(sys.stdin.buffer.read())))
     }
     let out = child.wait_with_output().expect("python3 output");
     assert!(out.status.success(), "{out:?}");
-    let want: Vec<&str> = bpftune::core::query::QUERIES.iter().map(|(q, _)| *q).collect();
+    let want: Vec<&str> = bpftune::report::query::QUERIES.iter().map(|(q, _)| *q).collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want.join(" "));
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::{netns, setup, unique_name, Daemon, PREFIX};
 
 /// Junk and prefix abuse, sent after every query name the daemon knows
-/// (`bpftune::core::query::QUERIES`, so a new query is covered without an edit here).
+/// (`bpftune::report::query::QUERIES`, so a new query is covered without an edit here).
 const JUNK: &[&str] = &[
     "rollbackX",
     "status ../../etc/passwd",
@@ -218,7 +218,7 @@ fn queries_write_nothing_state_is_private_and_netns_symlinks_are_not_followed() 
     let sys0 = ns_sysctls(&ns);
     let hostname0 = fs::read("/etc/hostname").unwrap_or_default();
 
-    let names = bpftune::core::query::QUERIES.iter().map(|(name, _)| *name);
+    let names = bpftune::report::query::QUERIES.iter().map(|(name, _)| *name);
     for r in names.chain(JUNK.iter().copied()) {
         raw(&sock, r.as_bytes());
         raw(&sock, format!("{r}{}", "A".repeat(200)).as_bytes());

@@ -62,8 +62,8 @@ struct Sample {
 }
 
 /// Capacity of the daemon's ring of recent change records (`MAX_RECORDS` in
-/// src/core/change.rs).
-const CHANGE_RING: u64 = bpftune::core::change::MAX_RECORDS as u64;
+/// src/record/ledger.rs).
+const CHANGE_RING: u64 = bpftune::record::ledger::MAX_RECORDS as u64;
 
 const SIZE_KEYS: [&str; 7] = [
     "netns_known",

@@ -2,12 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::core::change::{Ledger, TunerMeta};
-use crate::core::engine::lock;
-use crate::core::netns::Target;
-use crate::core::query::{format, QueryBackend, StatusRow, TunableRow, TunerRow};
-use crate::core::sysctl::{ProcSysctl, SysctlStore};
-use crate::core::tunable::TunableKind;
+use crate::engine::lock;
+use crate::kernel::netns::Target;
+use crate::kernel::sysctl::{ProcSysctl, SysctlStore};
+use crate::model::tunable::TunableKind;
+use crate::record::ledger::{Ledger, TunerMeta};
+use crate::report::query::{format, QueryBackend, StatusRow, TunableRow, TunerRow};
 
 /// The query server's view: the ledger plus live reads.
 pub(super) struct Backend {

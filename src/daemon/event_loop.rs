@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::Daemon;
-use crate::core::engine::{lock, Engine};
-use crate::core::events::Event;
-use crate::core::tuner::{Ns, Tuner};
+use crate::engine::{lock, Engine};
+use crate::model::event::Event;
+use crate::tuner::{Ns, Tuner};
 
 /// How often the namespace list is rescanned without an inotify hint (containers made
 /// by unshare/clone have no /run/netns entry).
@@ -79,8 +79,8 @@ impl Daemon {
             if plugins_due.is_some_and(|p| Instant::now() >= p) {
                 plugins_due = None;
                 // Loading a plugin is a start-up in miniature (BPF load and attach, cgroup
-                // programs): raise what start-up had (core::privs: idle is empty).
-                let _caps = crate::core::privs::raise(crate::core::privs::KEEP);
+                // programs): raise what start-up had (kernel::privs: idle is empty).
+                let _caps = crate::kernel::privs::raise(crate::kernel::privs::KEEP);
                 self.plugins
                     .scan(&mut self.tuners, &mut self.engine, &mut self._shared);
             }
@@ -106,7 +106,7 @@ impl Daemon {
                 if let Some(line) = self
                     .lost
                     .as_ref()
-                    .and_then(crate::core::bpf::lost_events_total)
+                    .and_then(crate::bpf::lost_events_total)
                     .and_then(|total| self.lost_report.observe(total, now))
                 {
                     tracing::warn!("{line}");
@@ -134,7 +134,7 @@ impl Daemon {
         for (id, t) in self.tuners.iter_mut().enumerate() {
             if let Some(t) = t {
                 t.tick(&mut self.engine.ctx(id));
-                crate::core::strategy::drive(t.as_mut(), &mut self.engine.ctx(id), now);
+                crate::tuner::drive::drive(t.as_mut(), &mut self.engine.ctx(id), now);
                 if let Some(s) = t.summary() {
                     lock(&self.ledger).set_extra(id, s);
                 }

@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 
 use super::dispatch;
-use crate::core::change::{Ledger, TunerMeta};
-use crate::core::engine::{Engine, Namespaces};
-use crate::core::events::{Event, MAX_VALUES};
-use crate::core::mem_sysctl::MemSysctl;
-use crate::core::netns::{NetnsInfo, Target};
-use crate::core::state::StateStore;
-use crate::core::sysctl::{SysctlError, SysctlStore};
-use crate::core::tunable::{Rate, SysctlValue};
-use crate::core::tuner::{MemoryFacts, Ns, Tuner, TunerState};
+use crate::engine::{Engine, Namespaces};
+use crate::kernel::mem_sysctl::MemSysctl;
+use crate::kernel::netns::{NetnsInfo, Target};
+use crate::kernel::sysctl::{SysctlError, SysctlStore};
+use crate::model::event::{Event, MAX_VALUES};
+use crate::model::tunable::{Rate, SysctlValue};
+use crate::record::ledger::{Ledger, TunerMeta};
+use crate::record::originals::StateStore;
+use crate::tuner::{MemoryFacts, Ns, Tuner, TunerState};
 
 const NS_COOKIE: u64 = 42;
 static N: AtomicUsize = AtomicUsize::new(0);

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::core::query::socket_path;
+use crate::report::query::socket_path;
 
 /// Name of the lock file in the run directory.
 pub const LOCK_NAME: &str = "bpftune.lock";

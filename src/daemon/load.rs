@@ -4,14 +4,14 @@
 use std::os::fd::BorrowedFd;
 
 use super::Options;
-use crate::core::bpf::{self, LoadConfig, SharedMaps};
-use crate::core::cgroup::CgroupDir;
-use crate::core::change::TunerMeta;
-use crate::core::engine::Engine;
-use crate::core::netns;
-use crate::core::plan::{self, Plan};
-use crate::core::probe::{self, Level};
-use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
+use crate::bpf::cgroup::CgroupDir;
+use crate::bpf::plan::{self, Plan};
+use crate::bpf::{self, LoadConfig, SharedMaps};
+use crate::engine::Engine;
+use crate::kernel::netns;
+use crate::record::ledger::TunerMeta;
+use crate::tuner::support::{self as probe, Level};
+use crate::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 use crate::tuners;
 
 pub(super) fn page_size() -> u64 {
@@ -51,7 +51,7 @@ struct DaemonHooks<'a> {
 }
 
 impl plan::Hooks for DaemonHooks<'_> {
-    type Error = crate::core::tuner::TunerError;
+    type Error = crate::tuner::TunerError;
 
     fn trial(&mut self, progs: &[&'static str]) -> Result<(), bpf::HookError> {
         let _quiet = bpf::Quiet::new();

@@ -33,19 +33,19 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context as _};
 
-use crate::core::bpf::{self, SharedMaps};
-use crate::core::cgroup::CgroupDir;
-use crate::core::change::Ledger;
-use crate::core::engine::{lock, Engine};
-use crate::core::events::Event;
-use crate::core::netns::{NetnsRegistry, RunNetnsWatcher, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
-use crate::core::procfs;
-use crate::core::query::{format, QueryBackend, QueryServer};
-use crate::core::state::{boot_id, StateStore};
-use crate::core::sysctl::ProcSysctl;
-use crate::core::tunable::Rate;
-use crate::core::tuner::{MemoryFacts, Tuner};
-use crate::core::wait::Waiter;
+use crate::bpf::cgroup::CgroupDir;
+use crate::bpf::{self, SharedMaps};
+use crate::engine::{lock, Engine};
+use crate::kernel::netns::{NetnsRegistry, RunNetnsWatcher, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
+use crate::kernel::procfs;
+use crate::kernel::sysctl::ProcSysctl;
+use crate::kernel::wait::Waiter;
+use crate::model::event::Event;
+use crate::model::tunable::Rate;
+use crate::record::ledger::Ledger;
+use crate::record::originals::{boot_id, StateStore};
+use crate::report::query::{format, QueryBackend, QueryServer};
+use crate::tuner::{MemoryFacts, Tuner};
 use event_loop::{WAKE_NETNS, WAKE_RINGBUF, WAKE_SIGNAL};
 
 /// Daemon settings (from the command line).
@@ -83,7 +83,7 @@ struct Events {
 /// A started daemon. Fields are dropped in declaration order: see the module docs.
 pub struct Daemon {
     /// Dropped first: stops the exporter threads before what they read is released.
-    metrics: Option<crate::metrics::Exporter>,
+    metrics: Option<crate::report::metrics::Exporter>,
     events: Events,
     tuners: Vec<Option<Box<dyn Tuner>>>,
     /// Plugin directories and the plugins loaded from them (their tuners are in `tuners`).
@@ -180,7 +180,7 @@ impl Daemon {
             opts.rate,
             // Neighbour-table thresholds go through rtnetlink (RTM_SETNEIGHTBL), the rest
             // through /proc/sys.
-            Box::new(crate::core::netlink::NeighTableStore::new(ProcSysctl::default())),
+            Box::new(crate::kernel::netlink::NeighTableStore::new(ProcSysctl::default())),
             Box::new(registry),
             ledger.clone(),
             store,
@@ -205,7 +205,7 @@ impl Daemon {
         // the shared maps the built-in objects created (or create them, if none runs).
         // Before any plugin code runs: a file version that crashed the last run is
         // refused, and this run's crashes are recorded.
-        let quarantine = crate::core::plugin::crash::start_up(&opts.state_dir);
+        let quarantine = crate::plugin::crash::start_up(&opts.state_dir);
         let mut plugins = plugins::Plugins::new(
             &plugin_dirs,
             &opts.allow,
@@ -233,7 +233,7 @@ impl Daemon {
         let mut builder = libbpf_rs::RingBufferBuilder::new();
         let q = queue.clone();
         builder.add(ringbuf, move |data: &[u8]| {
-            match Event::parse(data, global_cookie) {
+            match crate::bpf::event::parse(data, global_cookie) {
                 Ok(ev) => q.borrow_mut().push_back(ev),
                 Err(e) => tracing::error!("{e}"),
             }
@@ -277,11 +277,11 @@ impl Daemon {
             waiter.add(&fd, event_loop::WAKE_PLUGINS)?;
         }
         // Start-up is over: from here on this thread keeps only what later operations
-        // raise (core::privs); the log line and READY=1 below come after the drop.
-        match crate::core::privs::drop_to_idle() {
+        // raise (kernel::privs); the log line and READY=1 below come after the drop.
+        match crate::kernel::privs::drop_to_idle() {
             Ok(kept) => tracing::debug!(
                 "capabilities while idle: effective none, permitted {}",
-                crate::core::privs::names(&kept).join(" ")
+                crate::kernel::privs::names(&kept).join(" ")
             ),
             Err(e) => tracing::warn!("cannot drop capabilities: {e}"),
         }
@@ -339,7 +339,7 @@ impl Daemon {
         self.notify.stopping();
         // Rollback, detaching and unmounting: everything still permitted, for the rest
         // of the process's life.
-        let _caps = crate::core::privs::raise(crate::core::privs::KEEP);
+        let _caps = crate::kernel::privs::raise(crate::kernel::privs::KEEP);
         for (id, t) in self.tuners.iter_mut().enumerate() {
             let Some(t) = t else { continue };
             if let Some(s) = t.summary() {
@@ -360,7 +360,7 @@ impl Daemon {
         if let Some(line) = self
             .lost
             .as_ref()
-            .and_then(crate::core::bpf::lost_events_total)
+            .and_then(crate::bpf::lost_events_total)
             .and_then(lost_events::LossReport::summary)
         {
             tracing::info!("{line}");
@@ -397,7 +397,7 @@ fn start_metrics(
     engine: &Engine,
     shared: &SharedMaps,
     tuners: &[Option<Box<dyn Tuner>>],
-) -> anyhow::Result<Option<crate::metrics::Exporter>> {
+) -> anyhow::Result<Option<crate::report::metrics::Exporter>> {
     if opts.metrics_listen.is_none() && opts.metrics_textfile.is_none() {
         return Ok(None);
     }
@@ -412,7 +412,7 @@ fn start_metrics(
                 .map(move |c| (name, c.prog))
         })
         .collect();
-    let source = Arc::new(crate::metrics::Source {
+    let source = Arc::new(crate::report::metrics::Source {
         ledger: ledger.clone(),
         stats: engine.stats().clone(),
         lost_events: shared
@@ -421,10 +421,10 @@ fn start_metrics(
         programs,
         sysctl: ProcSysctl::default(),
     });
-    let config = crate::metrics::ExporterConfig {
+    let config = crate::report::metrics::ExporterConfig {
         listen: opts.metrics_listen,
         textfile: opts.metrics_textfile.clone(),
         interval: METRICS_TEXTFILE_INTERVAL,
     };
-    Ok(Some(crate::metrics::Exporter::start(&config, source)?))
+    Ok(Some(crate::report::metrics::Exporter::start(&config, source)?))
 }

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use crate::core::bpf::{LoadConfig, SharedMaps};
-use crate::core::change::TunerMeta;
-use crate::core::engine::{lock, Engine};
-use crate::core::plugin::crash::{self, Quarantine, Verdict};
-use crate::core::plugin::{trust, PluginError, PluginSpec, PluginTuner};
-use crate::core::tuner::{allow_matches, StartCtx, Tuner, TunerState};
+use crate::bpf::{LoadConfig, SharedMaps};
+use crate::engine::{lock, Engine};
+use crate::plugin::crash::{self, Quarantine, Verdict};
+use crate::plugin::{trust, PluginError, PluginSpec, PluginTuner};
+use crate::record::ledger::TunerMeta;
+use crate::tuner::{allow_matches, StartCtx, Tuner, TunerState};
 
 /// What identifies one version of a file: a replaced, rewritten or re-permissioned file
 /// is another plugin.

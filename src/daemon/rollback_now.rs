@@ -18,13 +18,13 @@ use anyhow::{anyhow, Context as _};
 
 use super::instance::{InstanceError, State};
 
-use crate::core::change::{Ledger, TunerMeta};
-use crate::core::engine::Engine;
-use crate::core::netns::{NetnsRegistry, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
-use crate::core::state::{boot_id, StateStore};
-use crate::core::sysctl::ProcSysctl;
-use crate::core::tunable::Rate;
-use crate::core::tuner::{MemoryFacts, TunerState};
+use crate::engine::Engine;
+use crate::kernel::netns::{NetnsRegistry, DEFAULT_PROC_ROOT, DEFAULT_RUN_NETNS};
+use crate::kernel::sysctl::ProcSysctl;
+use crate::model::tunable::Rate;
+use crate::record::ledger::{Ledger, TunerMeta};
+use crate::record::originals::{boot_id, StateStore};
+use crate::tuner::{MemoryFacts, TunerState};
 
 /// What a one-shot rollback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
     };
     // Lock or not, a daemon that answers owns the state file (one that takes no lock:
     // C bpftune, or an older bpftune-rs).
-    if crate::core::query::client(run_dir, None, "tuners").is_ok() {
+    if crate::report::query::client(run_dir, None, "tuners").is_ok() {
         return Err(running());
     }
     let (store, inherited) = StateStore::open(state_dir, &boot_id());
@@ -81,7 +81,7 @@ pub fn run(state_dir: &Path, run_dir: &Path) -> anyhow::Result<RollbackReport> {
         .context("cannot identify our network namespace")?;
     let mut engine = Engine::new(
         Rate::default(),
-        Box::new(crate::core::netlink::NeighTableStore::new(ProcSysctl::default())),
+        Box::new(crate::kernel::netlink::NeighTableStore::new(ProcSysctl::default())),
         Box::new(registry),
         Arc::new(Mutex::new(Ledger::default())),
         store,

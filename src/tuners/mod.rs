@@ -1,8 +1,6 @@
 //! The built-in tuners. Adding a tuner: create its folder and add one line here (and
 //! one in build.rs for its BPF object).
 
-#[cfg(test)]
-pub(crate) mod fake_env;
 pub mod ip_frag;
 pub mod neigh_table;
 pub mod net_buffer;
@@ -11,7 +9,7 @@ pub mod tcp_buffer;
 pub mod tcp_conn;
 pub mod udp_buffer;
 
-use crate::core::tuner::Tuner;
+use crate::tuner::Tuner;
 
 /// Every built-in tuner, in load order (this order gives their ids).
 pub fn all() -> Vec<Box<dyn Tuner>> {

@@ -213,7 +213,7 @@ impl Drop for SysDaemon {
 /// Fields of a journal datagram (native protocol) or of an sd_notify message
 /// (`KEY=value` lines), as (name, value) text pairs.
 pub fn fields(data: &[u8]) -> Vec<(String, String)> {
-    bpftune::core::journal::decode_entry(data)
+    bpftune::report::journal::decode_entry(data)
         .unwrap_or_else(|e| panic!("undecodable datagram ({e}): {:?}", String::from_utf8_lossy(data)))
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))

@@ -1,5 +1,5 @@
 //! Generates bpftune's man pages and shell completions from the clap definition
-//! ([`bpftune::cli::Cli`]), the query table ([`bpftune::core::query::QUERIES`]) and the
+//! ([`bpftune::cli::Cli`]), the query table ([`bpftune::report::query::QUERIES`]) and the
 //! built-in tuners ([`bpftune::tuners`]), so flags, queries and tuners cannot drift from
 //! the documentation. `make man` runs it; the output is committed under `docs/`.
 
@@ -84,7 +84,7 @@ pub struct Generated {
 /// possible values. Only the docs and completions get these lists; the binary keeps
 /// accepting what C bpftune accepts (query prefixes, `tcp_buffer_tuner.so` file names).
 pub fn command() -> clap::Command {
-    let queries: Vec<PossibleValue> = bpftune::core::query::QUERIES
+    let queries: Vec<PossibleValue> = bpftune::report::query::QUERIES
         .iter()
         .map(|(name, help)| PossibleValue::new(*name).help(*help))
         .collect();
@@ -195,7 +195,7 @@ fn main_page(date: &str) -> anyhow::Result<String> {
         "\\fBbpftune \\-q\\fR \\fIQUERY\\fR sends a query to the running daemon and prints the reply. \
 A query may be abbreviated to a prefix (matched in this order, as C bpftune does).\n",
     );
-    for (name, help) in bpftune::core::query::QUERIES {
+    for (name, help) in bpftune::report::query::QUERIES {
         page.push_str(&format!(".TP\n.B {name}\n{}\n", roff_text(help)));
     }
     page.push_str(".SH TUNERS\n");

@@ -126,7 +126,7 @@ fn main_page_names_every_flag_query_and_tuner_and_nothing_else() {
         }
     }
 
-    let queries: BTreeSet<String> = bpftune::core::query::QUERIES
+    let queries: BTreeSet<String> = bpftune::report::query::QUERIES
         .iter()
         .map(|(q, _)| q.to_string())
         .collect();
@@ -216,7 +216,7 @@ fn completions_offer_flags_queries_and_tuners() {
                 assert!(text.contains(l), "{file} lacks --{l}");
             }
         }
-        for (q, _) in bpftune::core::query::QUERIES {
+        for (q, _) in bpftune::report::query::QUERIES {
             assert!(text.contains(q), "{file} lacks query {q}");
         }
         for t in bpftune::tuners::names() {

@@ -1,8 +1,8 @@
 //! ip_frag decisions as plain functions of (live values, observation) — no I/O, so they
 //! are unit-tested without root.
 
-use crate::core::corr::{Corr, CORR_THRESHOLD};
-use crate::core::tunable::Rate;
+use crate::model::tunable::Rate;
+use crate::tuner::corr::{Corr, CORR_THRESHOLD};
 
 /// Fragment memory of one namespace never grows past this share of the host's free
 /// buffer memory: 1/16, so a fragment flood cannot make us hand it the machine.

@@ -1,7 +1,7 @@
 //! neigh_table decisions, pure: the per-device upper bound from prefix lengths, growth
 //! of gc_thresh1/2/3 near the limit and shrinking of a grown table that emptied again.
 
-use crate::core::tunable::{Rate, INT_MAX};
+use crate::model::tunable::{Rate, INT_MAX};
 
 /// Floors of the thresholds (C bpftune's MIN_GC_THRESH1/2/3; also the kernel defaults).
 pub const MIN_THRESH: [i64; 3] = [128, 512, 1024];

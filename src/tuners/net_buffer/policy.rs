@@ -2,8 +2,8 @@
 //! growth with the 50 ms ceiling and the correlation back-off, and the start-up
 //! high-order allocation rule.
 
-use crate::core::corr::{Corr, CORR_THRESHOLD};
-use crate::core::tunable::{Rate, INT_MAX};
+use crate::model::tunable::{Rate, INT_MAX};
+use crate::tuner::corr::{Corr, CORR_THRESHOLD};
 
 /// Backlog packets per CPU we never go beyond: every queued skb pins its memory (≥ 2 KiB
 /// with its data), so 2^20 packets is already gigabytes per CPU. C bpftune had no bound

@@ -5,9 +5,9 @@
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
 
-use crate::core::bpf::{Candidate, Flavour, Slot};
-use crate::core::events::Event;
-use crate::core::tuner::{StartCtx, Tuner, TunerEnv, TunerError};
+use crate::bpf::{Candidate, Flavour, Slot};
+use crate::model::event::Event;
+use crate::tuner::{StartCtx, Tuner, TunerEnv, TunerError};
 
 mod skel {
     #![allow(clippy::all, clippy::pedantic, clippy::restriction, unsafe_op_in_unsafe_fn)]

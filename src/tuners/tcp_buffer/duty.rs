@@ -56,7 +56,7 @@ pub fn schedule(now: Instant, start: Instant, armed_until: Option<Instant>) -> (
 fn tcp_memory_in_use() -> bool {
     std::fs::read_to_string("/proc/net/sockstat")
         .ok()
-        .and_then(|t| crate::core::procfs::sockstat_field(&t, "TCP:", "mem"))
+        .and_then(|t| crate::kernel::procfs::sockstat_field(&t, "TCP:", "mem"))
         .is_none_or(|pages| pages > 0)
 }
 
@@ -98,7 +98,7 @@ impl DutyCycle {
             .spawn(move || {
                 // Spawned during start-up with all of its capabilities: this thread only
                 // needs the BPF ones, and only around re-attaching.
-                if let Err(e) = crate::core::privs::drop_to_idle() {
+                if let Err(e) = crate::kernel::privs::drop_to_idle() {
                     tracing::debug!("wmem-duty: {e}");
                 }
                 let start = Instant::now();
@@ -114,7 +114,7 @@ impl DutyCycle {
                         next = schedule(next, start, None).1;
                     }
                     if want && link.is_none() {
-                        let _caps = crate::core::privs::raise(crate::core::privs::BPF);
+                        let _caps = crate::kernel::privs::raise(crate::kernel::privs::BPF);
                         link = attach(&prog, tp.as_ref())
                             .map_err(|e| tracing::debug!("tcp_buffer: re-attaching the wmem hook: {e}"))
                             .ok();

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::core::corr::{Corr, CORR_THRESHOLD};
-use crate::core::tunable::{Rate, INT_MAX};
+use crate::model::tunable::{Rate, INT_MAX};
+use crate::tuner::corr::{Corr, CORR_THRESHOLD};
 
 /// Buffers never reach 2^31 (the kernel's int limit; C bpftune #36/#93).
 pub const BUFFER_CAP: i64 = INT_MAX - 1;
@@ -85,57 +85,11 @@ pub fn simulated_sockbuf(sockbuf: i64, kernel_max: i64, sim_max: i64) -> i64 {
     i64::try_from(scaled).unwrap_or(i64::MAX)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemAction {
-    Pressure([i64; 3]),
-    Exhaustion([i64; 3]),
-}
-
-/// Caps of tcp_mem (min, pressure, max) as divisors of the free buffer pages (reference
-/// §3.1): 1/16, 1/8 and 1/4 — TCP may never claim more than a quarter of memory.
-pub const TCP_MEM_CAP_DIVISORS: [i64; 3] = [16, 8, 4];
-
-/// The caps of [`TCP_MEM_CAP_DIVISORS`] for `nr_free` free buffer pages.
-pub fn tcp_mem_caps(nr_free: i64) -> [i64; 3] {
-    TCP_MEM_CAP_DIVISORS.map(|d| nr_free / d)
-}
-
-/// tcp_mem (pages): `allocated` pages in use; `nr_free` the free-buffer-page estimate.
-/// Near tcp_mem[2] (exhaustion) or tcp_mem[1] (pressure) every value becomes
-/// min(cap, grow(value)) with the caps of [`tcp_mem_caps`]: a value below its cap grows
-/// by one step, a value above it (e.g. an absurd max an administrator left behind) is
-/// lowered to the cap. The result always keeps min < pressure < max.
-pub fn tcp_mem_decision(rate: Rate, live: [i64; 3], allocated: i64, nr_free: i64) -> Option<MemAction> {
-    let caps = tcp_mem_caps(nr_free);
-    // Below 16 free pages there is nothing sensible to cap at.
-    if caps[0] < 1 || live[2] <= 0 {
-        return None;
-    }
-    let exhaustion = rate.nearly_full(allocated, live[2]);
-    if !exhaustion && !rate.nearly_full(allocated, live[1]) {
-        return None;
-    }
-    // grow() only overflows for values far above any cap: the cap is the answer then.
-    let step = |v: i64, cap: i64| rate.grow(v).map_or(cap, |g| g.min(cap));
-    let mut new = [
-        step(live[0], caps[0]),
-        step(live[1], caps[1]),
-        step(live[2], caps[2]),
-    ];
-    // Strict order, settled from the top: max is the hard limit, pressure must lie
-    // below it (else the kernel is never "under pressure" before refusing memory), min
-    // below pressure (else it never leaves pressure).
-    new[1] = new[1].min(new[2] - 1);
-    new[0] = new[0].min(new[1] - 1);
-    if new[0] < 1 || new == live {
-        return None;
-    }
-    Some(if exhaustion {
-        MemAction::Exhaustion(new)
-    } else {
-        MemAction::Pressure(new)
-    })
-}
+// tcp_mem follows the rule every protocol memory triple follows (udp_mem too).
+pub use crate::tuner::mem_triple::{
+    mem_caps as tcp_mem_caps, mem_decision as tcp_mem_decision, MemAction,
+    MEM_CAP_DIVISORS as TCP_MEM_CAP_DIVISORS,
+};
 
 /// How long TCP memory must stay below the pressure threshold before the low-memory
 /// measures are undone. Memory pressure comes in bursts (a backup, a fan-in of many

@@ -1,7 +1,7 @@
 //! tcp_buffer glue tests over a fake TunerEnv (policy has its own tests in policy.rs).
 
 use super::*;
-use crate::tuners::fake_env::FakeEnv;
+use crate::tuner::testing::FakeEnv;
 
 /// Every tunable is read and written in one place here (the namespace routing is the
 /// engine's, tested there).

@@ -19,10 +19,10 @@ use std::os::fd::AsRawFd as _;
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::{Link, MapCore as _, MapFlags};
 
-use crate::core::bpf::{Candidate, Flavour, Slot};
-use crate::core::events::{monotonic_ns, Event};
-use crate::core::tunable::{Scenario, SysctlValue, TunableDesc};
-use crate::core::tuner::{Ns, Proposal, StartCtx, Tuner, TunerEnv, TunerError, TunerSummary, WouldChange};
+use crate::bpf::{Candidate, Flavour, Slot};
+use crate::model::event::{monotonic_ns, Event};
+use crate::model::tunable::{Scenario, SysctlValue, TunableDesc};
+use crate::tuner::{Ns, Proposal, StartCtx, Tuner, TunerEnv, TunerError, TunerSummary, WouldChange};
 use policy::{Observation, ALGS, ALG_COUNT, BBR, SLOTS};
 use table::{PathKey, PathTable};
 
@@ -270,7 +270,7 @@ impl TcpConn {
         let Some(skel) = self.skel.as_ref() else { return };
         let map = &skel.maps.path_choice_map;
         // bpf() map calls check CAP_BPF on kernels before 6.5 (unprivileged BPF off).
-        let _caps = crate::core::privs::raise(crate::core::privs::BPF);
+        let _caps = crate::kernel::privs::raise(crate::kernel::privs::BPF);
         if let Some(old) = evicted {
             // Already gone from the kernel's LRU map is fine too.
             let _ = map.delete(&key_bytes(&old));
@@ -396,7 +396,7 @@ impl Tuner for TcpConn {
 
     fn forget_netns(&mut self, cookie: u64) {
         self.logged_unkeyed
-            .retain(|ns| !crate::core::tuner::ns_has_cookie(*ns, cookie));
+            .retain(|ns| !crate::tuner::ns_has_cookie(*ns, cookie));
         let gone = self.table.forget_netns(cookie);
         if gone.is_empty() {
             return;
@@ -405,7 +405,7 @@ impl Tuner for TcpConn {
         let Some(skel) = self.skel.as_ref() else { return };
         // The kernel's LRU map would age these out too; deleting them keeps both tables
         // the same size. bpf() map calls check CAP_BPF on kernels before 6.5.
-        let _caps = crate::core::privs::raise(crate::core::privs::BPF);
+        let _caps = crate::kernel::privs::raise(crate::kernel::privs::BPF);
         for k in &gone {
             let _ = skel.maps.path_choice_map.delete(&key_bytes(k));
         }
@@ -419,7 +419,7 @@ impl Tuner for TcpConn {
                 "no cgroup-v2 directory to attach the sockops program to".into(),
             ));
         };
-        self.global_cookie = crate::core::netns::current_cookie()
+        self.global_cookie = crate::kernel::netns::current_cookie()
             .map_err(|e| TunerError::Unsupported("tcp_conn", format!("cannot read our netns cookie: {e}")))?;
         // load_skel writes it into the rodata too: the kernel side must not act either.
         self.observe = ctx.config.observe;

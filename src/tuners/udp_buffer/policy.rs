@@ -1,7 +1,7 @@
 //! udp_buffer decisions as plain functions of (live values, observation) — no I/O, so
 //! they are unit-tested without root.
 
-use crate::core::tunable::Rate;
+use crate::model::tunable::Rate;
 
 /// Receive buffer limits stay within [8 KiB, 256 MiB] (C bpftune's UDP_BUFFER_MIN/MAX).
 pub const UDP_BUFFER_MIN: i64 = 8192;
@@ -74,22 +74,14 @@ pub fn drop_rate_per_mille(received: u64, drops: u64) -> u64 {
     u64::try_from(u128::from(drops) * 1000 / u128::from(received)).unwrap_or(u64::MAX)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemAction {
-    Pressure([i64; 3]),
-    Exhaustion([i64; 3]),
-}
+pub use crate::tuner::mem_triple::MemAction;
 
 /// udp_mem (pages), the same rule as tcp_mem: near udp_mem[1] (pressure) or udp_mem[2]
 /// (exhaustion) each value becomes min(cap, grow(value)) with caps 1/16, 1/8 and 1/4 of
 /// free buffer pages — a value above its cap is lowered to it (C bpftune proposed 0
 /// there) — and min < pressure < max holds.
 pub fn udp_mem_decision(rate: Rate, live: [i64; 3], allocated: i64, nr_free: i64) -> Option<MemAction> {
-    use crate::tuners::tcp_buffer::policy::{tcp_mem_decision, MemAction as M};
-    match tcp_mem_decision(rate, live, allocated, nr_free)? {
-        M::Pressure(n) => Some(MemAction::Pressure(n)),
-        M::Exhaustion(n) => Some(MemAction::Exhaustion(n)),
-    }
+    crate::tuner::mem_triple::mem_decision(rate, live, allocated, nr_free)
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ pub struct Plugin {
 
 // The mirrors above against include/bpftune/plugin.h, at compile time: sizes and the
 // offsets of the last field of each structure, as clang lays the header out on a 64-bit
-// target (the daemon's test in src/core/plugin/abi.rs compiles the header and checks its
+// target (the daemon's test in src/plugin/abi.rs compiles the header and checks its
 // own mirrors field by field; these numbers are the same header's).
 #[cfg(target_pointer_width = "64")]
 const _: () = {
