@@ -143,7 +143,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Node of the cycle graph: a layer's module (`engine`, `tuner::strategy`), or a single
-/// built-in tuner (`tuners::tcp_buffer`).
+/// built-in tuner (`tuners::<name>`).
 fn node(path: &[String]) -> String {
     path.iter().take(2).cloned().collect::<Vec<_>>().join("::")
 }

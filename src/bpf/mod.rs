@@ -258,7 +258,7 @@ pub struct LoadConfig {
     pub debug: bool,
     pub pid: i32,
     /// `--observe` (`bpftune_observe`): programs that act on the kernel themselves, not
-    /// through the engine (tcp_conn's `bpf_setsockopt`), decide but do not act.
+    /// through the engine (a per-connection `bpf_setsockopt`), decide but do not act.
     pub observe: bool,
 }
 

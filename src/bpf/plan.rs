@@ -312,7 +312,7 @@ mod tests {
         }
     }
 
-    /// Shaped like tcp_buffer's slots.
+    /// Shaped like a real tuner's slots.
     const SLOTS: &[Slot] = &[
         Slot {
             name: "rmem",

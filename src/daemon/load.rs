@@ -7,7 +7,7 @@ use super::Options;
 use crate::bpf::cgroup::CgroupDir;
 use crate::bpf::plan::{self, Plan};
 use crate::bpf::{self, LoadConfig, SharedMaps};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineCtx};
 use crate::kernel::netns;
 use crate::record::ledger::TunerMeta;
 use crate::tuner::support::{self as probe, Level};
@@ -48,6 +48,7 @@ struct DaemonHooks<'a> {
     config: LoadConfig,
     tuner_id: u32,
     cgroup: Option<BorrowedFd<'a>>,
+    env: EngineCtx<'a>,
 }
 
 impl plan::Hooks for DaemonHooks<'_> {
@@ -65,6 +66,7 @@ impl plan::Hooks for DaemonHooks<'_> {
             tuner_id: self.tuner_id,
             programs: progs,
             cgroup: self.cgroup,
+            env: &mut self.env,
         })
     }
 }
@@ -164,6 +166,7 @@ pub(super) fn load_tuners(
                 config,
                 tuner_id: id as u32,
                 cgroup: cgroup.map(|c| c.fd()),
+                env: engine.ctx(id),
             },
         );
         log_plan(name, &plan);

@@ -375,6 +375,7 @@ impl Plugins {
             tuner_id: id as u32,
             programs: &[],
             cgroup: self.cgroup.as_ref().map(|c| c.as_fd()),
+            env: &mut engine.ctx(id),
         });
         match started {
             Ok(()) => {

@@ -52,8 +52,8 @@ pub struct TunerMeta {
     pub scenarios: &'static [Scenario],
 }
 
-/// A tuner's own summary section (C bpftune's `summarize()` hook), e.g. tcp_conn's
-/// congestion-control counts and per-path table.
+/// A tuner's own summary section (C bpftune's `summarize()` hook), e.g. the
+/// congestion-control counts and per-path table of a tuner that switches algorithms.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TunerSummary {
     /// Printed before the per-scenario lines, in the exit summary and `summary`.

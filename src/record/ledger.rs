@@ -327,7 +327,7 @@ pub(crate) mod tests {
     pub(crate) fn rec(global: bool, cookie: u64, old: i64, new: i64) -> ChangeRecord {
         ChangeRecord {
             time: 0.0,
-            tuner: "tcp_buffer".into(),
+            tuner: "demo".into(),
             tunable: "net.ipv4.tcp_rmem".into(),
             scenario: SCENARIOS[0].name.into(),
             netns_cookie: cookie,
@@ -346,7 +346,7 @@ pub(crate) mod tests {
     pub(crate) fn ledger() -> Ledger {
         let mut l = Ledger::default();
         l.add_tuner(TunerMeta {
-            name: "tcp_buffer",
+            name: "demo",
             state: TunerState::Active,
             tunables: TUNABLES,
             scenarios: SCENARIOS,

@@ -151,14 +151,10 @@ mod tests {
 
     #[test]
     fn simple_fields_use_the_text_form() {
-        let e = encode_entry(
-            5,
-            "hello world\n",
-            &[("BPFTUNE_TUNER".into(), "tcp_buffer".into())],
-        );
+        let e = encode_entry(5, "hello world\n", &[("BPFTUNE_TUNER".into(), "demo".into())]);
         assert_eq!(
             e,
-            b"MESSAGE=hello world\nPRIORITY=5\nSYSLOG_IDENTIFIER=bpftune\nBPFTUNE_TUNER=tcp_buffer\n"
+            b"MESSAGE=hello world\nPRIORITY=5\nSYSLOG_IDENTIFIER=bpftune\nBPFTUNE_TUNER=demo\n"
         );
     }
 

@@ -34,7 +34,7 @@
 //! Message composition: the event's `message` field, followed by every other field as
 //! ` key=value` — except the structured fields of [`STRUCTURED_FIELDS`] (`tuner`,
 //! `tunable`, `scenario`, `netns`, `netns_cookie`, `old`, `new`), which only the journal
-//! gets, as `BPFTUNE_<NAME>` fields (`journalctl BPFTUNE_TUNER=tcp_buffer`). Span fields
+//! gets, as `BPFTUNE_<NAME>` fields (`journalctl BPFTUNE_TUNER=<tuner>`). Span fields
 //! are not printed. Logging never panics; write errors are ignored.
 
 use std::ffi::CString;
@@ -494,7 +494,7 @@ mod tests {
         tracing::subscriber::with_default(sub, || {
             let old = 4096u64;
             tracing::info!(
-                tuner = "tcp_buffer",
+                tuner = "demo",
                 tunable = "net.ipv4.tcp_rmem",
                 netns_cookie = 7u64,
                 old = %old,
@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(
             fields,
             &vec![
-                ("BPFTUNE_TUNER".to_string(), "tcp_buffer".to_string()),
+                ("BPFTUNE_TUNER".to_string(), "demo".to_string()),
                 ("BPFTUNE_TUNABLE".to_string(), "net.ipv4.tcp_rmem".to_string()),
                 ("BPFTUNE_NETNS_COOKIE".to_string(), "7".to_string()),
                 ("BPFTUNE_OLD".to_string(), "4096".to_string()),

@@ -34,6 +34,10 @@ pub struct StartCtx<'a> {
     pub programs: &'a [&'static str],
     /// cgroup-v2 directory for cgroup programs.
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// The same environment `handle` and `tick` get: a start that needs a sysctl or a
+    /// /proc file (e.g. the live limits its BPF side filters on) reads it here, never
+    /// from the file system directly.
+    pub env: &'a mut dyn TunerEnv,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +188,7 @@ pub fn ns_has_cookie(ns: Ns, cookie: u64) -> bool {
     matches!(ns, Ns::Netns { cookie: c, .. } if c == cookie)
 }
 
-/// Accepts `tcp_buffer`, `tcp_buffer_tuner.so` or a path ending in it (`-a`).
+/// Accepts `demo`, `demo_tuner.so` or a path ending in it (`-a`).
 pub fn allow_matches(allow: &[String], name: &str) -> bool {
     if allow.is_empty() {
         return true;
@@ -201,18 +205,15 @@ mod tests {
 
     #[test]
     fn allow_list_forms() {
-        let allow = vec!["tcp_buffer_tuner.so".to_string(), "sysctl".to_string()];
-        assert!(allow_matches(&allow, "tcp_buffer"));
+        let allow = vec!["demo_tuner.so".to_string(), "sysctl".to_string()];
+        assert!(allow_matches(&allow, "demo"));
         assert!(allow_matches(&allow, "sysctl"));
-        assert!(!allow_matches(&allow, "tcp_conn"));
+        assert!(!allow_matches(&allow, "other"));
         assert!(allow_matches(&[], "anything"));
         assert!(allow_matches(
-            &["/usr/lib64/bpftune/tcp_buffer_tuner.so".into()],
-            "tcp_buffer"
+            &["/usr/lib64/bpftune/demo_tuner.so".into()],
+            "demo"
         ));
-        assert!(!allow_matches(
-            &["tcp_buffer_tuner.so.dpkg-new".into()],
-            "tcp_buffer"
-        ));
+        assert!(!allow_matches(&["demo_tuner.so.dpkg-new".into()], "demo"));
     }
 }

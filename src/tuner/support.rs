@@ -257,7 +257,7 @@ mod tests {
         let full = vec![
             sysctl(),
             (
-                "tcp_buffer",
+                "demo",
                 plan(&[
                     ("rmem", true, Some(Flavour::TpBtf)),
                     ("wmem", true, Some(Flavour::Fentry)),
@@ -281,7 +281,7 @@ mod tests {
         let plans = vec![
             sysctl(),
             (
-                "tcp_buffer",
+                "demo",
                 plan(&[
                     ("rmem", true, Some(Flavour::TpBtf)),
                     ("wmem", true, Some(Flavour::RawTp)),
@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(lines[0], "bpftune works in legacy mode");
         assert_eq!(
             lines[1],
-            "tuner 'tcp_buffer': hook 'wmem' attaches only as raw_tp t (a legacy-mode flavour)"
+            "tuner 'demo': hook 'wmem' attaches only as raw_tp t (a legacy-mode flavour)"
         );
         assert!(!lines.iter().any(|l| l.contains("works fully")));
     }
@@ -304,7 +304,7 @@ mod tests {
         let plans = vec![
             sysctl(),
             (
-                "tcp_buffer",
+                "demo",
                 plan(&[("rmem", true, Some(Flavour::TpBtf)), ("wmem", true, None)]),
             ),
         ];
@@ -314,7 +314,7 @@ mod tests {
         assert!(lines[0].starts_with("bpftune works partially"), "{lines:?}");
         assert_eq!(
             lines[1],
-            "tuner 'tcp_buffer' cannot run on this kernel: no attachable flavour for required hook wmem"
+            "tuner 'demo' cannot run on this kernel: no attachable flavour for required hook wmem"
         );
         let mut failed = plans;
         failed[1].1 = plan(&[("rmem", true, Some(Flavour::TpBtf))]);

@@ -107,7 +107,7 @@ fn fixture_on(dir: PathBuf, mem: Arc<MemSysctl>) -> Fixture {
         },
     );
     let id = engine.add_tuner(TunerMeta {
-        name: "tcp_buffer",
+        name: "demo",
         state: TunerState::Active,
         tunables: TUNABLES,
         scenarios: SCENARIOS,

@@ -61,7 +61,7 @@ fn source(ledger: Ledger, stats: Stats, sysctls: &[(&str, &str)]) -> (TempDir, S
         ledger: Arc::new(Mutex::new(ledger)),
         stats: Arc::new(stats),
         lost_events: None,
-        programs: vec![("tcp_buffer", "bpftune_estab_buffer_tp")],
+        programs: vec![("demo", "bpftune_estab_buffer_tp")],
         sysctl: ProcSysctl::new(&t.0),
     };
     (t, src)
@@ -111,7 +111,7 @@ fn renders_every_metric_family() {
         v(
             "bpftune_changes_total",
             &[
-                ("tuner", "tcp_buffer"),
+                ("tuner", "demo"),
                 ("tunable", "net.ipv4.tcp_rmem"),
                 ("scenario", "need to increase TCP buffer size(s)"),
                 ("ns_kind", kind),
@@ -156,7 +156,7 @@ fn renders_every_metric_family() {
     let state = |ns, st| {
         v(
             "bpftune_tuner_state",
-            &[("tuner", "tcp_buffer"), ("netns", ns), ("state", st)],
+            &[("tuner", "demo"), ("netns", ns), ("state", st)],
         )
     };
     assert_eq!(state("global", "active"), Some(1.0));
@@ -164,19 +164,16 @@ fn renders_every_metric_family() {
     assert_eq!(state("ino:4026532001", "manual"), Some(1.0));
     assert_eq!(state("ino:4026532001", "active"), None, "one state per namespace");
     assert_eq!(
-        v("bpftune_events_received_total", &[("tuner", "tcp_buffer")]),
+        v("bpftune_events_received_total", &[("tuner", "demo")]),
         Some(3.0)
     );
-    assert_eq!(
-        v("bpftune_events_stale_total", &[("tuner", "tcp_buffer")]),
-        Some(1.0)
-    );
+    assert_eq!(v("bpftune_events_stale_total", &[("tuner", "demo")]), Some(1.0));
     assert_eq!(v("bpftune_rollback_restores_total", &[]), Some(1.0));
     assert_eq!(
         v(
             "bpftune_write_failures_total",
             &[
-                ("tuner", "tcp_buffer"),
+                ("tuner", "demo"),
                 ("tunable", "net.core.high_order_alloc_disable"),
                 ("errno", "EPERM")
             ]
@@ -201,11 +198,7 @@ fn netns_labels_are_capped() {
     // "other" aggregates: the state gauge counts namespaces.
     let (_t, src) = source(ledger(), stats, &[]);
     let s = parse(&src.render().expect("renders"));
-    let other = [
-        ("tuner", "tcp_buffer"),
-        ("netns", OTHER_NETNS),
-        ("state", "active"),
-    ];
+    let other = [("tuner", "demo"), ("netns", OTHER_NETNS), ("state", "active")];
     assert_eq!(value(&s, "bpftune_tuner_state", &other), Some((300 - 254) as f64));
     let netns: std::collections::BTreeSet<&str> =
         s.samples.iter().filter_map(|x| x.labels.get("netns")).collect();
@@ -214,13 +207,10 @@ fn netns_labels_are_capped() {
 
 #[test]
 fn program_names_map_to_tuners() {
-    let progs = [
-        ("tcp_buffer", "bpftune_estab_buffer_tp"),
-        ("sysctl", "bpftune_sysctl"),
-    ];
+    let progs = [("demo", "bpftune_estab_buffer_tp"), ("sysctl", "bpftune_sysctl")];
     assert_eq!(
         program_owner(&progs, "bpftune_estab_b"),
-        Some(("tcp_buffer", "bpftune_estab_buffer_tp"))
+        Some(("demo", "bpftune_estab_buffer_tp"))
     );
     assert_eq!(
         program_owner(&progs, "bpftune_sysctl"),
@@ -349,7 +339,7 @@ fn textfile_is_rewritten_atomically_and_survives_a_lost_directory() {
         }
     };
     wait_for("rewrite", &|| {
-        read().contains("bpftune_events_received_total{tuner=\"tcp_buffer\"} 1")
+        read().contains("bpftune_events_received_total{tuner=\"demo\"} 1")
     });
     assert_ne!(ino(&path), first, "replaced by rename");
     let leftovers = |d: &std::path::Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
@@ -359,12 +349,12 @@ fn textfile_is_rewritten_atomically_and_survives_a_lost_directory() {
     std::fs::create_dir(&dir).expect("mkdir again");
     stats.event_received(0);
     wait_for("rewrite after the directory came back", &|| {
-        read().contains("bpftune_events_received_total{tuner=\"tcp_buffer\"} 2")
+        read().contains("bpftune_events_received_total{tuner=\"demo\"} 2")
     });
     stats.event_received(0);
     exp.finish();
     // The final write at exit has the last counts, and no temporary file is left.
-    assert!(read().contains("bpftune_events_received_total{tuner=\"tcp_buffer\"} 3"));
+    assert!(read().contains("bpftune_events_received_total{tuner=\"demo\"} 3"));
     parse(&read());
     assert_eq!(leftovers(&dir), 1);
 }

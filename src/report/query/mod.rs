@@ -133,7 +133,7 @@ pub trait QueryBackend: Send + Sync {
     fn rollback(&self) -> String;
     /// Recent change records as a JSON array (what, where, why, event and write times).
     fn changes_json(&self) -> String;
-    /// `jpaths`: per-tuner learning state as a JSON object (tcp_conn's per-path table).
+    /// `jpaths`: per-tuner learning state as a JSON object (e.g. a per-path table).
     fn paths_json(&self) -> String {
         "{}".to_string()
     }

@@ -10,9 +10,10 @@
 //! at `WINDOW / PERIOD` of the cost while nothing needs tuning.
 //!
 //! A window is skipped while no TCP memory is in use at all (`/proc/net/sockstat`, global
-//! across namespaces): a sender at its limit has a full send queue, so it holds TCP
-//! memory. An idle host then pays one file read a second instead of an attach and a
-//! detach (tracepoint enable/disable patches kernel text).
+//! across namespaces, read by the tuner's tick through its environment and handed over
+//! with [`DutyCycle::set_memory_in_use`]): a sender at its limit has a full send queue,
+//! so it holds TCP memory. An idle host then pays one file read a second instead of an
+//! attach and a detach (tracepoint enable/disable patches kernel text).
 //!
 //! The attachment is a BPF link fd owned by a small thread (libbpf's program objects are
 //! not `Send`; a program fd and a link fd are): closing the fd detaches.
@@ -20,6 +21,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,15 +53,6 @@ pub fn schedule(now: Instant, start: Instant, armed_until: Option<Instant>) -> (
     }
 }
 
-/// Whether any TCP socket holds memory (pages in `/proc/net/sockstat`; the TCP memory
-/// counter is global). Unknown counts as in use.
-fn tcp_memory_in_use() -> bool {
-    std::fs::read_to_string("/proc/net/sockstat")
-        .ok()
-        .and_then(|t| crate::kernel::procfs::sockstat_field(&t, "TCP:", "mem"))
-        .is_none_or(|pages| pages > 0)
-}
-
 /// Attaches `prog` (tp_btf or fentry: `tp` None; raw_tp: the tracepoint's name) and
 /// returns the link fd.
 fn attach(prog: &OwnedFd, tp: Option<&CString>) -> io::Result<OwnedFd> {
@@ -78,6 +71,9 @@ pub struct DutyCycle {
     /// Dropping it (disconnecting the channel) stops the thread.
     wake: Option<Sender<()>>,
     armed_until: Arc<Mutex<Option<Instant>>>,
+    /// Whether any TCP socket holds memory, as the tuner's last tick saw it (unknown
+    /// counts as in use, so a start before the first tick is not skipped).
+    memory_in_use: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -93,6 +89,8 @@ impl DutyCycle {
         let (wake, rx) = mpsc::channel::<()>();
         let armed_until = Arc::new(Mutex::new(None));
         let armed = armed_until.clone();
+        let memory_in_use = Arc::new(AtomicBool::new(true));
+        let in_use = memory_in_use.clone();
         let thread = std::thread::Builder::new()
             .name("wmem-duty".into())
             .spawn(move || {
@@ -108,7 +106,7 @@ impl DutyCycle {
                     let until = *armed.lock().unwrap_or_else(|e| e.into_inner());
                     let (mut want, mut next) = schedule(now, start, until);
                     let armed = until.is_some_and(|a| a > now);
-                    if want && link.is_none() && !armed && !tcp_memory_in_use() {
+                    if want && link.is_none() && !armed && !in_use.load(Ordering::Relaxed) {
                         // Nothing can be at its send limit: skip this window.
                         want = false;
                         next = schedule(next, start, None).1;
@@ -131,8 +129,15 @@ impl DutyCycle {
         Ok(DutyCycle {
             wake: Some(wake),
             armed_until,
+            memory_in_use,
             thread: Some(thread),
         })
+    }
+
+    /// What the tick read from `/proc/net/sockstat`: `None` (unreadable) counts as in use.
+    pub fn set_memory_in_use(&self, tcp_mem_pages: Option<i64>) {
+        self.memory_in_use
+            .store(tcp_mem_pages.is_none_or(|pages| pages > 0), Ordering::Relaxed);
     }
 
     /// A wmem change was applied: keep the hook attached for [`ARMED`].

@@ -251,13 +251,8 @@ impl Tuner for UdpBuffer {
         // policy ignores (SO_RCVBUF) can use up the sample window and hide the drops
         // that matter (CI saw it for a burst in the first second). Publish the live
         // values at once; the tick keeps them current (and simulated in observe mode).
-        let global = |id: usize| -> Option<i64> {
-            use crate::kernel::sysctl::{ProcSysctl, SysctlStore as _};
-            let v = ProcSysctl::default()
-                .read(&crate::kernel::netns::Target::Global, TUNABLES[id].name, false, 1)
-                .ok()?;
-            v.ints()?.first().copied()
-        };
+        let mut global =
+            |id: usize| -> Option<i64> { ctx.env.read(id, Ns::Global).ok()?.ints()?.first().copied() };
         if let (Some(max), Some(default)) = (global(RMEM_MAX), global(RMEM_DEFAULT)) {
             self.publish_limits(max, default);
         }
