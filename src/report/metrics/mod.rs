@@ -155,41 +155,30 @@ impl LedgerCopy {
 }
 
 impl Source {
-    /// Renders every metric in the OpenMetrics text format.
+    /// Renders every metric in the OpenMetrics text format. The families are encoded
+    /// in registration order, which is the order of the calls here.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let copy = LedgerCopy::take(&self.ledger);
         let view = self.stats.netns_view();
         let labels = netns_labels(&view);
         let mut r = Registry::with_prefix("bpftune");
+        register_build_info(&mut r);
+        register_changes(&mut r, &copy);
+        self.register_tunable_values(&mut r, &copy, &labels);
+        register_tuner_states(&mut r, &copy, &view, &labels);
+        self.register_events(&mut r, &copy);
+        self.register_bpf_programs(&mut r);
+        self.register_totals(&mut r, &view);
 
-        let build = gauge_family(
-            &mut r,
-            "build_info",
-            "Version and git commit of this bpftune build (always 1)",
-        );
-        build
-            .get_or_create(&vec![("version", VERSION.to_string()), ("git", GIT.to_string())])
-            .set(1);
+        let mut out = String::new();
+        encode(&mut out, &r)?;
+        Ok(out)
+    }
 
-        let changes = counter_family(&mut r, "changes", "Sysctl writes made");
-        for (k, n) in &copy.writes {
-            if let Some(l) = copy.change_labels(*k) {
-                changes.get_or_create(&l).inc_by(*n);
-            }
-        }
-        let proposals = counter_family(
-            &mut r,
-            "proposals",
-            "Changes proposed but not made (observe mode)",
-        );
-        for (k, n) in &copy.proposals {
-            if let Some(l) = copy.change_labels(*k) {
-                proposals.get_or_create(&l).inc_by(*n);
-            }
-        }
-
+    /// `tunable_value`: global sysctls read now, per-namespace ones from the ledger.
+    fn register_tunable_values(&self, r: &mut Registry, copy: &LedgerCopy, labels: &BTreeMap<u64, String>) {
         let values = gauge_family(
-            &mut r,
+            r,
             "tunable_value",
             "Current value of each managed tunable (global: read at scrape; netns: latest value bpftune wrote), by position in multi-value sysctls",
         );
@@ -236,49 +225,13 @@ impl Source {
         for (k, v) in per_ns {
             values.get_or_create(&k).set(v);
         }
+    }
 
-        let states = gauge_family(
-            &mut r,
-            "tuner_state",
-            "Current state of each tuner per namespace (1; under netns=\"other\": number of namespaces in that state)",
-        );
-        for (id, (tname, state, _)) in copy.tuners.iter().enumerate() {
-            states
-                .get_or_create(&vec![
-                    ("tuner", tname.to_string()),
-                    ("netns", "global".to_string()),
-                    ("state", state.as_str().to_string()),
-                ])
-                .set(1);
-            let running = matches!(state, TunerState::Active | TunerState::Manual);
-            for (cookie, ns) in &labels {
-                let s = if running {
-                    match view
-                        .states
-                        .get(&(id, *cookie))
-                        .copied()
-                        .unwrap_or(NsState::Active)
-                    {
-                        NsState::Active => "active",
-                        NsState::Manual => "manual",
-                        NsState::Gone => "gone",
-                    }
-                } else {
-                    state.as_str()
-                };
-                states
-                    .get_or_create(&vec![
-                        ("tuner", tname.to_string()),
-                        ("netns", ns.clone()),
-                        ("state", s.to_string()),
-                    ])
-                    .inc();
-            }
-        }
-
-        let received = counter_family(&mut r, "events_received", "Ring-buffer events received, by tuner");
+    /// `events_received`, `events_stale`, `write_failures` and `events_lost`.
+    fn register_events(&self, r: &mut Registry, copy: &LedgerCopy) {
+        let received = counter_family(r, "events_received", "Ring-buffer events received, by tuner");
         let stale = counter_family(
-            &mut r,
+            r,
             "events_stale",
             "Proposals dropped because the live value had moved on since the event",
         );
@@ -288,7 +241,7 @@ impl Source {
             stale.get_or_create(&l).inc_by(self.stats.stale(id));
         }
         let write_failures = counter_family(
-            &mut r,
+            r,
             "write_failures",
             "Sysctl writes the kernel refused, by tuner, sysctl and errno (each logged once per sysctl)",
         );
@@ -313,7 +266,10 @@ impl Source {
                 lost,
             );
         }
+    }
 
+    /// `bpf_run_time_seconds` and `bpf_run_count` of this daemon's programs, by tuner.
+    fn register_bpf_programs(&self, r: &mut Registry) {
         let run_time = Family::<Labels, Counter<f64>>::default();
         r.register(
             "bpf_run_time_seconds",
@@ -321,7 +277,7 @@ impl Source {
             run_time.clone(),
         );
         let run_count = counter_family(
-            &mut r,
+            r,
             "bpf_run_count",
             "Runs of each BPF program of this daemon (needs kernel.bpf_stats_enabled=1)",
         );
@@ -338,7 +294,10 @@ impl Source {
             run_time.get_or_create(&l).inc_by(ns as f64 / 1e9);
             run_count.get_or_create(&l).inc_by(cnt);
         }
+    }
 
+    /// `rollback_restores` and `netns_tracked`.
+    fn register_totals(&self, r: &mut Registry, view: &NetnsView) {
         let restores = Counter::<u64>::default();
         restores.inc_by(self.stats.rollback_restores());
         r.register(
@@ -353,15 +312,86 @@ impl Source {
             "Network namespaces tracked besides the initial one",
             tracked,
         );
-
-        let mut out = String::new();
-        encode(&mut out, &r)?;
-        Ok(out)
     }
 
     /// Sum over CPUs of the lost-event counter.
     fn lost_events(&self) -> Option<u64> {
         crate::bpf::lost_events_total(self.lost_events.as_ref()?)
+    }
+}
+
+/// `build_info`: version and git commit.
+fn register_build_info(r: &mut Registry) {
+    let build = gauge_family(
+        r,
+        "build_info",
+        "Version and git commit of this bpftune build (always 1)",
+    );
+    build
+        .get_or_create(&vec![("version", VERSION.to_string()), ("git", GIT.to_string())])
+        .set(1);
+}
+
+/// `changes` and `proposals`, by tuner, tunable, scenario and namespace kind.
+fn register_changes(r: &mut Registry, copy: &LedgerCopy) {
+    let changes = counter_family(r, "changes", "Sysctl writes made");
+    for (k, n) in &copy.writes {
+        if let Some(l) = copy.change_labels(*k) {
+            changes.get_or_create(&l).inc_by(*n);
+        }
+    }
+    let proposals = counter_family(r, "proposals", "Changes proposed but not made (observe mode)");
+    for (k, n) in &copy.proposals {
+        if let Some(l) = copy.change_labels(*k) {
+            proposals.get_or_create(&l).inc_by(*n);
+        }
+    }
+}
+
+/// `tuner_state`: each tuner's state, globally and per namespace label.
+fn register_tuner_states(
+    r: &mut Registry,
+    copy: &LedgerCopy,
+    view: &NetnsView,
+    labels: &BTreeMap<u64, String>,
+) {
+    let states = gauge_family(
+        r,
+        "tuner_state",
+        "Current state of each tuner per namespace (1; under netns=\"other\": number of namespaces in that state)",
+    );
+    for (id, (tname, state, _)) in copy.tuners.iter().enumerate() {
+        states
+            .get_or_create(&vec![
+                ("tuner", tname.to_string()),
+                ("netns", "global".to_string()),
+                ("state", state.as_str().to_string()),
+            ])
+            .set(1);
+        let running = matches!(state, TunerState::Active | TunerState::Manual);
+        for (cookie, ns) in labels {
+            let s = if running {
+                match view
+                    .states
+                    .get(&(id, *cookie))
+                    .copied()
+                    .unwrap_or(NsState::Active)
+                {
+                    NsState::Active => "active",
+                    NsState::Manual => "manual",
+                    NsState::Gone => "gone",
+                }
+            } else {
+                state.as_str()
+            };
+            states
+                .get_or_create(&vec![
+                    ("tuner", tname.to_string()),
+                    ("netns", ns.clone()),
+                    ("state", s.to_string()),
+                ])
+                .inc();
+        }
     }
 }
 

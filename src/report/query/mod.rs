@@ -3,10 +3,10 @@
 //! Protocol (C bpftune compatible): one request per connection; the client sends the
 //! query name followed by one NUL byte (a newline or end-of-stream also terminates it);
 //! the server replies with text followed by one NUL byte and closes the connection.
-//! Queries: see [`QUERIES`]; a request is matched exactly, else by prefix in table order
+//! Queries: see [`Query`] ([`QUERIES`] as a table); a request is matched exactly, else by prefix in table order
 //! (`tunersXYZ` means `tuners`, like C's `strncmp(req, name, strlen(name))`). Unknown
 //! requests get `unknown request '<req>'; supported requests are:` plus the help listing.
-//! Output formats are C's printf formats, byte for byte (see the `format_*` helpers).
+//! Output formats are C's printf formats, byte for byte (see [`format`]).
 //!
 //! Deliberate differences from C bpftune:
 //! * Transport: a Unix stream socket `<run_dir>/query.sock`, mode 0600, and the server
@@ -29,8 +29,8 @@
 //!   cannot delay other queries. The server never exits on client errors.
 
 //!
-//! Layout: [`protocol`] turns a request into its reply, [`format`] is the one place that
-//! renders reply text, [`server`] owns the listeners and connections, [`client`] is
+//! Layout: [`protocol`] parses a request into a [`Query`], [`format`] is the one place
+//! that renders reply text, [`server`] owns the listeners and connections, [`client`] is
 //! `bpftune -q`; `conn` holds the deadline I/O both sides share.
 
 mod client;
@@ -45,7 +45,7 @@ use std::time::Duration;
 use crate::model::tunable::SysctlValue;
 
 pub use client::{client, ClientError};
-pub use protocol::handle_request;
+pub use protocol::{handle_request, Query};
 pub use server::QueryServer;
 
 /// Longest request content accepted (C: `BPFTUNE_MAX_REQ`-ish 80 bytes).
@@ -74,21 +74,19 @@ pub(crate) const ERR_INTERNAL: &str = "error: internal error";
 /// Reply to a connection arriving while [`MAX_CONNS`] are being served.
 pub const ERR_BUSY: &str = "error: server busy, try again";
 
-/// Supported queries and their help descriptions, in C's table (= prefix match) order.
-pub const QUERIES: &[(&str, &str)] = &[
-    ("help", "list supported queries"),
-    ("tuners", "show state of tuners"),
-    ("tunables", "show list of tunables"),
-    ("jtunables", "show list of tunables(json)"),
-    ("summary", "show summary of changes"),
-    ("status", "show status of tunables"),
-    ("jstatus", "show status of tunables(json)"),
-    ("rollback", "show changes needed to roll back"),
-    ("jchanges", "show recent change records(json)"),
-    ("jpaths", "show per-path learning state(json)"),
-    ("advice", "show sysctl.d fragment of changes"),
-    ("jadvice", "show sysctl.d advice(json)"),
-];
+/// Supported queries and their help descriptions, in C's table (= prefix match) order:
+/// [`Query::ALL`] as (name, help) pairs.
+pub const QUERIES: &[(&str, &str)] = &query_table();
+
+const fn query_table() -> [(&'static str, &'static str); Query::ALL.len()] {
+    let mut t = [("", ""); Query::ALL.len()];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = (Query::ALL[i].name(), Query::ALL[i].help());
+        i += 1;
+    }
+    t
+}
 
 /// One line of the `tuners` query.
 #[derive(Debug, Clone, PartialEq, Eq)]

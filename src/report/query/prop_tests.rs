@@ -66,8 +66,8 @@ proptest! {
                 let shown = reply.lines().next().unwrap_or("");
                 prop_assert!(!shown.chars().any(|c| c.is_control()));
             }
-            Ok(Request::Known(name)) => {
-                prop_assert!(QUERIES.iter().any(|&(n, _)| n == name));
+            Ok(Request::Known(q)) => {
+                prop_assert!(QUERIES.iter().any(|&(n, _)| n == q.name()));
             }
         }
     }
@@ -87,7 +87,7 @@ proptest! {
             raw.extend_from_slice(rest);
         }
         match parse_request(&raw) {
-            Ok(Request::Known(n)) => prop_assert_eq!(n, name),
+            Ok(Request::Known(q)) => prop_assert_eq!(q.name(), name),
             Ok(Request::Unknown(r)) => prop_assert!(false, "{name:?} parsed as unknown {r:?}"),
             Err(e) => prop_assert!(false, "{name:?} refused: {e}"),
         }

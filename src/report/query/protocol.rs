@@ -1,12 +1,93 @@
-//! Request parsing and dispatch: one request in, one reply text out (pure).
+//! The queries and request parsing: raw request bytes become a [`Query`] here and
+//! nowhere else; [`super::format`] renders its reply.
 
-use super::format::{
-    format_help, format_jstatus, format_jtunables, format_status, format_tunables, format_tuners,
-};
-use super::{QueryBackend, ERR_INTERNAL, ERR_MALFORMED, ERR_TOO_LONG, QUERIES, REQUEST_MAX};
+use super::format;
+use super::{QueryBackend, ERR_MALFORMED, ERR_TOO_LONG, REQUEST_MAX};
+
+/// One query of the (C bpftune compatible) protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Query {
+    Help,
+    Tuners,
+    Tunables,
+    JTunables,
+    Summary,
+    Status,
+    JStatus,
+    Rollback,
+    JChanges,
+    JPaths,
+    Advice,
+    JAdvice,
+}
+
+impl Query {
+    /// Every query in C's table order, which is also the prefix-match order: `tuners`
+    /// comes before `tunables`, and `tunersXYZ` means `tuners`.
+    pub const ALL: [Query; 12] = [
+        Query::Help,
+        Query::Tuners,
+        Query::Tunables,
+        Query::JTunables,
+        Query::Summary,
+        Query::Status,
+        Query::JStatus,
+        Query::Rollback,
+        Query::JChanges,
+        Query::JPaths,
+        Query::Advice,
+        Query::JAdvice,
+    ];
+
+    /// The request name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Query::Help => "help",
+            Query::Tuners => "tuners",
+            Query::Tunables => "tunables",
+            Query::JTunables => "jtunables",
+            Query::Summary => "summary",
+            Query::Status => "status",
+            Query::JStatus => "jstatus",
+            Query::Rollback => "rollback",
+            Query::JChanges => "jchanges",
+            Query::JPaths => "jpaths",
+            Query::Advice => "advice",
+            Query::JAdvice => "jadvice",
+        }
+    }
+
+    /// Its line in the `help` reply.
+    pub const fn help(self) -> &'static str {
+        match self {
+            Query::Help => "list supported queries",
+            Query::Tuners => "show state of tuners",
+            Query::Tunables => "show list of tunables",
+            Query::JTunables => "show list of tunables(json)",
+            Query::Summary => "show summary of changes",
+            Query::Status => "show status of tunables",
+            Query::JStatus => "show status of tunables(json)",
+            Query::Rollback => "show changes needed to roll back",
+            Query::JChanges => "show recent change records(json)",
+            Query::JPaths => "show per-path learning state(json)",
+            Query::Advice => "show sysctl.d fragment of changes",
+            Query::JAdvice => "show sysctl.d advice(json)",
+        }
+    }
+
+    /// The query `req` names: matched exactly, else the first whose name `req` starts
+    /// with (C's `strncmp(req, name, strlen(name))`).
+    pub fn parse(req: &str) -> Option<Query> {
+        Query::ALL
+            .iter()
+            .find(|q| q.name() == req)
+            .or_else(|| Query::ALL.iter().find(|q| req.starts_with(q.name())))
+            .copied()
+    }
+}
 
 pub(crate) enum Request<'a> {
-    Known(&'static str),
+    Known(Query),
     Unknown(&'a str),
 }
 
@@ -21,49 +102,17 @@ pub(crate) fn parse_request(raw: &[u8]) -> Result<Request<'_>, &'static str> {
     if req.is_empty() {
         return Err(ERR_MALFORMED);
     }
-    if let Some(&(name, _)) = QUERIES.iter().find(|(name, _)| *name == req) {
-        return Ok(Request::Known(name));
-    }
-    match QUERIES.iter().find(|(name, _)| req.starts_with(name)) {
-        Some(&(name, _)) => Ok(Request::Known(name)),
-        None => Ok(Request::Unknown(req)),
-    }
+    Ok(match Query::parse(req) {
+        Some(q) => Request::Known(q),
+        None => Request::Unknown(req),
+    })
 }
 
 /// Turns one request into its reply text (without the trailing NUL the server appends).
 pub fn handle_request(raw: &[u8], backend: &dyn QueryBackend) -> String {
     match parse_request(raw) {
         Err(e) => e.to_string(),
-        Ok(Request::Unknown(req)) => {
-            let shown: String = req
-                .chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect();
-            format!(
-                "unknown request '{shown}'; supported requests are:\n{}",
-                format_help()
-            )
-        }
-        Ok(Request::Known(name)) => match name {
-            "help" => format_help(),
-            "tuners" => format_tuners(&backend.tuners()),
-            "tunables" => format_tunables(&backend.tunables()),
-            "jtunables" => format_jtunables(&backend.tunables()),
-            "summary" => backend.summary(),
-            "status" => format_status(&backend.status()),
-            "jstatus" => format_jstatus(&backend.status()),
-            "rollback" => backend.rollback(),
-            "jchanges" => backend.changes_json(),
-            "jpaths" => backend.paths_json(),
-            "advice" => backend.advice(),
-            "jadvice" => backend.advice_json(),
-            _ => ERR_INTERNAL.to_string(),
-        },
+        Ok(Request::Unknown(req)) => format::unknown(req),
+        Ok(Request::Known(q)) => format::reply(q, backend),
     }
 }

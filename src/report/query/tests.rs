@@ -514,3 +514,14 @@ fn slow_clients_do_not_starve_queries_and_over_cap_is_refused_fast() {
     server.stop();
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_query_parses_from_its_name_and_is_in_the_table() {
+    assert_eq!(QUERIES.len(), Query::ALL.len());
+    for (q, &(name, help)) in Query::ALL.iter().zip(QUERIES) {
+        assert_eq!((q.name(), q.help()), (name, help));
+        assert_eq!(Query::parse(name), Some(*q));
+    }
+    assert_eq!(Query::parse("tunersXYZ"), Some(Query::Tuners));
+    assert_eq!(Query::parse("nope"), None);
+}
