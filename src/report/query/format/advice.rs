@@ -176,7 +176,7 @@ mod tests {
             .expect("namespace header");
         assert!(global < ns1, "initial namespace first:\n{a}");
         assert!(a.contains(
-            "# tcp_buffer: would change from (4096 131072 1310720) after 2 proposal(s)\n# step one\n# step two\n# second line\nnet.ipv4.tcp_rmem = 4096 131072 2048000\n"
+            "# demo: would change from (4096 131072 1310720) after 2 proposal(s)\n# step one\n# step two\n# second line\nnet.ipv4.tcp_rmem = 4096 131072 2048000\n"
         ), "{a}");
         assert_eq!(
             parse_sysctl_d(&a),
@@ -238,7 +238,7 @@ mod tests {
         l.record(0, 0, 0, None, rec(false, 9, 2000, 1000));
         let a = advice(&l);
         assert!(a.starts_with("# bpftune advice: values bpftune has set;"), "{a}");
-        assert!(a.contains("# tcp_buffer: changed from (4096 131072 6291456) after 1 change(s)\nnet.ipv4.tcp_rmem = 4096 131072 7864320\n"), "{a}");
+        assert!(a.contains("# demo: changed from (4096 131072 6291456) after 1 change(s)\nnet.ipv4.tcp_rmem = 4096 131072 7864320\n"), "{a}");
         assert!(a.contains("# netns cookie 33: unnamed namespace"), "{a}");
         assert!(!a.contains("ns1"), "reverted value left out:\n{a}");
         assert_eq!(parse_sysctl_d(&a).len(), 2);

@@ -144,8 +144,8 @@ pub fn rollback(l: &Ledger) -> String {
     s
 }
 
-/// `jpaths`: `{ "<tuner>": <its JSON>, … }` for every tuner that provides one (tcp_conn's
-/// per-path learning table).
+/// `jpaths`: `{ "<tuner>": <its JSON>, … }` for every tuner that provides one (e.g. the
+/// per-path learning table of a congestion-control tuner).
 pub fn paths_json(l: &Ledger) -> String {
     let map: serde_json::Map<String, serde_json::Value> = l
         .tuners
@@ -255,6 +255,6 @@ mod tests {
         assert!(own < counted, "own section first, as C's summarize() hook: {s}");
         assert_eq!(l.applied_count(), 0);
         let j: serde_json::Value = serde_json::from_str(&paths_json(&l)).expect("valid JSON");
-        assert_eq!(j["tcp_buffer"]["paths_tracked"], 1);
+        assert_eq!(j["demo"]["paths_tracked"], 1);
     }
 }
