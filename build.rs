@@ -1,23 +1,22 @@
 //! Compiles every tuner's BPF C (CO-RE) into a libbpf-rs skeleton in OUT_DIR, and turns
 //! the enums of every tuner's shared header into Rust constants (`<name>_ids.rs`), so that
-//! tunable, scenario and sample indices are defined once, in C.
+//! tunable, scenario and sample indices are defined once, in C. The tuners are the ones
+//! registered in `tuners! { … }` (src/tuners/mod.rs); nothing here names a tuner.
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// (skeleton name, source) for every BPF object; a new tuner adds one line here.
-const OBJECTS: &[(&str, &str)] = &[
-    ("tcp_buffer", "src/tuners/tcp_buffer/tcp_buffer.bpf.c"),
-    ("sysctl", "src/tuners/sysctl/sysctl.bpf.c"),
-    ("udp_buffer", "src/tuners/udp_buffer/udp_buffer.bpf.c"),
-    ("ip_frag", "src/tuners/ip_frag/ip_frag.bpf.c"),
-    ("net_buffer", "src/tuners/net_buffer/net_buffer.bpf.c"),
-    ("neigh_table", "src/tuners/neigh_table/neigh_table.bpf.c"),
-    ("tcp_conn", "src/tuners/tcp_conn/tcp_conn.bpf.c"),
-    ("probe", "src/bpf/probe.bpf.c"),
-];
+#[path = "build_registry.rs"]
+mod registry;
+
+/// The registry: every tuner named in `tuners! { … }` has its BPF object at
+/// `src/tuners/<name>/<name>.bpf.c` and its skeleton at `OUT_DIR/<name>.skel.rs`.
+const REGISTRY: &str = "src/tuners/mod.rs";
+
+/// (skeleton name, source) of the BPF objects that belong to no tuner.
+const CORE_OBJECTS: &[(&str, &str)] = &[("probe", "src/bpf/probe.bpf.c")];
 
 /// (object name, source) of the example plugins' BPF parts.
 const EXAMPLE_OBJECTS: &[(&str, &str)] = &[
@@ -30,10 +29,17 @@ const EXAMPLE_OBJECTS: &[(&str, &str)] = &[
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for (name, src) in OBJECTS {
+    println!("cargo:rerun-if-changed={REGISTRY}");
+    let registry = std::fs::read_to_string(REGISTRY).unwrap_or_else(|e| panic!("reading {REGISTRY}: {e}"));
+    let tuners = registry::parse(&registry).unwrap_or_else(|e| panic!("{REGISTRY}: {e}"));
+    let objects = tuners
+        .iter()
+        .map(|name| (name.clone(), format!("src/tuners/{name}/{name}.bpf.c")))
+        .chain(CORE_OBJECTS.iter().map(|(n, s)| (n.to_string(), s.to_string())));
+    for (name, src) in objects {
         let skel = out.join(format!("{name}.skel.rs"));
         SkeletonBuilder::new()
-            .source(src)
+            .source(&src)
             .clang_args(["-I", "bpf", "-Wall", "-Wno-unused-variable"])
             .build_and_generate(&skel)
             .unwrap_or_else(|e| panic!("building BPF object {src}: {e}"));

@@ -134,20 +134,26 @@ fn support_levels() {
     let row = support_row(&err, "tcp_buffer", "wmem")
         .unwrap_or_else(|| panic!("no tcp_buffer wmem row in -S:\n{err}"));
     assert_eq!(row[2], "tp_btf", "tcp_buffer wmem should use tp_btf: {row:?}");
-    // Every tuner's required hook is reported with the flavour it chose: the
-    // tracepoint flavours here (no fentry/kprobes on this kernel), cgroup programs for
-    // the rest.
-    for (tuner, hook, flavour) in [
-        ("sysctl", "sysctl_write", "cgroup/sysctl"),
-        ("udp_buffer", "udp_fail_rcv", "tp_btf"),
-        ("ip_frag", "frag_drop", "tp_btf"),
-        ("net_buffer", "backlog_drops(opt)", "tp_btf"),
-        ("neigh_table", "neigh_create", "tp_btf"),
-        ("tcp_conn", "sockops", "sockops"),
-    ] {
-        let row =
-            support_row(&err, tuner, hook).unwrap_or_else(|| panic!("no {tuner} {hook} row in -S:\n{err}"));
-        assert_eq!(row[2], flavour, "{tuner} {hook}: {row:?}");
+    // Every hook of every tuner is reported with the flavour it chose: the tracepoint
+    // flavours here (no fentry/kprobes on this kernel), cgroup programs for the rest; so
+    // the first candidate of one of these flavours. The hooks come from the tuners'
+    // own slot tables, not a list kept here.
+    for t in bpftune::tuners::all() {
+        let tuner = t.name();
+        for slot in t.slots() {
+            let hook = format!("{}{}", slot.name, if slot.required { "" } else { "(opt)" });
+            let row = support_row(&err, tuner, &hook)
+                .unwrap_or_else(|| panic!("no {tuner} {hook} row in -S:\n{err}"));
+            let Some(flavour) = slot
+                .candidates
+                .iter()
+                .map(|c| c.flavour.label())
+                .find(|f| ["tp_btf", "cgroup/sysctl", "sockops"].contains(f))
+            else {
+                continue; // fentry/kprobe only: checked below (a full-mode flavour)
+            };
+            assert_eq!(row[2], flavour, "{tuner} {hook}: {row:?}");
+        }
     }
     let rows = support_rows(&err);
     let tuners: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();

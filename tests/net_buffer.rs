@@ -16,6 +16,37 @@ const PORT: u16 = 7811;
 const BURST: usize = 200_000;
 const SIZE: usize = 1000;
 
+/// Saves every sysctl net_buffer may write but those in `own` (which the test guards
+/// itself, after these, so that they are restored first). The list is net_buffer's own
+/// descriptors: a copy kept here would miss a sysctl the tuner learns to write.
+fn guard_net_buffer_sysctls_except(own: &[&str]) -> Vec<SysctlGuard> {
+    let tuner = bpftune::tuners::all()
+        .into_iter()
+        .find(|t| t.name() == "net_buffer")
+        .expect("net_buffer is a built-in tuner");
+    for k in own {
+        assert!(
+            tuner.tunables().iter().any(|d| d.name == *k),
+            "{k} is not net_buffer's"
+        );
+    }
+    let mut guards = Vec::new();
+    for d in tuner
+        .tunables()
+        .iter()
+        .filter(|d| d.writable() && d.num_values > 0)
+    {
+        // The guards restore init_net only: the premise of this file.
+        assert!(!d.namespaced, "net_buffer's {} is per namespace", d.name);
+        if own.contains(&d.name) {
+            continue;
+        }
+        let k = d.name;
+        guards.push(SysctlGuard::save(k).unwrap_or_else(|e| panic!("save {k}: {e:#}")));
+    }
+    guards
+}
+
 /// Σ of the "dropped" column of /proc/net/softnet_stat (backlog drops, all CPUs).
 fn softnet_drops() -> u64 {
     std::fs::read_to_string("/proc/net/softnet_stat")
@@ -80,15 +111,7 @@ fn backlog_drops_grow_netdev_max_backlog() {
         common::skip!("recipe G needs 2 CPUs");
     }
     // Guards first: everything net_buffer may write is global.
-    let _saved: Vec<SysctlGuard> = [
-        "net.core.flow_limit_cpu_bitmap",
-        "net.core.netdev_budget",
-        "net.core.netdev_budget_usecs",
-        "net.core.high_order_alloc_disable",
-    ]
-    .iter()
-    .map(|k| SysctlGuard::save(k).unwrap_or_else(|e| panic!("save {k}: {e:#}")))
-    .collect();
+    let _saved = guard_net_buffer_sysctls_except(&["net.core.netdev_max_backlog"]);
     let bitmap_before = std::fs::read_to_string("/proc/sys/net/core/flow_limit_cpu_bitmap").expect("bitmap");
     let backlog_guard =
         SysctlGuard::set("net.core.netdev_max_backlog", "8").expect("lower netdev_max_backlog");
@@ -241,14 +264,7 @@ fn time_squeezes_grow_the_napi_budget() {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         common::skip!("needs 2 CPUs");
     }
-    let _saved: Vec<SysctlGuard> = [
-        "net.core.flow_limit_cpu_bitmap",
-        "net.core.netdev_max_backlog",
-        "net.core.high_order_alloc_disable",
-    ]
-    .iter()
-    .map(|k| SysctlGuard::save(k).unwrap_or_else(|e| panic!("save {k}: {e:#}")))
-    .collect();
+    let _saved = guard_net_buffer_sysctls_except(&["net.core.netdev_budget", "net.core.netdev_budget_usecs"]);
     let budget = SysctlGuard::set("net.core.netdev_budget", "8").expect("lower netdev_budget");
     // The kernel's minimum for usecs is 2 jiffies (8000 at HZ=250): start from the live
     // value, below 40 ms so that one step up stays under the 50 ms ceiling.

@@ -193,14 +193,7 @@ fn the_units_bounding_set_is_enough_to_start_tune_and_roll_back() {
         "CapBnd of the daemon"
     );
     let log = d.stderr();
-    for tuner in [
-        "tcp_buffer",
-        "neigh_table",
-        "net_buffer",
-        "udp_buffer",
-        "ip_frag",
-        "tcp_conn",
-    ] {
+    for tuner in bpftune::tuners::names() {
         assert!(
             log.lines()
                 .any(|l| l.contains("bpftune started") && l.contains(tuner)),

@@ -20,18 +20,28 @@ use common::{admin_sysctl, global_ints, ns_ints, ns_set, setup, temp_dir, Daemon
 const RX_RMEM: &str = "4096 131072 262144";
 const TX_WMEM: &str = "4096 16384 33554432";
 const ADMIN_RMEM: &str = "4096 131072 300000";
-/// Namespaced sysctls a tuner may change under this traffic.
-const NS_KEYS: [&str; 4] = [
-    "net.ipv4.tcp_rmem",
-    "net.ipv4.tcp_wmem",
-    "net.ipv4.ipfrag_high_thresh",
-    "net.core.somaxconn",
-];
-const GLOBAL_KEYS: [&str; 3] = [
-    "net.ipv4.tcp_mem",
-    "net.core.netdev_max_backlog",
-    "net.ipv4.udp_mem",
-];
+/// The integer sysctls the built-in tuners may write, per namespace (`namespaced`) or
+/// global, that this kernel has. From the tuners' own descriptors (what `-q jtunables`
+/// reports): a list kept here covered only the sysctls this traffic was expected to
+/// move, and would not grow with the tuners.
+fn tuner_sysctls(namespaced: bool) -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = bpftune::tuners::all()
+        .iter()
+        .flat_map(|t| t.tunables().iter())
+        .filter(|d| {
+            d.kind == bpftune::model::tunable::TunableKind::Sysctl
+                && d.writable()
+                && !d.string
+                && d.num_values > 0
+                && d.namespaced == namespaced
+                && std::path::Path::new("/proc/sys").join(d.proc_path()).exists()
+        })
+        .map(|d| d.name)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
 
 /// xorshift64*: repeatable random choices from a printed seed, no extra crate.
 struct Rng(u64);
@@ -62,10 +72,11 @@ fn pair() -> Pair {
 type Snapshot = Vec<((usize, &'static str, &'static str), Vec<i64>)>;
 
 fn snapshot(pairs: &[Pair]) -> Snapshot {
+    let keys = tuner_sysctls(true);
     let mut v = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
         for (side, ns) in [("rx", &p.rx), ("tx", &p.tx)] {
-            for key in NS_KEYS {
+            for &key in &keys {
                 v.push(((i, side, key), ns_ints(ns, key)));
             }
         }
@@ -101,7 +112,8 @@ fn crash_anywhere_then_rollback_restores_every_original() {
             .open(&p)
             .unwrap_or_else(|e| panic!("{}: {e}", p.to_string_lossy()))
     });
-    let globals_before: Vec<Vec<i64>> = GLOBAL_KEYS.iter().map(|k| global_ints(k)).collect();
+    let global_keys = tuner_sysctls(false);
+    let globals_before: Vec<Vec<i64>> = global_keys.iter().map(|k| global_ints(k)).collect();
     let mut failures: Vec<String> = Vec::new();
     let (mut changed_total, mut point_hits) = (0usize, 0u64);
 
@@ -198,8 +210,8 @@ fn crash_anywhere_then_rollback_restores_every_original() {
             ));
         }
     }
-    let globals_after: Vec<Vec<i64>> = GLOBAL_KEYS.iter().map(|k| global_ints(k)).collect();
-    for ((k, b), a) in GLOBAL_KEYS.iter().zip(&globals_before).zip(&globals_after) {
+    let globals_after: Vec<Vec<i64>> = global_keys.iter().map(|k| global_ints(k)).collect();
+    for ((k, b), a) in global_keys.iter().zip(&globals_before).zip(&globals_after) {
         if b != a {
             failures.push(format!("global {k}: {a:?}, was {b:?} before the crashes"));
         }

@@ -29,11 +29,11 @@ impl Daemon {
     /// Runs until SIGINT/SIGTERM.
     pub fn run_until_signal(&mut self) -> anyhow::Result<()> {
         let mut next_scan = Instant::now() + NETNS_RESCAN;
-        // The first tick runs before any event is dispatched: tuners' start-up rules
-        // (net_buffer's high_order_alloc_disable, tcp_conn's allowed algorithms) see the
+        // The first tick runs before any event is dispatched: tuners' start-up rules (a
+        // sysctl put back to its default, algorithms appended to an allowed list) see the
         // values bpftune found, as C bpftune's init did. Deferred by a second, an event
-        // could come first: tcp_buffer set high_order_alloc_disable=1 for low memory and
-        // net_buffer's start-up rule then put it back to 0.
+        // could come first: one tuner set high_order_alloc_disable=1 for low memory and
+        // another's start-up rule then put it back to 0.
         self.tick_tuners();
         let mut next_tick = Instant::now() + TICK;
         let mut plugins_due: Option<Instant> = None;

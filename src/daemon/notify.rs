@@ -209,12 +209,12 @@ mod tests {
     #[test]
     fn status_line_format() {
         assert_eq!(
-            status_line(&["tcp_buffer", "neigh_table"], Progress::Changes(3)),
-            "2 tuner(s) active (tcp_buffer, neigh_table); 3 change(s) so far"
+            status_line(&["foo", "bar"], Progress::Changes(3)),
+            "2 tuner(s) active (foo, bar); 3 change(s) so far"
         );
         assert_eq!(
-            status_line(&["tcp_buffer"], Progress::Proposals(7)),
-            "1 tuner(s) active (tcp_buffer); observe mode: 7 proposal(s) so far"
+            status_line(&["foo"], Progress::Proposals(7)),
+            "1 tuner(s) active (foo); observe mode: 7 proposal(s) so far"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Generates bpftune's man pages and shell completions from the clap definition
 //! ([`bpftune::cli::Cli`]), the query table ([`bpftune::report::query::QUERIES`]) and the
-//! built-in tuners ([`bpftune::tuners`]), so flags, queries and tuners cannot drift from
+//! built-in tuners ([`bpftune::tuners`], each with its prose in `src/tuners/<name>/page.roff`),
+//! so flags, queries and tuners cannot drift from
 //! the documentation. `make man` runs it; the output is committed under `docs/`.
 
 pub mod pages;
@@ -126,8 +127,12 @@ fn title(name: &str, date: &str) -> String {
 }
 
 fn see_also(exclude: &str) -> String {
+    // The tuner pages alphabetically (man-pages(7)): their order in TUNER_PAGES is the
+    // registry's load order, which a reader has no use for.
+    let mut pages: Vec<&str> = TUNER_PAGES.iter().map(|p| p.page).collect();
+    pages.sort_unstable();
     let mut refs: Vec<String> = std::iter::once("bpftune")
-        .chain(TUNER_PAGES.iter().map(|p| p.page))
+        .chain(pages)
         .filter(|p| *p != exclude)
         .map(|p| format!(".BR {p} (8)"))
         .collect();
@@ -201,7 +206,8 @@ A query may be abbreviated to a prefix (matched in this order, as C bpftune does
     page.push_str(".SH TUNERS\n");
     page.push_str(MAIN_INTRO_TUNERS);
     for name in bpftune::tuners::names() {
-        let p = page_for(name).with_context(|| format!("tuner {name} has no page in xtask/src/pages.rs"))?;
+        let p = page_for(name)
+            .with_context(|| format!("tuner {name} has no page: add src/tuners/{name}/page.roff"))?;
         page.push_str(&format!(
             ".TP\n.B {name}\n{}; see\n.BR {} (8).\n",
             roff_text(p.summary),

@@ -90,6 +90,11 @@ pub struct IpFrag {
     counters: HashMap<(usize, Ns), (u64, u64)>,
 }
 
+/// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
+pub fn tuner() -> Box<dyn Tuner> {
+    Box::new(IpFrag::new())
+}
+
 impl IpFrag {
     pub fn new() -> IpFrag {
         IpFrag::default()

@@ -172,6 +172,11 @@ pub struct NeighTable {
     excessive_said: HashSet<(usize, i64)>,
 }
 
+/// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
+pub fn tuner() -> Box<dyn Tuner> {
+    Box::new(NeighTable::new())
+}
+
 impl NeighTable {
     pub fn new() -> NeighTable {
         NeighTable::default()

@@ -110,6 +110,11 @@ fn one_int(v: &SysctlValue) -> Option<i64> {
     }
 }
 
+/// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
+pub fn tuner() -> Box<dyn Tuner> {
+    Box::new(NetBuffer::new())
+}
+
 impl NetBuffer {
     pub fn new() -> NetBuffer {
         NetBuffer::default()

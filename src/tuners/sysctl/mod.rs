@@ -31,6 +31,11 @@ pub struct SysctlTuner {
     link: Option<Link>,
 }
 
+/// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
+pub fn tuner() -> Box<dyn Tuner> {
+    Box::new(SysctlTuner::new())
+}
+
 impl SysctlTuner {
     pub fn new() -> SysctlTuner {
         SysctlTuner::default()

@@ -124,6 +124,11 @@ const HOT_WMEM: [(&str, Option<&str>); 3] = [
     ("bpftune_tcp_sendmsg_fentry", None),
 ];
 
+/// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
+pub fn tuner() -> Box<dyn Tuner> {
+    Box::new(TcpBuffer::new())
+}
+
 impl TcpBuffer {
     pub fn new() -> TcpBuffer {
         TcpBuffer::default()

@@ -98,6 +98,11 @@ pub struct UdpBuffer {
     links: Vec<Link>,
 }
 
+/// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
+pub fn tuner() -> Box<dyn Tuner> {
+    Box::new(UdpBuffer::new())
+}
+
 impl UdpBuffer {
     pub fn new() -> UdpBuffer {
         UdpBuffer::default()
