@@ -15,6 +15,10 @@ Benchmarks (see BENCHMARKS.md for what each figure means and the targets):
             90 % and 95 %
   congestion  tcp_conn on the 40 ms delay line with 1 % and 0 % loss: new connections
             with the learner's choice / cubic (interleaved), after a warm-up
+  drop-hooks  BPF run time per program (ns per call, % of a core) of a daemon with only
+            some tuners (default udp_buffer, ip_frag, sysctl) under loads that fire them
+            (default tcp-lo, udp-noport, udp-rcvbuf, frag-full; also udp-lo), from the
+            daemon's own bpftune_bpf_run_time_seconds metrics; --load, --tuner, --secs
 
 Every figure is measured in the same run as its baseline; the headline is the median
 over >= 5 trials (1 in --smoke) with min and max. Missed targets never change the
@@ -404,7 +408,7 @@ class Daemon:
 
     READY = re.compile(r"bpftune started: tuners (.*?) attached in (\d+) ms")
 
-    def __init__(self, label="bpftune", extra_args=()):
+    def __init__(self, label="bpftune", extra_args=(), bpf_stats=False):
         self.label = label
         self.lines = []  # (monotonic ns, line)
         self.ready = threading.Event()
@@ -422,7 +426,8 @@ class Daemon:
         REG.add(self)
         self.proc = subprocess.Popen(
             guarded([TESTBED, "daemon", "--bpftune", BPFTUNE, "--no-debug", "--restore-globals",
-                     "--tag", "bench", "--wait-others-s", f"{budget:.1f}", "--", "-R", *extra_args]),
+                     "--tag", "bench", "--wait-others-s", f"{budget:.1f}",
+                     *(["--bpf-stats"] if bpf_stats else []), "--", "-R", *extra_args]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -480,27 +485,37 @@ class Daemon:
                 raise BenchError(f"bpftune not ready after {timeout:.0f} s:\n{self.tail()}")
         return self
 
-    def query(self, what, timeout=10):
-        cmd = f"query {what}"
+    def _request(self, cmd, what, timeout):
+        """Sends a command to the harness and returns its reply event."""
         with self.qlock:
             if self.done.is_set():
-                raise BenchError(f"bpftune -q {what}: the daemon is gone ({self._status()})")
+                raise BenchError(f"{what}: the daemon is gone ({self._status()})")
             try:
                 self.proc.stdin.write(cmd + "\n")
                 self.proc.stdin.flush()
             except OSError as e:
-                raise BenchError(f"bpftune -q {what}: {e}")
+                raise BenchError(f"{what}: {e}")
             end = time.monotonic() + timeout
             while True:
                 try:
                     r = self.replies.get(timeout=max(0.01, end - time.monotonic()))
                 except queue.Empty:
-                    raise BenchError(f"bpftune -q {what}: no reply within {timeout} s")
+                    raise BenchError(f"{what}: no reply within {timeout} s")
                 if r.get("cmd") == cmd:
                     break
         if r["code"] != 0:
-            raise BenchError(f"bpftune -q {what} failed ({r['code']}): {r['stderr'].strip()}")
-        return r["stdout"]
+            raise BenchError(f"{what} failed ({r['code']}): {r['stderr'].strip()}")
+        return r
+
+    def query(self, what, timeout=10):
+        return self._request(f"query {what}", f"bpftune -q {what}", timeout)["stdout"]
+
+    def bpf_stats(self, timeout=15):
+        """(CLOCK_MONOTONIC ns, {(tuner, program): (run_cnt, run_time_ns)}): the BPF run
+        time the daemon exports in its own metrics (needs Daemon(..., bpf_stats=True):
+        the harness turned run-time accounting on and passed --metrics-listen)."""
+        r = self._request("bpfstats", "bpfstats (daemon metrics)", timeout)
+        return r["t_ns"], {(p["tuner"], p["program"]): (p["run_cnt"], p["run_time_ns"]) for p in r["progs"]}
 
     def changes(self):
         out = self.query("jchanges").strip()
@@ -673,8 +688,9 @@ def flush_metrics(*namespaces):
 # --------------------------------------------------------------------------- benchmarks
 
 class Ctx:
-    def __init__(self, smoke, pairs, trials):
+    def __init__(self, smoke, pairs, trials, opts=None):
         self.smoke = smoke
+        self.opts = opts  # the command line (drop-hooks: --load, --tuner, --secs)
         self.pairs = pairs  # alternating without/with pairs (overhead), start-up runs
         self.trials = trials  # outcome trials: ~20 s each
         self.results = {}  # bench -> dict
@@ -849,67 +865,24 @@ def bench_metrics(ctx):
             fmt="{:.1f}", note="context switches of the metrics-http thread since start / scrapes")
 
 
-def bpf_enable_stats():
-    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run_time_ns/run_cnt are counted while the
-    returned fd is open (the kernel undoes it when the fd closes, even if we crash; no
-    global sysctl is written). None if unsupported."""
-    import ctypes
-    nr = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
-    if nr is None:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint8 * 64)()  # union bpf_attr; enable_stats.type = 0 (RUN_TIME)
-    fd = libc.syscall(nr, 32, ctypes.byref(attr), ctypes.c_uint(4))  # 32 = BPF_ENABLE_STATS
-    return fd if fd >= 0 else None
-
-
-def bpf_prog_stats(pid):
-    """{prog_id: (run_cnt, run_time_ns)} for the BPF programs the process holds."""
+def prog_deltas(s0, s1):
+    """{"tuner/program": {calls, ns_per_call, runs_per_s, cpu_pct}} between two
+    Daemon.bpf_stats() samples; cpu_pct: run time as % of one core over the window."""
+    (t0, p0), (t1, p1) = s0, s1
+    secs = max(1e-9, (t1 - t0) / 1e9)
     out = {}
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return out
-    for fd in fds:
-        try:
-            kv = dict(l.split(":", 1) for l in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
-                      if ":" in l)
-        except OSError:
-            continue
-        if "run_time_ns" in kv and "prog_id" in kv:
-            out[int(kv["prog_id"])] = (int(kv["run_cnt"]), int(kv["run_time_ns"]))
+    for key, (c1, r1) in sorted(p1.items()):
+        c0, r0 = p0.get(key, (0, 0))
+        calls, ns = c1 - c0, r1 - r0
+        out["/".join(key)] = {"calls": calls, "ns_per_call": ns / calls if calls else 0.0,
+                              "runs_per_s": calls / secs, "cpu_pct": 100.0 * ns / 1e9 / secs}
     return out
-
-
-def prog_tuners():
-    """{BPF function name: tuner} from the tuners' BPF C sources (src/tuners/<tuner>/*.bpf.c):
-    the profile is reported per tuner, and two tuners may hook the same tracepoint."""
-    out = {}
-    for src in sorted((ROOT / "src" / "tuners").glob("*/*.bpf.c")):
-        text = src.read_text()
-        for m in re.finditer(r'SEC\("[^"]+"\)\s*\n\s*int\s+(?:BPF_PROG\(|BPF_KPROBE\()?(\w+)', text):
-            out[m.group(1)] = src.parent.name
-    return out
-
-
-def bpf_prog_name(prog_id):
-    """(function name, tuner) of a loaded program: bpftool gives the full name from BTF
-    (the kernel's own name is cut at 15 characters)."""
-    try:
-        r = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
-                           capture_output=True, text=True, timeout=5)
-        name = json.loads(r.stdout).get("name", f"id {prog_id}")
-    except (OSError, ValueError, subprocess.SubprocessError):
-        name = f"id {prog_id}"
-    tuners = prog_tuners()
-    tuner = tuners.get(name) or next((t for f, t in tuners.items() if f.startswith(name)), "?")
-    return name, tuner
 
 
 def overhead_run(label, secs, with_daemon, profile=False):
     """One loopback iperf3 run in a fresh namespace; with_daemon: our daemon runs."""
     ns = LoopbackNs()
-    srv = d = stats_fd = None
+    srv = d = None
     try:
         # Generous buffer limits, written before any daemon starts: the daemon finds
         # nothing to tune, so a ratio is the cost of its hooks alone (with the defaults
@@ -918,17 +891,13 @@ def overhead_run(label, secs, with_daemon, profile=False):
         ns_sysctl_set(ns.name, "net.ipv4.tcp_wmem", f"4096 16384 {OVERHEAD_BUF_MAX}")
         srv = IperfServer(ns.name)
         if with_daemon:
-            d = Daemon(label).wait_ready()
+            d = Daemon(label, bpf_stats=profile).wait_ready()
             time.sleep(0.3)
-        if profile:
-            stats_fd = bpf_enable_stats()
-            if stats_fd is None:
-                return None
         for attempt in range(4):
             before = ProcSample(d.pid) if d else None
-            progs0 = bpf_prog_stats(d.pid) if profile else {}
+            progs0 = d.bpf_stats() if profile else None
             r = iperf_client(ns.name, "127.0.0.1", 5201, secs, srv, guard=False)
-            progs1 = bpf_prog_stats(d.pid) if profile else {}
+            progs1 = d.bpf_stats() if profile else None
             after = ProcSample(d.pid) if d else None
             if not (r["disturbed"] and attempt < 3 and WATCH.retry_budget > 0):
                 break
@@ -944,17 +913,9 @@ def overhead_run(label, secs, with_daemon, profile=False):
                          hwm_kib=proc_status_kib(d.pid, "VmHWM"),
                          changes=len([c for c in d.changes() if c.get("applied")]))
         if profile:
-            wsecs = (r["end_ns"] - r["start_ns"]) / 1e9
-            entry["progs"] = {
-                "{1}/{0}".format(*bpf_prog_name(pid_)): {"runs_per_s": (c1 - progs0.get(pid_, (0, 0))[0]) / wsecs,
-                                      "ns_per_run": (t1 - progs0.get(pid_, (0, 0))[1])
-                                      / max(1, c1 - progs0.get(pid_, (0, 0))[0]),
-                                      "cpu_pct": 100.0 * (t1 - progs0.get(pid_, (0, 0))[1]) / 1e9 / wsecs}
-                for pid_, (c1, t1) in progs1.items()}
+            entry["progs"] = prog_deltas(progs0, progs1)
         return entry
     finally:
-        if stats_fd is not None:
-            os.close(stats_fd)
         if d is not None:
             d.stop()
         if srv is not None:
@@ -985,10 +946,10 @@ def bench_overhead(ctx):
     prof = overhead_run("overhead-profile", secs, True, profile=True)
     log(f"  tuners loaded in the runs with the daemon: {pairs[0]['with'].get('tuners')}")
     if prof is None:
-        log("  BPF run-time profile: BPF_ENABLE_STATS not available, skipped")
+        log("  BPF run-time profile: not available, skipped")
     else:
         for name, p in sorted(prof["progs"].items(), key=lambda kv: -kv[1]["cpu_pct"]):
-            log(f"  BPF profile: {name:44s} {p['runs_per_s']:10.0f} runs/s x {p['ns_per_run']:6.1f} ns "
+            log(f"  BPF profile: {name:44s} {p['runs_per_s']:10.0f} runs/s x {p['ns_per_call']:6.1f} ns "
                 f"= {p['cpu_pct']:.3f} % of a core")
         per_tuner = {}
         for name, p in prof["progs"].items():
@@ -1025,7 +986,8 @@ def bench_overhead(ctx):
             f"median ratio vs A/A spread +/-{spread:.4f} (1 +/- largest |A/A - 1|)")
     if prof is not None:
         ctx.row("overhead: BPF programs' own run time", stats([res["bpf_cpu_pct"]]), " %", fmt="{:.3f}",
-                note=f"% of a core at {fmt_bps(prof['bps'])}, 1 profiled run (BPF_ENABLE_STATS)")
+                note=f"% of a core at {fmt_bps(prof['bps'])}, 1 profiled run (BPF_ENABLE_STATS; "
+                     "the daemon's own bpftune_bpf_run_time_seconds metrics)")
     ctx.row("overhead: daemon CPU under load, /proc/PID/stat", res["cpu_pct"], " %", "<= 0.2 %",
             lambda v: v <= 0.2, "{:.2f}",
             f"1 tick = {100.0 / CLK_TCK / secs:.2f} % per {secs} s run; all runs together "
@@ -1310,6 +1272,165 @@ def bench_congestion(ctx):
     ctx.results["congestion"] = res
 
 
+# --------------------------------------------------------------------------- drop-hooks
+
+DROP_TUNERS = ("udp_buffer", "ip_frag", "sysctl")
+
+# A UDP sender loop (run with python3 inside a namespace; argv[1] = seconds).
+UDP_FLOOD = """
+import socket, sys, time
+port, size = {port}, {size}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+b = b'x' * size
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    for _ in range(1000):
+        try: s.sendto(b, ('127.0.0.1', port))
+        except OSError: pass
+"""
+
+# A receiver with a 4 KiB SO_RCVBUF that never reads (argv[1] = seconds).
+UDP_SINK = """
+import socket, sys, time
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+r.bind(('127.0.0.1', 9400))
+time.sleep(float(sys.argv[1]))
+"""
+
+# Losing the first fragment of every second datagram leaves incomplete queues that
+# fill reassembly memory.
+NFT_FRAG = """table ip bpt_bench_frag {
+  chain pre {
+    type filter hook prerouting priority -300;
+    ip frag-off & 0x1fff == 0 ip frag-off & 0x2000 != 0 numgen inc mod 2 == 0 drop
+  }
+}
+"""
+
+
+def py_in_ns(ns, code, secs):
+    return subprocess.Popen(guarded(ns_exec(ns, sys.executable, "-c", code, secs)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def udp_flood(ns, secs, port, size):
+    p = py_in_ns(ns, UDP_FLOOD.format(port=port, size=size), secs)
+    try:
+        p.wait(timeout=secs + 30)
+    finally:
+        kill_proc(p)
+
+
+def load_tcp_lo(ns, secs):
+    srv = IperfServer(ns)
+    try:
+        iperf_client(ns, "127.0.0.1", 5201, secs, srv, guard=False)
+    finally:
+        srv.close()
+
+
+def load_udp_lo(ns, secs):
+    srv = IperfServer(ns)
+    try:
+        r = run(guarded(ns_exec(ns, "iperf3", "-c", "127.0.0.1", "-p", 5201, "-t", secs, "-u", "-b", "0",
+                                "-l", "1400")), timeout=secs + 30, check=False)
+        if r.returncode != 0:
+            raise BenchError(f"iperf3 -u in {ns} failed ({r.returncode}): {(r.stdout + r.stderr).strip()[-300:]}")
+    finally:
+        srv.close()
+
+
+def load_udp_rcvbuf(ns, secs):
+    rx = py_in_ns(ns, UDP_SINK, secs + 1)
+    try:
+        time.sleep(0.3)
+        udp_flood(ns, secs, 9400, 1000)
+    finally:
+        kill_proc(rx)
+
+
+def prep_frag(ns):
+    # lo with an Ethernet MTU fragments the datagrams (nothing the daemon watches).
+    run(["ip", "-n", ns, "link", "set", "lo", "mtu", "1500"])
+    r = subprocess.run(ns_exec(ns, "nft", "-f", "-"), input=NFT_FRAG, text=True, capture_output=True, timeout=30)
+    if r.returncode != 0:
+        raise BenchError(f"nft in {ns} failed: {r.stderr.strip()[-300:]}")
+
+
+# name: (what, set-up before the daemon starts, sysctls an "administrator" writes while
+# it runs (so the tuner keeps out of the namespace and the hooks keep firing), load)
+DROP_LOADS = {
+    "tcp-lo": ("iperf3 TCP over lo (the standard overhead load; hardly any drops)", None, (), load_tcp_lo),
+    "udp-lo": ("iperf3 UDP over lo at full rate, 1400-byte datagrams (the receiver drops)", None, (),
+               load_udp_lo),
+    "udp-noport": ("UDP to a closed port: every datagram a kfree_skb (NO_SOCKET)", None, (),
+                   lambda ns, secs: udp_flood(ns, secs, 9, 100)),
+    "udp-rcvbuf": ("UDP into a socket with SO_RCVBUF 4 KiB that never reads: every datagram a "
+                   "receive-buffer drop plus a kfree_skb", None, (), load_udp_rcvbuf),
+    "frag-full": ("60000-byte datagrams into a namespace whose ipfrag_high_thresh an administrator "
+                  "set to 256 KiB: most fragments dropped over the threshold", prep_frag,
+                  (("net.ipv4.ipfrag_low_thresh", "131072"), ("net.ipv4.ipfrag_high_thresh", "262144")),
+                  lambda ns, secs: udp_flood(ns, secs, 9, 60000)),
+}
+DROP_DEFAULT_LOADS = ("tcp-lo", "udp-noport", "udp-rcvbuf", "frag-full")
+
+
+def drop_hooks_run(load, secs, tuners):
+    """One load in a fresh namespace with a daemon `-a T...` started before it and
+    stopped after it; per program deltas of the daemon's own BPF run-time metrics."""
+    _, prep, admin, fn = DROP_LOADS[load]
+    ns = LoopbackNs()
+    d = None
+    try:
+        if prep:
+            prep(ns.name)
+        d = Daemon(f"drop-{load}", extra_args=[x for t in tuners for x in ("-a", t)],
+                   bpf_stats=True).wait_ready()
+        for k, v in admin:
+            ns_sysctl_set(ns.name, k, v)
+        if admin:
+            time.sleep(0.5)
+        s0 = d.bpf_stats()
+        fn(ns.name, secs)
+        s1 = d.bpf_stats()
+        return {"load": load, "tuners": d.tuners, "window_s": (s1[0] - s0[0]) / 1e9,
+                "progs": prog_deltas(s0, s1)}
+    finally:
+        if d is not None:
+            d.stop()
+        ns.close()
+
+
+def bench_drop_hooks(ctx):
+    """BPF run time per program of a daemon running only some tuners (default the
+    drop-signal hooks: udp_buffer, ip_frag, and sysctl to see the administrator's
+    writes) under loads that fire them; --load / --tuner / --secs choose."""
+    o = ctx.opts
+    secs = o.secs if o.secs else (1 if ctx.smoke else 5)
+    loads = o.load or list(DROP_DEFAULT_LOADS)
+    tuners = o.tuner or list(DROP_TUNERS)
+    log(f"== drop-hooks: BPF run time of `bpftune -s -R {' '.join('-a ' + t for t in tuners)}` "
+        f"({BPFTUNE}) per program, from its own metrics (BPF_ENABLE_STATS held by the harness), "
+        f"over {secs:g} s of each load in a fresh namespace")
+    res = {"secs": secs, "tuners": tuners, "loads": {}}
+    log(f"  {'load':11} {'tuner/program':40} {'calls':>10} {'ns/call':>8} {'% of a core':>12}")
+    for load in loads:
+        r = drop_hooks_run(load, secs, tuners)
+        res["loads"][load] = r
+        total = 0.0
+        busiest = []
+        for name, p in r["progs"].items():
+            total += p["cpu_pct"]
+            log(f"  {load:11} {name:40} {p['calls']:>10} {p['ns_per_call']:>8.0f} {p['cpu_pct']:>11.4f}%")
+            if p["calls"]:
+                busiest.append((p["cpu_pct"], f"{name.split('/', 1)[1]} {p['calls']} x {p['ns_per_call']:.0f} ns"))
+        note = "; ".join(t for _, t in sorted(busiest, reverse=True)[:3]) or "no program ran"
+        ctx.row(f"drop-hooks: {load}: BPF run time", stats([total]), " %", fmt="{:.4f}",
+                note=f"% of a core over {r['window_s']:.1f} s ({DROP_LOADS[load][0]}); {note}")
+    ctx.results["drop-hooks"] = res
+
+
 def _fmt_t(t):
     return "never" if t is None else f"{t:.1f} s"
 
@@ -1330,6 +1451,7 @@ BENCHES = {
     "reaction": bench_reaction,
     "outcome": bench_outcome,
     "congestion": bench_congestion,
+    "drop-hooks": bench_drop_hooks,
 }
 
 
@@ -1425,10 +1547,23 @@ def main():
                     help="pairs/trials per figure (default: 6 for start-up/overhead/reaction, 5 "
                          "for outcome; smoke 1)")
     ap.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
+    ap.add_argument("--load", action="append", choices=list(DROP_LOADS), metavar="LOAD",
+                    help=f"drop-hooks: run this load (repeatable; default {' '.join(DROP_DEFAULT_LOADS)}): "
+                         f"{'|'.join(DROP_LOADS)}")
+    ap.add_argument("--tuner", action="append", metavar="TUNER",
+                    help=f"drop-hooks: the daemon runs only these tuners (-a, repeatable; default "
+                         f"{' '.join(DROP_TUNERS)})")
+    ap.add_argument("--secs", type=float, help="drop-hooks: seconds per load (default 5, smoke 1)")
+    ap.add_argument("--bpftune", metavar="PATH",
+                    help="the bpftune binary to measure (default target/release/bpftune), e.g. a "
+                         "copy of the build before a change for a before/after comparison")
     args = ap.parse_args()
+    global BPFTUNE
+    if args.bpftune:
+        BPFTUNE = Path(args.bpftune).resolve()
     only = args.only or list(BENCHES)
     pairs = args.pairs or (1 if args.smoke else 6)
-    ctx = Ctx(args.smoke, pairs, args.pairs or (1 if args.smoke else 5))
+    ctx = Ctx(args.smoke, pairs, args.pairs or (1 if args.smoke else 5), args)
 
     global WATCH
     for s in (signal.SIGTERM, signal.SIGHUP):

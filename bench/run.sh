@@ -1,6 +1,9 @@
 #!/bin/sh
 # bpftune benchmark suite: ./bench/run.sh [--smoke] [--only NAME]... [--pairs N] [--json FILE]
-# NAME: overhead | idle | metrics | reaction | outcome | congestion | startup. Needs root and the release build
+#   [--bpftune PATH] [--load LOAD]... [--tuner TUNER]... [--secs N]
+# NAME: overhead | idle | metrics | reaction | outcome | congestion | startup | drop-hooks.
+# drop-hooks: BPF run time per program under LOAD (tcp-lo | udp-lo | udp-noport |
+# udp-rcvbuf | frag-full) of a daemon with only TUNER (-a); see `bench.py --help`. Needs root and the release build
 # (cargo build --release --workspace; `make bench` / `make bench-smoke` do both).
 # See BENCHMARKS.md for what each figure means. Exit status is non-zero only when a
 # benchmark could not run; a missed target is reported as MISS, never as a failure.

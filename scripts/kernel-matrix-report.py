@@ -4,14 +4,15 @@
     kernel-matrix-report.py result --out DIR --label L --release R [--native]
         --seconds S --support-rc N
       Reads what scripts/kernel-matrix-suite.sh left in DIR: support.txt (`bpftune -S`),
-      daemon.env, daemon.log and daemon-tuners.txt (daemon start, netns churn, stop),
-      tests.tsv and tests/BINARY::TEST.log (one libtest run per test); writes
-      DIR/result.json.
+      daemon.env, daemon.log and daemon-tuners.txt (daemon start, netns churn, stop:
+      written by the Rust test netns_churn with BPFTUNE_CHURN_REPORT=DIR), tests.tsv,
+      tests/BINARY::TEST.log (one libtest run per test) and tests/BINARY::TEST.skip
+      (the test's `skip!` reason: skipped, not passed); writes DIR/result.json.
 
     kernel-matrix-report.py summary DIR/result.json
       Prints a few summary lines; exit status 0 only if the kernel passed: `-S` exited
       0, the daemon started with every tuner attached and survived the churn, and every
-      selected test passed.
+      selected test passed or skipped (at least one passed).
 
     kernel-matrix-report.py table [RESULTS_DIR]
       Prints a Markdown "Supported kernels" table from RESULTS_DIR/*/result.json
@@ -194,15 +195,25 @@ def parse_tests(out):
         log = out / "tests" / f"{binary}::{name}.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         m = next((TEST_RESULT.match(l) for l in text.splitlines() if TEST_RESULT.match(l)), None)
+        skip = out / "tests" / f"{binary}::{name}.skip"
+        skipped = [l for l in skip.read_text(errors="replace").splitlines() if l.strip()] if skip.exists() else []
+        reason = None
         if rc in ("124", "137"):
             result = "timeout"
+        elif rc == "0" and m and int(m["passed"]) == 1 and skipped:
+            # libtest counts an early return as passed; skip! recorded why it returned.
+            result = "skipped"
+            reason = skipped[0].split(": ", 1)[-1]
         elif rc == "0" and m and int(m["passed"]) == 1:
             result = "ok"
         elif rc == "0":
             result = "not found"  # the filter matched no test
         else:
             result = "failed"
-        tests.append({"binary": binary, "name": name, "result": result, "exit": int(rc), "seconds": float(secs)})
+        t = {"binary": binary, "name": name, "result": result, "exit": int(rc), "seconds": float(secs)}
+        if reason is not None:
+            t["skip_reason"] = reason
+        tests.append(t)
     return tests
 
 
@@ -228,7 +239,8 @@ def cmd_result(a):
             h["attaches"] = None
     tests = parse_tests(out)
     passed = sum(t["result"] == "ok" for t in tests)
-    failed = [f"{t['binary']}::{t['name']} ({t['result']})" for t in tests if t["result"] != "ok"]
+    skipped = [f"{t['binary']}::{t['name']} ({t['skip_reason']})" for t in tests if t["result"] == "skipped"]
+    failed = [f"{t['binary']}::{t['name']} ({t['result']})" for t in tests if t["result"] not in ("ok", "skipped")]
     result = {
         "label": a.label,
         "release": a.release,
@@ -240,6 +252,8 @@ def cmd_result(a):
         "passed": passed,
         "failed": len(failed),
         "failed_tests": failed,
+        "skipped": len(skipped),
+        "skipped_tests": skipped,
         "ok": a.support_rc == 0 and daemon["ok"] and not failed and passed > 0,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -256,9 +270,12 @@ def cmd_summary(a):
     print(f"{p}: daemon: {'ok' if d['ok'] else 'FAILED: ' + '; '.join(d['problems'])}")
     for e in d["errors"]:
         print(f"{p}: daemon: {e}")
-    print(f"{p}: tests: {r['passed']} passed, {r['failed']} failed; {r['seconds']:.0f}s in all")
+    print(f"{p}: tests: {r['passed']} passed, {r['failed']} failed, {r.get('skipped', 0)} skipped; "
+          f"{r['seconds']:.0f}s in all")
     for t in r["failed_tests"]:
         print(f"{p}: FAILED {t}")
+    for t in r.get("skipped_tests", []):
+        print(f"{p}: SKIPPED {t}")
     print(f"{p}: {'PASS' if r['ok'] else 'FAIL'}")
     return 0 if r["ok"] else 1
 
@@ -309,10 +326,13 @@ def cmd_table(a):
                 cells.append("**none**" if not h["optional"] else "none (feature off)")
         d = r["daemon"]
         cells.append("ok" if d["ok"] else "**" + "; ".join(d["problems"]) + "**")
-        cells.append(f"{r['passed']}/{len(r['tests'])}")
+        n_skip = r.get("skipped", 0)
+        cells.append(f"{r['passed']}/{len(r['tests'])}" + (f" ({n_skip} skipped)" if n_skip else ""))
         print("| " + " | ".join(cells) + " |")
         if r["failed_tests"]:
             notes.append(f"- {r['release']}: failed {', '.join(r['failed_tests'])}")
+        if r.get("skipped_tests"):
+            notes.append(f"- {r['release']}: skipped {', '.join(r['skipped_tests'])}")
     print()
     print(
         "Hooks: the flavour `bpftune -S` chose (the first that loads); \"does not attach\": "

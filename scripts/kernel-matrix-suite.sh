@@ -15,14 +15,19 @@
 #       the suite itself, as root, in a guest (KM_OUT and KM_KERNEL set by
 #       kernel-matrix.sh) or natively (results in target/kernel-matrix/results/host):
 #         1. target/release/bpftune -S: the chosen flavour per hook   -> support.txt
-#         2. the daemon starts with every tuner attached; while it runs, a small netns
-#            churn (KM_SUITE_CHURN namespaces, default 30, created and deleted in
-#            batches of 10, 1 MB of TCP over veth in the first batch): the daemon
-#            stays up, its fd and thread counts stay flat, the `tuners` query shows
-#            every tuner active; it stops cleanly on SIGTERM           -> daemon.log
+#         2. the daemon check, the Rust test netns_churn::netns_churn_leaks_nothing
+#            (tests/netns_churn.rs) with BPFTUNE_CHURN_NAMESPACES=KM_SUITE_CHURN
+#            (default 30 in a guest, the test's 200 natively): the daemon starts with
+#            every tuner attached; while it runs, namespaces are created and deleted in
+#            batches (ping over veth in some): it stays up, its fd and thread counts
+#            stay flat, the `tuners` query shows every tuner active; it exits 0 on
+#            SIGTERM. BPFTUNE_CHURN_REPORT makes the test leave daemon.env, daemon.log
+#            and daemon-tuners.txt for the report         -> tests/netns_churn::*.log
 #         3. root integration tests from the prebuilt binaries, one test per run,
 #            --test-threads=1 --include-ignored                       -> tests/*.log
-#       then result.json (scripts/kernel-matrix-report.py). Needs no cargo.
+#       A test that skips (tests/common `skip!`: BPFTUNE_TEST_SKIPS=tests/T.skip) is
+#       reported as skipped, not ok. Then result.json (scripts/kernel-matrix-report.py).
+#       Needs no cargo.
 #   scripts/kernel-matrix-suite.sh noipv6 [KERNEL]
 #       one guest (default 6.12) booted with ipv6.disable=1 runs the reliability test
 #       for a kernel without IPv6 sysctls (`make kernel-noipv6`; results in
@@ -35,9 +40,9 @@
 #   property: rmem and wmem raised per netns (tcp_buffer), administrator override
 #   (admin), rollback (rollback), every managed sysctl written with the daemon's idle
 #   capabilities and high_order_alloc_disable set by the daemon both ways (privs,
-#   tcp_mem); netns churn is step 2 (the netns_churn test's 200
-#   namespaces take 3+ minutes under emulation).
-#   Natively: all of tcp_buffer, admin, rollback and netns_churn.
+#   tcp_mem); netns churn is step 2 (with 30 namespaces: the test's default 200 take
+#   3+ minutes under emulation).
+#   Natively: all of tcp_buffer, admin and rollback; netns_churn (200) is step 2.
 # KM_SUITE_TEST_TIMEOUT (default 300) limits each test, in seconds.
 set -euo pipefail
 
@@ -54,42 +59,15 @@ GUEST_TESTS="tcp_buffer::small_rmem_and_wmem_are_raised_in_their_namespace_only
   privs::every_managed_sysctl_is_writable_with_idle_capabilities
   privs::net_buffer_enables_high_order_allocations_with_idle_capabilities
   tcp_mem::tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables"
-NATIVE_TESTS="tcp_buffer admin rollback netns_churn"
+NATIVE_TESTS="tcp_buffer admin rollback"
+# Step 2, the daemon check.
+CHURN_TEST="netns_churn::netns_churn_leaks_nothing"
 TEST_TIMEOUT=${KM_SUITE_TEST_TIMEOUT:-300}
-CHURN=${KM_SUITE_CHURN:-30}
 
 log() { printf 'kernel-matrix-suite: %s\n' "$*" >&2; }
 die() {
   log "ERROR: $*"
   exit 1
-}
-
-TMP=""
-DAEMON_PID=""
-cleanup() {
-  local rc=$?
-  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -KILL "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
-  local ns
-  for ns in "/run/netns/kmchurn-$$-"*; do
-    [ ! -e "$ns" ] || ip netns del "$(basename "$ns")" 2>/dev/null || true
-  done
-  if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-    # A killed daemon may leave its cgroup2 mount behind: unmount before removing.
-    grep -o " $TMP/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do
-      umount -l "$m" || true
-    done || true
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-make_tmp() {
-  TMP=$(mktemp -d "${TMPDIR:-/tmp}/kernel-matrix-suite.XXXXXX")
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
 }
 
 now() { date +%s.%N; }
@@ -122,122 +100,29 @@ EOF
 # -------------------------------------------------------------------------------------
 # run: -S, daemon + churn, tests; result.json
 # -------------------------------------------------------------------------------------
-fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
-thread_count() { awk '$1 == "Threads:" { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
-
-# churn_traffic NS_A NS_B: a veth pair between them and 1 MB of TCP from B to A.
-churn_traffic() {
-  local a=$1 b=$2 srv i ok=""
-  if ! { ip link add "kmc$$a" netns "$a" type veth peer name "kmc$$b" netns "$b" &&
-    ip -n "$a" addr add 10.217.0.1/24 dev "kmc$$a" && ip -n "$a" link set "kmc$$a" up &&
-    ip -n "$b" addr add 10.217.0.2/24 dev "kmc$$b" && ip -n "$b" link set "kmc$$b" up; }; then
-    echo "veth setup in $a/$b failed"
-    return 1
-  fi
-  ip netns exec "$a" timeout 60 iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
-  srv=$!
-  for ((i = 0; i < 50; i++)); do
-    if ip netns exec "$b" iperf3 -c 10.217.0.1 -p 5299 -n 1M >/dev/null 2>&1; then
-      ok=1
-      break
-    fi
-    sleep 0.2
-  done
-  kill "$srv" 2>/dev/null || true
-  wait "$srv" 2>/dev/null || true
-  [ -n "$ok" ] || { echo "iperf3 from $b to $a failed"; return 1; }
-}
-
-# churn N: N namespaces created and deleted in batches of 10 while the daemon runs.
-churn() {
-  local n=$1 i j
-  for ((i = 0; i < n; i += 10)); do
-    # One `ip -batch` per batch: process start-up is expensive under emulation.
-    for ((j = i; j < i + 10 && j < n; j++)); do echo "netns add kmchurn-$$-$j"; done |
-      ip -batch - || return 1
-    # A little TCP traffic in the first batch (veth between two of them, 1 MB of
-    # iperf3), so that events come from short-lived namespaces.
-    if [ "$i" = 0 ] && [ "$n" -ge 2 ]; then
-      churn_traffic "kmchurn-$$-0" "kmchurn-$$-1" || return 1
-    fi
-    for ((j = i; j < i + 10 && j < n; j++)); do echo "netns del kmchurn-$$-$j"; done |
-      ip -batch - || return 1
-  done
-}
-
-# The daemon (private run/state/cgroup dirs) starts, survives a netns churn and stops
-# with exit 0 on SIGTERM. Writes daemon.log and daemon.env (key=value for the report).
-daemon_check() {
-  local out=$1 d=$TMP/daemon t0 i started="" status rc=0
-  mkdir -p "$d"
-  t0=$(now)
-  BPFTUNE_RUN_DIR=$d/run BPFTUNE_STATE_DIR=$d/state \
-    "$BPFTUNE" -s -d -c "$d/cgroupv2" </dev/null >/dev/null 2>"$out/daemon.log" &
-  DAEMON_PID=$!
-  for ((i = 0; i < 1200; i++)); do # up to 120 s: BPF verification is slow when emulated
-    if grep -q "bpftune started" "$out/daemon.log"; then
-      started=1
-      break
-    fi
-    kill -0 "$DAEMON_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  local start_s fds0="" fds1="" thr0="" thr1="" churn_s="" churn_ok="" alive=""
-  start_s=$(since "$t0")
-  if [ -n "$started" ]; then
-    sleep 1
-    fds0=$(fd_count "$DAEMON_PID")
-    thr0=$(thread_count "$DAEMON_PID")
-    local tc
-    tc=$(now)
-    if churn "$CHURN" >"$out/churn.log" 2>&1; then churn_ok=1; else log "netns churn failed: $(tail -n 3 "$out/churn.log")"; fi
-    sleep 6 # past the daemon's 5 s netns rescan
-    churn_s=$(since "$tc")
-    fds1=$(fd_count "$DAEMON_PID")
-    thr1=$(thread_count "$DAEMON_PID")
-    kill -0 "$DAEMON_PID" 2>/dev/null && alive=1
-    BPFTUNE_RUN_DIR=$d/run "$BPFTUNE" -q tuners >"$out/daemon-tuners.txt" 2>&1 || true
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-      kill -0 "$DAEMON_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$DAEMON_PID" 2>/dev/null && kill -KILL "$DAEMON_PID"
-    wait "$DAEMON_PID" || rc=$?
-    if [ -z "$alive" ]; then status=died-during-churn; elif [ "$rc" = 0 ]; then status=started; else status=stop-failed-$rc; fi
-  elif kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -KILL "$DAEMON_PID"
-    wait "$DAEMON_PID" || true
-    status=no-start
+# run_test OUT BINARY EXECUTABLE TEST [VAR=VALUE...]: one libtest run of one test (a crash
+# or timeout costs only that test), with the environment given; appends
+# "BINARY TEST EXIT SECONDS" to OUT/tests.tsv. A test that called `skip!` (a line in
+# tests/BINARY::TEST.skip) is logged as skipped; the report counts it so too.
+run_test() {
+  local out=$1 bin=$2 exe=$3 name=$4 ts rc=0 secs skip
+  shift 4
+  skip=$out/tests/$bin::$name.skip
+  rm -f "$skip"
+  ts=$(now)
+  env BPFTUNE_TEST_SKIPS="$skip" "$@" \
+    timeout --kill-after=10 "$TEST_TIMEOUT" "$exe" --exact "$name" --test-threads=1 --include-ignored \
+    </dev/null >"$out/tests/$bin::$name.log" 2>&1 || rc=$?
+  secs=$(since "$ts")
+  printf '%s\t%s\t%s\t%s\n' "$bin" "$name" "$rc" "$secs" >>"$out/tests.tsv"
+  if [ "$rc" = 0 ] && [ -s "$skip" ]; then
+    log "test $bin::$name: SKIPPED (${secs}s): $(sed 's/^[^:]*::[^:]*: //' "$skip" | head -n 1)"
+  elif [ "$rc" = 0 ]; then
+    log "test $bin::$name: ok (${secs}s)"
   else
-    wait "$DAEMON_PID" || rc=$?
-    status=exited-$rc
-  fi
-  DAEMON_PID=""
-  cat >"$out/daemon.env" <<EOF
-status=$status
-start_seconds=$start_s
-churn_namespaces=$CHURN
-churn_ok=$churn_ok
-churn_seconds=$churn_s
-fds_before=$fds0
-fds_after=$fds1
-threads_before=$thr0
-threads_after=$thr1
-EOF
-  local churn_word="not run"
-  [ -z "$started" ] || churn_word=FAILED
-  [ -z "$churn_ok" ] || churn_word=ok
-  log "daemon: $status (start ${start_s}s; churn of $CHURN netns $churn_word in ${churn_s:-?}s, fds ${fds0:-?} -> ${fds1:-?}, threads ${thr0:-?} -> ${thr1:-?})"
-  if grep -q "could not attach tuner\|cannot run on this kernel" "$out/daemon.log" || [ "$status" != started ]; then
-    # The start-up part says why (churn noise follows it), then the end.
-    # (awk, not a pipeline that closes early: SIGPIPE would end this script)
-    log "daemon log up to 'bpftune started' (libbpf lines left out, except its failures):"
-    awk '(!/libbpf:/ || (/failed to (attach|load)/ && !/BPF token/)) && n++ < 40 { print "    " $0 }
-      /bpftune started/ { exit }' "$out/daemon.log" >&2
-    log "daemon log, last lines:"
-    awk '!/libbpf:/ { t[n++ % 8] = $0 } END { for (i = (n > 8 ? n - 8 : 0); i < n; i++) print "    " t[i % 8] }' \
-      "$out/daemon.log" >&2
+    [ "$rc" != 124 ] || log "test $bin::$name: TIMED OUT after ${TEST_TIMEOUT}s"
+    log "test $bin::$name: FAILED (exit $rc, ${secs}s); its output:"
+    sed 's/^/    /' "$out/tests/$bin::$name.log" >&2
   fi
 }
 
@@ -272,7 +157,7 @@ cmd_run() {
     tests=${KM_SUITE_TESTS:-$NATIVE_TESTS}
   fi
   mkdir -p "$out/tests"
-  make_tmp
+  rm -f "$out/daemon.env" "$out/daemon.log" "$out/daemon-tuners.txt"
   t0=$(now)
   release=$(uname -r)
   cd "$REPO"
@@ -284,29 +169,26 @@ cmd_run() {
   sed 's/^bpftune: /  /' "$out/support.txt"
   log "bpftune -S exited $support_rc"
 
-  # 2. The daemon: start, churn, stop.
-  daemon_check "$out"
-
-  # 3. The integration tests, one per run (a crash or timeout costs only that test).
-  local list bin exe name rc ts secs n=0
-  list=$(subset "$tests")
+  # 2. The daemon: start with every tuner attached, netns churn, exit 0 on SIGTERM
+  # (the Rust test; it leaves daemon.env, daemon.log and daemon-tuners.txt in $out).
   : >"$out/tests.tsv"
+  local bin exe name n=0 churn=${KM_SUITE_CHURN:-}
+  [ -n "$churn" ] || [ -n "$native" ] || churn=30
+  IFS=$'\t' read -r bin exe name <<<"$(subset "$CHURN_TEST")"
+  run_test "$out" "$bin" "$exe" "$name" BPFTUNE_CHURN_REPORT="$out" ${churn:+BPFTUNE_CHURN_NAMESPACES=$churn}
+  if [ -f "$out/daemon.env" ]; then
+    log "daemon: $(tr '\n' ' ' <"$out/daemon.env")"
+  else
+    log "daemon: the churn test left no daemon.env"
+  fi
+
+  # 3. The integration tests, one per run.
+  local list
+  list=$(subset "$tests")
   while IFS=$'\t' read -r bin exe name; do
     [ -n "$bin" ] || continue
     n=$((n + 1))
-    ts=$(now)
-    rc=0
-    timeout --kill-after=10 "$TEST_TIMEOUT" "$exe" --exact "$name" --test-threads=1 --include-ignored \
-      </dev/null >"$out/tests/$bin::$name.log" 2>&1 || rc=$?
-    secs=$(since "$ts")
-    printf '%s\t%s\t%s\t%s\n' "$bin" "$name" "$rc" "$secs" >>"$out/tests.tsv"
-    if [ "$rc" = 0 ]; then
-      log "test $bin::$name: ok (${secs}s)"
-    else
-      [ "$rc" != 124 ] || log "test $bin::$name: TIMED OUT after ${TEST_TIMEOUT}s"
-      log "test $bin::$name: FAILED (exit $rc, ${secs}s); its output:"
-      sed 's/^/    /' "$out/tests/$bin::$name.log" >&2
-    fi
+    run_test "$out" "$bin" "$exe" "$name"
   done <<<"$list"
   [ "$n" -gt 0 ] || die "no tests selected ($tests)"
 

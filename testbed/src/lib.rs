@@ -16,6 +16,7 @@
 //!   cleanup, optional restore of global sysctls it left changed; shared by the
 //!   integration tests (`tests/common`) and the benchmarks (through
 //!   `bpftune-testbed daemon`, [`supervise`]).
+//! * [`bpfstats`]: per-program BPF run time from a daemon's own metrics.
 //! * [`host`]: other bpftune daemons on the host; [`dirs`]: temp dirs that may
 //!   hold a mount, and removal of those left by killed processes; [`globals`]:
 //!   global sysctls a daemon left changed.
@@ -23,6 +24,7 @@
 //! Everything needs root, `ip` (iproute2) and, for the iperf helpers,
 //! `iperf3`. Create objects from a thread in the root netns.
 
+pub mod bpfstats;
 pub mod cmd;
 pub mod daemon;
 pub mod delay;

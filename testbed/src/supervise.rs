@@ -7,6 +7,7 @@
 //! {"event":"spawned","pid":P,"spawn_ns":T,"run_dir":D,"state_dir":D,"cgroup":D,"waited_ms":W,"others":[…]}
 //! {"event":"log","t_ns":T,"line":"…","ready":false}       every stderr line of the daemon
 //! {"event":"reply","cmd":"query jchanges","code":0,"stdout":"…","stderr":"…"}
+//! {"event":"reply","cmd":"bpfstats","code":0,"t_ns":T,"progs":[{"tuner":…,"program":…,"run_time_ns":N,"run_cnt":N}],"stdout":"","stderr":""}
 //! {"event":"exited","code":0,"signal":null,"restored":[{"sysctl":…,"left":…,"restored":…}]}
 //! {"event":"error","message":"…"}
 //! ```
@@ -15,11 +16,15 @@
 //! the line was read). `others` are bpftune daemons still running after the wait.
 //!
 //! stdin, one command per line: `query WHAT` (`bpftune -q WHAT` against this daemon),
+//! `bpfstats` (only with `--bpf-stats`: the daemon's per-program BPF run time and run
+//! count so far, from its own metrics, scraped at CLOCK_MONOTONIC `t_ns`; see
+//! [`crate::bpfstats`]),
 //! `stop` (SIGTERM, ≤ 15 s, then SIGKILL; global restore; cleanup), `kill9`. EOF on
 //! stdin (when it is a pipe, socket or terminal), SIGTERM/SIGINT/SIGHUP: `stop`. When the
 //! daemon exits by itself: `exited`, cleanup, exit. The process exits after `exited`.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::ExitStatusExt;
@@ -123,9 +128,31 @@ fn exit_event(status: Option<std::process::ExitStatus>, restored: &[(String, Str
     })
 }
 
+/// The `bpfstats` reply: the per-program counters from the daemon's metrics at `metrics`.
+fn bpfstats_reply(cmd: &str, metrics: Option<SocketAddr>) -> Value {
+    let fail = |why: String| json!({"event": "reply", "cmd": cmd, "code": -1, "stdout": "", "stderr": why});
+    let Some(addr) = metrics else {
+        return fail("bpfstats needs `bpftune-testbed daemon --bpf-stats`".to_string());
+    };
+    match crate::bpfstats::scrape(addr, Duration::from_secs(10)) {
+        Ok(text) => {
+            let t_ns = crate::host::monotonic_ns();
+            let progs: Vec<Value> = crate::bpfstats::parse_prog_runs(&text)
+                .into_iter()
+                .map(|p| {
+                    json!({"tuner": p.tuner, "program": p.program, "run_time_ns": p.run_time_ns, "run_cnt": p.run_cnt})
+                })
+                .collect();
+            json!({"event": "reply", "cmd": cmd, "code": 0, "t_ns": t_ns, "progs": progs, "stdout": "", "stderr": ""})
+        }
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
 /// Runs the protocol until the daemon is stopped or exits; `stop` is set by the
-/// caller's signal handler.
-pub fn run(mut cfg: DaemonConfig, stop: &AtomicBool) -> Result<()> {
+/// caller's signal handler. `metrics`: where the daemon serves its metrics (it was
+/// started with `--metrics-listen` there), for `bpfstats`.
+pub fn run(mut cfg: DaemonConfig, stop: &AtomicBool, metrics: Option<SocketAddr>) -> Result<()> {
     cfg.on_line = Some(Arc::new(|l: &LogLine| {
         emit(&json!({"event": "log", "t_ns": l.t_ns, "line": l.text, "ready": l.ready}));
     }));
@@ -188,6 +215,7 @@ pub fn run(mut cfg: DaemonConfig, stop: &AtomicBool) -> Result<()> {
                 };
                 emit(&reply);
             }
+            "bpfstats" => emit(&bpfstats_reply(&cmd, metrics)),
             "stop" => {
                 let ev = match d.terminate(Duration::from_secs(15)) {
                     Ok(exit) => exit_event(Some(exit.status), &exit.restored),
@@ -206,7 +234,7 @@ pub fn run(mut cfg: DaemonConfig, stop: &AtomicBool) -> Result<()> {
                 return Ok(());
             }
             _ => emit(
-                &json!({"event": "error", "message": format!("unknown command {cmd:?} (query WHAT | stop | kill9)")}),
+                &json!({"event": "error", "message": format!("unknown command {cmd:?} (query WHAT | bpfstats | stop | kill9)")}),
             ),
         }
     }

@@ -10,7 +10,7 @@
 //!                            [--cc NAME] [--port N] [--prefix P]
 //! bpftune-testbed daemon [--bpftune PATH] [--no-debug] [--restore-globals]
 //!                        [--wait-others-s N] [--state-dir DIR] [--packaged-layout]
-//!                        [--tag T] [-- BPFTUNE_ARGS...]
+//!                        [--tag T] [--bpf-stats] [-- BPFTUNE_ARGS...]
 //! bpftune-testbed daemons [--not-under PID]
 //! bpftune-testbed cleanup [--prefix P]
 //! ```
@@ -34,8 +34,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bpftune_testbed::supervise::stdin_watchable;
 use bpftune_testbed::{
-    cleanup_stale, dirs, host, iperf3_run, supervise, DaemonConfig, DelayConfig, DelayLine, IperfServer,
-    Netns, VethPair,
+    bpfstats, cleanup_stale, dirs, host, iperf3_run, supervise, DaemonConfig, DelayConfig, DelayLine,
+    IperfServer, Netns, VethPair,
 };
 
 const USAGE: &str = "usage:
@@ -47,7 +47,8 @@ const USAGE: &str = "usage:
                              [--rmem-max BYTES] [--wmem-max BYTES] [--cc NAME] [--port N]
                              [--prefix P]
   bpftune-testbed daemon [--bpftune PATH] [--no-debug] [--restore-globals] [--wait-others-s N]
-                         [--state-dir DIR] [--packaged-layout] [--tag T] [-- BPFTUNE_ARGS...]
+                         [--state-dir DIR] [--packaged-layout] [--tag T] [--bpf-stats]
+                         [-- BPFTUNE_ARGS...]
   bpftune-testbed daemons [--not-under PID]
   bpftune-testbed cleanup [--prefix P]
 
@@ -56,8 +57,10 @@ netns prints `ns=NS`; they hold until stdin closes (if it is a pipe/socket/tty) 
 SIGTERM/SIGINT/SIGHUP.
 daemon: `bpftune -s -d -c <tmp>/cgroupv2 BPFTUNE_ARGS` with private run/state dirs (the
 integration tests' harness); JSON lines on stdout (spawned, log, reply, exited), commands
-on stdin (`query WHAT`, `stop`, `kill9`; EOF or SIGTERM = stop). --bpftune defaults to
-`bpftune` next to this binary. daemons: other running bpftune daemons (not clients, not
+on stdin (`query WHAT`, `bpfstats`, `stop`, `kill9`; EOF or SIGTERM = stop). --bpftune
+defaults to `bpftune` next to this binary. --bpf-stats: BPF run-time accounting on
+(BPF_ENABLE_STATS, while this process runs), the daemon gets `--metrics-listen
+127.0.0.1:<free port>`, and `bpfstats` answers its per-program run time and run count. daemons: other running bpftune daemons (not clients, not
 descendants of --not-under, default this process), one JSON object per line.
 cleanup: namespaces/links with the prefix and temp dirs whose creating process is gone.
 throughput: sender = left (tcp_wmem max), receiver = right (tcp_rmem max), iperf3 over a
@@ -368,7 +371,7 @@ fn cmd_daemon(args: &[String]) -> Result<()> {
     };
     let o = Opts::parse(
         ours,
-        &["no-debug", "restore-globals", "packaged-layout"],
+        &["no-debug", "restore-globals", "packaged-layout", "bpf-stats"],
         &["bpftune", "wait-others-s", "state-dir", "tag"],
     )?;
     let mut cfg = DaemonConfig::new(
@@ -384,8 +387,28 @@ fn cmd_daemon(args: &[String]) -> Result<()> {
     cfg.state_dir = o.vals.get("state-dir").map(PathBuf::from);
     cfg.wait_for_others = Duration::from_secs_f64(o.get::<f64>("wait-others-s")?.unwrap_or(180.0).max(0.0));
     cfg.tag = o.str_or("tag", "daemon").to_string();
+    // Held until the daemon is stopped: the kernel counts run time while it is open.
+    let mut _stats_fd = None;
+    let mut metrics = None;
+    if o.has("bpf-stats") {
+        let on = bpfstats::enable_run_time_stats().and_then(|fd| Ok((fd, bpfstats::free_port()?)));
+        let (fd, port) = match on {
+            Ok(v) => v,
+            Err(e) => {
+                supervise::emit(
+                    &serde_json::json!({"event": "error", "message": format!("--bpf-stats: {e:#}")}),
+                );
+                return Err(e);
+            }
+        };
+        _stats_fd = Some(fd);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        cfg.args
+            .extend(["--metrics-listen".to_string(), addr.to_string()]);
+        metrics = Some(addr);
+    }
     install_signal_handlers()?;
-    supervise::run(cfg, &STOP)
+    supervise::run(cfg, &STOP, metrics)
 }
 
 fn cmd_daemons(args: &[String]) -> Result<()> {
