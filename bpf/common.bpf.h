@@ -18,7 +18,7 @@ const volatile __u32 bpftune_shift = 2;     /* 6 - learning rate */
 const volatile __s32 bpftune_pid = 0;       /* our tgid: ignore our own writes */
 const volatile bool bpftune_debug = false;
 /* --observe: the daemon writes nothing, so a program that acts on the kernel itself
- * (tcp_conn's bpf_setsockopt) decides and reports as usual but does not act. A load-time
+ * (a per-connection bpf_setsockopt) decides and reports as usual but does not act. A load-time
  * constant: the verifier prunes the branch it does not take. */
 const volatile bool bpftune_observe = false;
 

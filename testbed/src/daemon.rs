@@ -28,6 +28,9 @@ use crate::dirs::TempDir;
 use crate::globals;
 use crate::host::{self, BpftuneProcess};
 
+// The one-shot client runs, re-exported where the tests have always found them.
+pub use crate::client::{client, wait_timeout, ClientOutput};
+
 /// The daemon's readiness line (followed by ": tuners … attached in N ms").
 pub const READY_LINE: &str = "bpftune started";
 
@@ -101,15 +104,6 @@ impl DaemonConfig {
         self.args = args.iter().map(|a| a.as_ref().to_string()).collect();
         self
     }
-}
-
-/// Output of a `bpftune` client run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientOutput {
-    /// Exit code (-1 if killed by a signal).
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
 }
 
 /// How a daemon ended.
@@ -553,37 +547,6 @@ pub fn tail(log: &str, n: usize) -> String {
         ));
     }
     t
-}
-
-/// Waits for `child` up to `timeout`.
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => return None,
-        }
-    }
-}
-
-/// Runs `bin <args>` to completion (stdin closed), with `BPFTUNE_RUN_DIR=run_dir` if
-/// given.
-pub fn client<S: AsRef<str>>(bin: &Path, run_dir: Option<&Path>, args: &[S]) -> Result<ClientOutput> {
-    let mut cmd = Command::new(bin);
-    cmd.args(args.iter().map(AsRef::as_ref));
-    if let Some(dir) = run_dir {
-        cmd.env("BPFTUNE_RUN_DIR", dir);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    Ok(ClientOutput {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! `iperf3`. Create objects from a thread in the root netns.
 
 pub mod bpfstats;
+pub mod client;
 pub mod cmd;
 pub mod daemon;
 pub mod delay;
