@@ -203,3 +203,31 @@ fn testbed_restores_every_sysctl_of_every_builtin_tuner() {
         "only {checked} sysctls of the built-in tuners exist here"
     );
 }
+
+/// Tests share the host: a daemon a test starts without `-R` changes globals (tcp_conn
+/// extends the allowed congestion-control list at start) and would leave them behind.
+/// `common::Daemon::start` has the testbed put back every global it left changed when
+/// it stops (or when the test panics), so a test leaves the host as it found it.
+#[test]
+#[ignore = "needs root (run as root with --include-ignored; make test does)"]
+fn a_daemon_without_rollback_leaves_no_global_changed() {
+    let _g = setup("a_daemon_without_rollback_leaves_no_global_changed");
+    const ALLOWED: &str = "net.ipv4.tcp_allowed_congestion_control";
+    let guard = common::SysctlGuard::set(ALLOWED, "reno").unwrap_or_else(|e| panic!("{ALLOWED}: {e:#}"));
+    let d = common::Daemon::start(&["-a", "tcp_conn", "-a", "sysctl"]);
+    d.expect_log(
+        "updating 'net.ipv4.tcp_allowed_congestion_control' to '",
+        Duration::from_secs(5),
+        "start-up change",
+    );
+    let changed = guard.current().expect("read the allowed list");
+    assert_ne!(changed.trim(), "reno", "tcp_conn changed nothing");
+    let (st, log) = d.stop();
+    assert!(st.success(), "exit status {st}\n{}", common::tail(&log, 20));
+    assert_eq!(
+        guard.current().expect("read the allowed list").trim(),
+        "reno",
+        "the daemon's {changed:?} was left behind\n{}",
+        common::tail(&log, 20)
+    );
+}

@@ -517,7 +517,8 @@ fn restart_right_after_sigterm_takes_over_twenty_times_in_a_row() {
     common::ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
     let cookie = p.rx.cookie().expect("receiver cookie");
 
-    let first = Daemon::start(&[]);
+    // Its successors take over its state; the last one's -R restores the globals.
+    let first = Daemon::start_keeping_globals(&[]);
     let first_pid = first.pid();
     p.iperf(3);
     first.expect_log(RAISE_1, Duration::from_secs(3), "receiver tcp_rmem raise");

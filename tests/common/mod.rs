@@ -173,12 +173,32 @@ impl Deref for Daemon {
 impl Daemon {
     /// `bpftune -s -d -c <tmp>/cgroupv2 <args>` with private run and state dirs; waits
     /// ([`READY_TIMEOUT`]) for "bpftune started", panics with the log tail otherwise.
+    /// When it stops (also when a test panics) the testbed puts back every global
+    /// sysctl it left changed ([`DaemonConfig::restore_globals`]), `-R` or not: tests
+    /// share the host, and a daemon without `-R` would leave e.g. tcp_conn's addition to
+    /// `net.ipv4.tcp_allowed_congestion_control` behind.
     pub fn start(args: &[&str]) -> Daemon {
+        Self::start_cfg(Self::restoring(args))
+    }
+
+    /// Like [`Daemon::start`] but leaves the globals it changed when it stops: for a
+    /// daemon whose successor takes over its state, where the successor's `-R` must
+    /// find them as the first one left them.
+    pub fn start_keeping_globals(args: &[&str]) -> Daemon {
         Self::start_cfg(DaemonConfig::new(BPFTUNE).args(args))
     }
 
+    /// The configuration of [`Daemon::start`]: restores the globals it changed.
+    fn restoring(args: &[&str]) -> DaemonConfig {
+        let mut cfg = DaemonConfig::new(BPFTUNE).args(args);
+        cfg.restore_globals = true;
+        cfg
+    }
+
     /// Like [`Daemon::start`] but with the given state directory (persisted originals),
-    /// e.g. to restart after a crash.
+    /// e.g. to restart after a crash. Globals are not put back when it stops: these
+    /// tests prove that the persisted originals (a later `-R` or `--rollback-now`)
+    /// restore them.
     pub fn start_with_state(args: &[&str], state_dir: &Path) -> Daemon {
         let mut cfg = DaemonConfig::new(BPFTUNE).args(args);
         cfg.state_dir = Some(state_dir.to_path_buf());
@@ -188,7 +208,7 @@ impl Daemon {
     /// Like [`Daemon::start`] with the packaged layout: the cgroup2 mount inside the run
     /// directory (`<run>/cgroupv2`, as `/var/run/bpftune/cgroupv2`).
     pub fn start_packaged_layout(args: &[&str]) -> Daemon {
-        let mut cfg = DaemonConfig::new(BPFTUNE).args(args);
+        let mut cfg = Self::restoring(args);
         cfg.cgroup_in_run = true;
         Self::start_cfg(cfg)
     }
@@ -196,7 +216,7 @@ impl Daemon {
     /// Like [`Daemon::start`] but waits up to `ready` for "bpftune started" (loaded
     /// hosts, emulated guests: attaching every tuner can take longer than 10 s there).
     pub fn start_waiting(args: &[&str], ready: Duration) -> Daemon {
-        Self::start_cfg_within(DaemonConfig::new(BPFTUNE).args(args), ready)
+        Self::start_cfg_within(Self::restoring(args), ready)
     }
 
     /// Like [`Daemon::start_with_state`] with extra environment variables.
