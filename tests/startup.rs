@@ -88,12 +88,16 @@ fn legacy_start_logs_legacy_mode() {
 /// A daemon started without `-s` (so through the syslog sink), SIGTERMed on drop.
 struct Bare {
     child: Option<Child>,
+    /// Dropped after the daemon stopped (`Drop` stops it first): puts back the globals
+    /// it left changed.
+    _globals: common::GlobalsGuard,
     _dir: TempDir,
 }
 
 impl Bare {
     /// Runs `cmd` (a `bpftune` command) with private run/state/cgroup directories.
     fn spawn(cmd: &mut Command) -> Bare {
+        let globals = common::GlobalsGuard::take();
         let dir = common::temp_dir("bare");
         cmd.env("BPFTUNE_RUN_DIR", dir.path().join("run"))
             .env("BPFTUNE_STATE_DIR", dir.path().join("state"))
@@ -106,6 +110,7 @@ impl Bare {
             .unwrap_or_else(|e| panic!("cannot start {BPFTUNE}: {e}"));
         Bare {
             child: Some(child),
+            _globals: globals,
             _dir: dir,
         }
     }
@@ -418,6 +423,7 @@ fn stale_bpftune_cgroup_programs_are_detached_at_start() {
     let dir = common::temp_dir("stale");
     let log_path = dir.path().join("bpftune.log");
     let file = fs::File::create(&log_path).expect("log file");
+    let _globals = common::GlobalsGuard::take();
     let mut cmd = Command::new(BPFTUNE);
     // The daemon uses the child cgroup itself (`-c`), so nothing else on the host runs
     // these programs or sees them detached.

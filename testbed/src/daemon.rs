@@ -115,6 +115,10 @@ pub struct Exit {
     pub restored: Vec<(String, String, String)>,
 }
 
+/// How long after "bpftune started" the global restore waits before it reads the
+/// daemon's changes: the first tick (at once) and one more (a second later) are done.
+const FIRST_TICK_SETTLE: Duration = Duration::from_millis(1500);
+
 #[derive(Default)]
 struct LogState {
     lines: Vec<LogLine>,
@@ -434,8 +438,18 @@ impl Daemon {
     /// {sysctl: (value before, last value written)} of the init_net sysctls this daemon
     /// changed (empty unless [`DaemonConfig::restore_globals`]).
     fn global_writes(&self) -> BTreeMap<String, (String, String)> {
-        if !self.restore_globals || !self.alive() || self.ready().is_none() {
+        if !self.restore_globals || !self.alive() {
             return BTreeMap::new();
+        }
+        let Some(ready) = self.ready() else {
+            return BTreeMap::new();
+        };
+        // The daemon's first tick runs right after "bpftune started" and may still be
+        // writing (tcp_conn's allowed list, net_buffer's start-up rule): a daemon stopped
+        // at once would leave that write out of the changes read below, and so behind.
+        let since_ready = Duration::from_nanos(host::monotonic_ns().saturating_sub(ready.t_ns));
+        if let Some(rest) = FIRST_TICK_SETTLE.checked_sub(since_ready) {
+            std::thread::sleep(rest);
         }
         let names = match self.global_sysctls() {
             Ok(n) => n,

@@ -350,6 +350,46 @@ pub fn run_bpftune(args: &[&str]) -> (i32, String, String) {
 // Sysctls and namespaces
 // ---------------------------------------------------------------------------------------
 
+/// The initial namespace's value of every sysctl a built-in tuner may write (from the
+/// descriptors), taken when created; on drop, every one that changed is put back. For a
+/// daemon the testbed does not run (a bare `Command`): tests share the host, and such a
+/// daemon without `-R` leaves e.g. tcp_conn's start-up addition to
+/// `net.ipv4.tcp_allowed_congestion_control` behind.
+pub struct GlobalsGuard(Vec<(String, String)>);
+
+impl GlobalsGuard {
+    pub fn take() -> GlobalsGuard {
+        let mut values = Vec::new();
+        for t in bpftune::tuners::all() {
+            for d in t.tunables() {
+                if d.kind != bpftune::model::tunable::TunableKind::Sysctl {
+                    continue;
+                }
+                if let Ok(v) = bpftune_testbed::sysctl::read(d.name) {
+                    values.push((d.name.to_string(), v));
+                }
+            }
+        }
+        GlobalsGuard(values)
+    }
+}
+
+impl Drop for GlobalsGuard {
+    fn drop(&mut self) {
+        for (name, was) in &self.0 {
+            match bpftune_testbed::sysctl::read(name) {
+                Ok(now) if now.trim() != was.trim() => {
+                    eprintln!("harness: {name} was left at {now:?}; restoring {was:?}");
+                    if let Err(e) = bpftune_testbed::sysctl::write(name, was) {
+                        eprintln!("harness: cannot restore {name}: {e:#}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Parses whitespace-separated integers ("4096\t131072\t262144").
 pub fn ints(s: &str) -> Vec<i64> {
     s.split_whitespace()
