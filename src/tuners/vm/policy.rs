@@ -1,0 +1,430 @@
+//! The vm tuner's decisions, as plain functions of what one tick measured (a [`Sample`]:
+//! deltas of the reclaim counters over the interval, and the zone state at its end) and
+//! of the machine ([`Machine`]). No I/O: `mod.rs` gathers the samples from the BPF side,
+//! `/proc/vmstat`, `/proc/zoneinfo` and `/proc/meminfo`, and applies what is decided
+//! through the engine.
+//!
+//! The rules (README table):
+//! - **kswapd falls behind** — direct-reclaim stalls that began while kswapd was awake,
+//!   in [`REPEAT_OF`]-of-[`WINDOW`] intervals → `vm.watermark_scale_factor` grows one
+//!   learning-rate step (kswapd wakes earlier and reclaims further ahead), up to
+//!   [`wsf_cap`]. It relaxes one step toward the value found at start after
+//!   [`CALM_INTERVALS`] intervals without a stall while free memory sits at least twice
+//!   the high watermark.
+//! - **atomic and high-order allocations run short** — high-order allocations falling
+//!   back to another migrate type (`mm_page_alloc_extfrag`) or compaction stalls, while
+//!   free memory is below the high watermark, repeatedly → `vm.min_free_kbytes` grows one
+//!   step (a larger reserve for GFP_ATOMIC and softirq allocations), up to
+//!   [`min_free_cap`].
+//! - **slab crowds out a refaulting page cache** — file pages refaulting while
+//!   reclaimable slab (dentries, inodes) holds more memory than the page cache's share,
+//!   repeatedly → `vm.vfs_cache_pressure` grows one step, up to [`VFS_CACHE_PRESSURE_MAX`];
+//!   it returns one step toward [`VFS_CACHE_PRESSURE_DEFAULT`] after a calm stretch.
+//! - **a change made it worse** — stall time after a raise above the stall time before
+//!   it by more than one learning-rate step: undo it ([`made_worse`]).
+
+use crate::model::tunable::Rate;
+
+/// Intervals (ticks, about a second each) a rule looks back over.
+pub const WINDOW: usize = 5;
+/// How many of the last [`WINDOW`] intervals must show a signal for it to count as
+/// repeated: one stall is noise, most of the last few seconds is a pattern.
+pub const REPEAT_OF: usize = 3;
+/// Intervals without the signal before a raised value relaxes one step.
+pub const CALM_INTERVALS: usize = 60;
+
+/// The kernel's default `vm.watermark_scale_factor` (0.1 % of memory between watermarks).
+pub const WSF_DEFAULT: i64 = 10;
+/// The kernel's upper bound of `vm.watermark_scale_factor` (3000 since 5.19, 1000 before);
+/// [`wsf_cap`] stays well below either.
+pub const WSF_KERNEL_MAX: i64 = 1000;
+/// `vm.vfs_cache_pressure`: the kernel's default, and the range this tuner keeps to.
+pub const VFS_CACHE_PRESSURE_DEFAULT: i64 = 100;
+pub const VFS_CACHE_PRESSURE_MIN: i64 = 50;
+pub const VFS_CACHE_PRESSURE_MAX: i64 = 500;
+
+/// Facts about the machine, read once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    /// Managed pages of all zones (`/proc/zoneinfo`), or MemTotal in pages.
+    pub total_pages: u64,
+    pub page_size: u64,
+}
+
+impl Machine {
+    fn total_kib(&self) -> i64 {
+        i64::try_from(self.total_pages.saturating_mul(self.page_size) / 1024).unwrap_or(i64::MAX)
+    }
+}
+
+/// One interval's measurements: counter deltas over it, zone state at its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Direct-reclaim episodes (`mm_vmscan_direct_reclaim_begin`/`_end` pairs, or the
+    /// `allocstall_*` delta).
+    pub direct_stalls: u64,
+    /// Time spent in direct reclaim, µs (BPF; or the PSI memory `some` delta).
+    pub direct_stall_us: u64,
+    /// Of the stalls, those that began while kswapd of that node was awake.
+    pub stalls_kswapd_awake: u64,
+    /// High-order allocations that fell back to another migrate type
+    /// (`mm_page_alloc_extfrag` with order > 0).
+    pub highorder_fallbacks: u64,
+    /// `compact_stall` delta.
+    pub compact_stalls: u64,
+    /// `workingset_refault_file` delta.
+    pub refaults_file: u64,
+    /// Zone state at the end of the interval, summed over zones (pages).
+    pub free_pages: u64,
+    pub high_wmark_pages: u64,
+    /// `/proc/meminfo`: page cache (Cached) and reclaimable slab (SReclaimable), pages.
+    pub file_pages: u64,
+    pub slab_reclaimable_pages: u64,
+}
+
+impl Sample {
+    fn kswapd_behind(&self) -> bool {
+        self.stalls_kswapd_awake > 0
+    }
+
+    fn short_of_high_order(&self) -> bool {
+        (self.highorder_fallbacks > 0 || self.compact_stalls > 0) && self.free_pages < self.high_wmark_pages
+    }
+
+    /// Reclaimable slab holds more than a quarter of what page cache and slab hold
+    /// together while file pages refault: the cache that is thrown out is needed again.
+    fn slab_crowds_cache(&self) -> bool {
+        let cache = self.file_pages.saturating_add(self.slab_reclaimable_pages);
+        self.refaults_file > 0 && cache > 0 && self.slab_reclaimable_pages.saturating_mul(4) > cache
+    }
+
+    fn calm(&self) -> bool {
+        self.direct_stalls == 0
+            && self.compact_stalls == 0
+            && self.free_pages >= self.high_wmark_pages.saturating_mul(2)
+    }
+}
+
+/// What one rule decided: the new value and why, in the tuner's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Raise { to: i64, why: String },
+    Relax { to: i64, why: String },
+}
+
+impl Action {
+    pub fn value(&self) -> i64 {
+        match self {
+            Action::Raise { to, .. } | Action::Relax { to, .. } => *to,
+        }
+    }
+}
+
+fn repeated(window: &[Sample], signal: impl Fn(&Sample) -> bool) -> usize {
+    window.iter().rev().take(WINDOW).filter(|s| signal(s)).count()
+}
+
+fn calm_for(window: &[Sample], n: usize) -> bool {
+    window.len() >= n && window.iter().rev().take(n).all(Sample::calm)
+}
+
+/// One step up from `live`, capped; `None` when already at (or above) the cap.
+fn step_up(rate: Rate, live: i64, cap: i64) -> Option<i64> {
+    if live >= cap {
+        return None;
+    }
+    let grown = rate.grow(live.max(1)).unwrap_or(cap);
+    Some(grown.max(live + 1).min(cap))
+}
+
+/// One step down from `live` toward `floor` (never below it); `None` at the floor.
+fn step_down(rate: Rate, live: i64, floor: i64) -> Option<i64> {
+    if live <= floor {
+        return None;
+    }
+    Some(rate.shrink(live).min(live - 1).max(floor))
+}
+
+/// The largest `vm.watermark_scale_factor` this tuner sets: the watermark gap (factor /
+/// 10000 of memory) never exceeds 2 % of memory, nor 1 GiB on large machines (kswapd
+/// then keeps whole gigabytes free for nothing).
+pub fn wsf_cap(m: &Machine) -> i64 {
+    let total_kib = m.total_kib().max(1);
+    let by_size = (1i64 << 20).saturating_mul(10_000) / total_kib;
+    by_size.clamp(WSF_DEFAULT, 200).min(WSF_KERNEL_MAX)
+}
+
+/// The largest `vm.min_free_kbytes`: 3 % of memory (the kernel's own default is about
+/// sqrt(16 × memory) KiB, 0.2 % of 16 GiB).
+pub fn min_free_cap(m: &Machine) -> i64 {
+    m.total_kib() * 3 / 100
+}
+
+/// `vm.watermark_scale_factor`: grow while kswapd falls behind, relax toward `boot`
+/// after a calm stretch.
+pub fn wsf_decision(window: &[Sample], live: i64, boot: i64, m: &Machine, rate: Rate) -> Option<Action> {
+    let behind = repeated(window, Sample::kswapd_behind);
+    if behind >= REPEAT_OF {
+        let stall_us: u64 = window.iter().rev().take(WINDOW).map(|s| s.direct_stall_us).sum();
+        let to = step_up(rate, live, wsf_cap(m))?;
+        return Some(Action::Raise {
+            to,
+            why: format!(
+                "direct reclaim stalled allocations for {} ms in {behind} of the last {WINDOW} s while kswapd was awake: kswapd cannot keep ahead, so wake it earlier",
+                stall_us / 1000
+            ),
+        });
+    }
+    if calm_for(window, CALM_INTERVALS) {
+        let to = step_down(rate, live, boot)?;
+        return Some(Action::Relax {
+            to,
+            why: format!("no direct reclaim for {CALM_INTERVALS} s and free memory at least twice the high watermark"),
+        });
+    }
+    None
+}
+
+/// `vm.min_free_kbytes`: grow while high-order and atomic allocations run short.
+pub fn min_free_decision(window: &[Sample], live: i64, m: &Machine, rate: Rate) -> Option<Action> {
+    let short = repeated(window, Sample::short_of_high_order);
+    if short < REPEAT_OF {
+        return None;
+    }
+    let to = step_up(rate, live, min_free_cap(m))?;
+    Some(Action::Raise {
+        to,
+        why: format!(
+            "high-order allocations fell back or stalled in compaction in {short} of the last {WINDOW} s with free memory below the high watermark: reserve more for atomic allocations"
+        ),
+    })
+}
+
+/// `vm.vfs_cache_pressure`: grow while slab crowds out a refaulting page cache, return
+/// toward the default (or `boot`, if that is above it) after a calm stretch. Never
+/// outside [`VFS_CACHE_PRESSURE_MIN`]..=[`VFS_CACHE_PRESSURE_MAX`].
+pub fn vfs_cache_decision(window: &[Sample], live: i64, boot: i64, rate: Rate) -> Option<Action> {
+    if !(VFS_CACHE_PRESSURE_MIN..=VFS_CACHE_PRESSURE_MAX).contains(&live) {
+        // Set outside the range by someone on purpose: not ours to move.
+        return None;
+    }
+    let crowded = repeated(window, Sample::slab_crowds_cache);
+    if crowded >= REPEAT_OF {
+        let to = step_up(rate, live, VFS_CACHE_PRESSURE_MAX)?;
+        return Some(Action::Raise {
+            to,
+            why: format!(
+                "file pages refaulted in {crowded} of the last {WINDOW} s while reclaimable slab held over a quarter of the cache: reclaim dentries and inodes sooner"
+            ),
+        });
+    }
+    let quiet = window.len() >= CALM_INTERVALS
+        && window.iter().rev().take(CALM_INTERVALS).all(|s| !s.slab_crowds_cache());
+    if quiet {
+        let to = step_down(rate, live, boot.max(VFS_CACHE_PRESSURE_DEFAULT))?;
+        return Some(Action::Relax {
+            to,
+            why: format!("no slab crowding for {CALM_INTERVALS} s"),
+        });
+    }
+    None
+}
+
+/// Whether a raise made things worse: the direct-reclaim stall time in the intervals
+/// after it exceeds that of as many intervals before it by more than one learning-rate
+/// step (and by at least a millisecond per interval, so that noise near zero does not
+/// undo a change).
+pub fn made_worse(before: &[Sample], after: &[Sample], rate: Rate) -> bool {
+    let n = before.len().min(after.len());
+    if n == 0 {
+        return false;
+    }
+    let sum = |w: &[Sample]| -> i64 {
+        let us: u64 = w.iter().rev().take(n).map(|s| s.direct_stall_us).sum();
+        i64::try_from(us).unwrap_or(i64::MAX)
+    };
+    let (b, a) = (sum(before), sum(after));
+    let floor = i64::try_from(n).unwrap_or(i64::MAX).saturating_mul(1000);
+    a > rate.grow(b).unwrap_or(i64::MAX) && a - b > floor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: Rate = Rate::DEFAULT;
+    /// 4 GiB of 4 KiB pages.
+    const M: Machine = Machine {
+        total_pages: 1 << 20,
+        page_size: 4096,
+    };
+
+    fn stalled() -> Sample {
+        Sample {
+            direct_stalls: 12,
+            direct_stall_us: 40_000,
+            stalls_kswapd_awake: 10,
+            free_pages: 9_000,
+            high_wmark_pages: 10_000,
+            ..Sample::default()
+        }
+    }
+
+    fn calm() -> Sample {
+        Sample {
+            free_pages: 500_000,
+            high_wmark_pages: 10_000,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn caps_follow_the_machine() {
+        // 1 GiB / 4 GiB = 2.5 % → the 2 % cap (200) applies; 256 GiB: 1 GiB is 0.39 %.
+        assert_eq!(wsf_cap(&M), 200);
+        let big = Machine {
+            total_pages: 64 << 20,
+            page_size: 4096,
+        };
+        assert_eq!(wsf_cap(&big), 39);
+        // Very large machines never go below the kernel default.
+        let huge = Machine {
+            total_pages: 1 << 30,
+            page_size: 4096,
+        };
+        assert_eq!(wsf_cap(&huge), WSF_DEFAULT);
+        assert_eq!(min_free_cap(&M), 4 * 1024 * 1024 * 3 / 100);
+    }
+
+    #[test]
+    fn repeated_stalls_while_kswapd_is_awake_raise_the_watermark_gap() {
+        let w = [calm(), stalled(), calm(), stalled(), stalled()];
+        match wsf_decision(&w, 10, 10, &M, R) {
+            Some(Action::Raise { to, why }) => {
+                assert_eq!(to, 12);
+                assert!(why.contains("3 of the last 5 s"), "{why}");
+                assert!(why.contains("120 ms"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Twice in five seconds is not a pattern.
+        assert_eq!(wsf_decision(&w[1..4], 10, 10, &M, R), None);
+    }
+
+    #[test]
+    fn stalls_while_kswapd_sleeps_are_not_kswapd_falling_behind() {
+        let asleep = Sample {
+            stalls_kswapd_awake: 0,
+            ..stalled()
+        };
+        assert_eq!(wsf_decision(&[asleep; 5], 10, 10, &M, R), None);
+    }
+
+    #[test]
+    fn the_watermark_gap_stops_at_its_cap_and_relaxes_to_the_boot_value() {
+        let w = [stalled(); 5];
+        assert_eq!(wsf_decision(&w, 190, 10, &M, R).map(|a| a.value()), Some(200));
+        assert_eq!(wsf_decision(&w, 200, 10, &M, R), None);
+        let quiet = vec![calm(); CALM_INTERVALS];
+        assert!(matches!(wsf_decision(&quiet, 30, 10, &M, R), Some(Action::Relax { to: 23, .. })));
+        assert!(matches!(wsf_decision(&quiet, 11, 10, &M, R), Some(Action::Relax { to: 10, .. })));
+        assert_eq!(wsf_decision(&quiet, 10, 10, &M, R), None);
+        // Not calm while free memory is close to the high watermark.
+        let tight = vec![
+            Sample {
+                free_pages: 15_000,
+                ..calm()
+            };
+            CALM_INTERVALS
+        ];
+        assert_eq!(wsf_decision(&tight, 30, 10, &M, R), None);
+    }
+
+    #[test]
+    fn high_order_shortage_below_the_high_watermark_raises_min_free() {
+        let short = Sample {
+            highorder_fallbacks: 40,
+            free_pages: 8_000,
+            high_wmark_pages: 10_000,
+            ..Sample::default()
+        };
+        let w = [short; 3];
+        assert_eq!(min_free_decision(&w, 67584, &M, R).map(|a| a.value()), Some(84480));
+        // Plenty free: fallbacks alone are fragmentation, not a reserve too small.
+        let roomy = Sample {
+            free_pages: 50_000,
+            ..short
+        };
+        assert_eq!(min_free_decision(&[roomy; 5], 67584, &M, R), None);
+        let cap = min_free_cap(&M);
+        assert_eq!(min_free_decision(&w, cap, &M, R), None);
+        assert_eq!(min_free_decision(&w, cap - 10, &M, R).map(|a| a.value()), Some(cap));
+    }
+
+    #[test]
+    fn slab_crowding_a_refaulting_cache_raises_vfs_cache_pressure_within_its_range() {
+        let crowded = Sample {
+            refaults_file: 5_000,
+            file_pages: 100_000,
+            slab_reclaimable_pages: 60_000,
+            ..calm()
+        };
+        let w = [crowded; 5];
+        assert_eq!(vfs_cache_decision(&w, 100, 100, R).map(|a| a.value()), Some(125));
+        assert_eq!(vfs_cache_decision(&w, 450, 100, R).map(|a| a.value()), Some(500));
+        assert_eq!(vfs_cache_decision(&w, 500, 100, R), None);
+        // An administrator's 1000 (or 10) is outside our range: left alone.
+        assert_eq!(vfs_cache_decision(&w, 1000, 1000, R), None);
+        assert_eq!(vfs_cache_decision(&w, 10, 10, R), None);
+        // Slab small, or no refaults: nothing to do.
+        let small = Sample {
+            slab_reclaimable_pages: 10_000,
+            ..crowded
+        };
+        assert_eq!(vfs_cache_decision(&[small; 5], 100, 100, R), None);
+        let warm = Sample {
+            refaults_file: 0,
+            ..crowded
+        };
+        assert_eq!(vfs_cache_decision(&[warm; 5], 100, 100, R), None);
+        // Quiet for a minute: back toward the default.
+        let quiet = vec![warm; CALM_INTERVALS];
+        assert_eq!(vfs_cache_decision(&quiet, 200, 100, R).map(|a| a.value()), Some(150));
+        assert_eq!(vfs_cache_decision(&quiet, 100, 100, R), None);
+    }
+
+    #[test]
+    fn a_raise_followed_by_more_stall_time_is_undone() {
+        let before = [Sample {
+            direct_stall_us: 10_000,
+            ..stalled()
+        }; 5];
+        let worse = [Sample {
+            direct_stall_us: 20_000,
+            ..stalled()
+        }; 5];
+        let better = [Sample {
+            direct_stall_us: 2_000,
+            ..stalled()
+        }; 5];
+        assert!(made_worse(&before, &worse, R));
+        assert!(!made_worse(&before, &better, R));
+        // Within one step (+25 %): noise, kept.
+        let same = [Sample {
+            direct_stall_us: 12_000,
+            ..stalled()
+        }; 5];
+        assert!(!made_worse(&before, &same, R));
+        // Near zero, a doubling of almost nothing is not worse.
+        let tiny_b = [Sample {
+            direct_stall_us: 10,
+            ..stalled()
+        }; 5];
+        let tiny_a = [Sample {
+            direct_stall_us: 300,
+            ..stalled()
+        }; 5];
+        assert!(!made_worse(&tiny_b, &tiny_a, R));
+        assert!(!made_worse(&[], &worse, R));
+    }
+}
