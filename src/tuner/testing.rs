@@ -16,6 +16,8 @@ pub struct FakeEnv {
     pub namespaced: Vec<bool>,
     /// (namespace, file name) → contents of /proc/net/<file>.
     pub proc: HashMap<(Ns, String), String>,
+    /// System-wide /proc files ([`TunerEnv::proc_file`]), by relative path.
+    pub files: HashMap<String, String>,
     pub applied: Vec<Proposal>,
     pub free_buffer_pages: u64,
 }
@@ -89,6 +91,9 @@ impl TunerEnv for FakeEnv {
         self.values.insert(k, p.value.clone());
         self.applied.push(p);
         Outcome::Applied
+    }
+    fn proc_file(&mut self, path: &str) -> Option<String> {
+        self.files.get(path).cloned()
     }
     fn note(&mut self, _t: usize, _s: usize, _ns: Ns, _m: &str) {}
     fn admin_write(&mut self, _ns: Ns, _p: &str, _pid: i32, _comm: &str) {}

@@ -30,7 +30,7 @@ macro_rules! tuners {
     };
 }
 
-tuners! { sysctl, tcp_buffer, udp_buffer, ip_frag, net_buffer, neigh_table, tcp_conn }
+tuners! { sysctl, tcp_buffer, udp_buffer, ip_frag, net_buffer, neigh_table, tcp_conn, vm }
 
 /// Names of the built-in tuners, in load order.
 pub fn names() -> Vec<&'static str> {
