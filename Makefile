@@ -1,7 +1,7 @@
 # bpftune: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: deps build run test lint bench bench-smoke kernel-matrix kernel-noipv6 clean man deb image package-smoke validate-deploy
+.PHONY: deps build run test lint bench bench-smoke kernel-matrix kernel-noipv6 kernel-vm clean man deb image package-smoke validate-deploy
 
 deps:
 	./scripts/install-deps.sh
@@ -39,6 +39,7 @@ test: build lint
 	$(MAKE) reliability-ci
 	$(MAKE) kernel-matrix KM_TIMEOUT=600
 	$(MAKE) kernel-noipv6
+	$(MAKE) kernel-vm
 	./scripts/test-skips.sh list $(TEST_SKIPS)
 
 bench: build
@@ -61,6 +62,11 @@ kernel-matrix: build
 # loads and one line says IPv6 is missing (RELIABILITY.md item 5). Needs root.
 kernel-noipv6: build
 	./scripts/kernel-matrix-suite.sh noipv6
+
+# The vm tuner's outcome test (tests/vm.rs) in 1 GiB guests of 6.1 and 6.12: it
+# squeezes all of memory, so it cannot run on the host. Needs root.
+kernel-vm: build
+	./scripts/kernel-matrix-suite.sh vm
 
 clean:
 	$(CARGO) clean

@@ -1443,6 +1443,30 @@ def _stats_missing(trials, key):
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def bench_vm_reclaim(ctx):
+    """vm tuner outcome: bench/vm_reclaim.py in a 1 GiB qemu guest (6.12) — untuned,
+    tuned, untuned again under the same reclaim pressure. Only with --only vm-reclaim
+    (a guest run of ~10 min; the smoke and the default set leave it out)."""
+    out = ROOT / "target/kernel-matrix/vm-reclaim/result.json"
+    cmd = [sys.executable, str(ROOT / "bench/vm_reclaim.py"), "guest", "--bpftune", str(BPFTUNE)]
+    log(f"== vm-reclaim: {' '.join(cmd)}")
+    rc = subprocess.run(cmd).returncode
+    try:
+        res = json.loads((ROOT / "target/kernel-matrix/vm-reclaim/6.12/result.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"vm_reclaim.py guest exited {rc} without a result ({e})")
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    r = res["ratios_tuned_to_untuned_mean"]
+    for key, what in (("direct_reclaim_ms", "direct-reclaim stall time"), ("allocstall", "direct reclaims"),
+                      ("probe_p99_ms", "probe p99 allocation latency"), ("probe_mib_s", "probe throughput"),
+                      ("reader_mib_s", "reader throughput")):
+        if r.get(key) is not None:
+            ctx.row(f"vm-reclaim: {what}, tuned / untuned", stats([r[key]]), "", fmt="{:.3f}",
+                    note=f"watermark_scale_factor {res['found']['watermark_scale_factor']} -> "
+                         f"{res['tuned_watermark_scale_factor']}")
+    ctx.results["vm-reclaim"] = res
+
+
 BENCHES = {
     "startup": bench_startup,
     "idle": bench_idle,
@@ -1452,7 +1476,10 @@ BENCHES = {
     "outcome": bench_outcome,
     "congestion": bench_congestion,
     "drop-hooks": bench_drop_hooks,
+    "vm-reclaim": bench_vm_reclaim,
 }
+# Run only when named (--only): a qemu guest for ~10 minutes.
+ON_REQUEST = {"vm-reclaim"}
 
 
 # --------------------------------------------------------------------------- report
@@ -1561,7 +1588,7 @@ def main():
     global BPFTUNE
     if args.bpftune:
         BPFTUNE = Path(args.bpftune).resolve()
-    only = args.only or list(BENCHES)
+    only = args.only or [b for b in BENCHES if b not in ON_REQUEST]
     pairs = args.pairs or (1 if args.smoke else 6)
     ctx = Ctx(args.smoke, pairs, args.pairs or (1 if args.smoke else 5), args)
 

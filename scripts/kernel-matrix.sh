@@ -55,6 +55,11 @@
 #                      .debs, private apt lists, unpacked qemu and kernels, initramfs
 #   BPFTUNE_KM_APPEND  extra kernel command line (e.g. loglevel=7 to see the boot)
 #   BPFTUNE_KM_CPUS    guest vCPUs (default 2; the reliability soak uses 1)
+#   BPFTUNE_KM_MEM     guest memory (qemu -m, default 2G; the vm reclaim bench uses 1G)
+#   BPFTUNE_KM_TCG_THREAD  multi (default: one host thread per vCPU) or single (one
+#                      thread for all: slower, but kernel text patched while the other
+#                      vCPU runs it is seen at once; with multi, a guest under the vm
+#                      reclaim load oopsed on a stale int3 twice when a daemon attached)
 #   BPFTUNE_KM_9P_CACHE  9p cache mode of the guest's root (default none; loose measured
 #                      no faster here)
 #   BPFTUNE_KM_MIRROR, BPFTUNE_KM_SECURITY_MIRROR
@@ -93,7 +98,8 @@ INITRAMFS_MODULES=(virtio_pci 9pnet_virtio 9p overlay)
 
 # Guest size and 9p options (environment.md section 5).
 GUEST_CPUS=${BPFTUNE_KM_CPUS:-2}
-GUEST_MEM=2G
+GUEST_MEM=${BPFTUNE_KM_MEM:-2G}
+TCG_THREAD=${BPFTUNE_KM_TCG_THREAD:-multi}
 P9_OPTS=trans=virtio,version=9p2000.L,msize=512000
 
 log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
@@ -527,7 +533,7 @@ run_guest() {
   # shellcheck disable=SC2054 # commas belong to qemu's option syntax
   local -a qemu=(
     "$QEMU_BIN" -L "$QEMU_ROOT/usr/share/qemu" -L "$QEMU_ROOT/usr/share/seabios"
-    -accel tcg,thread=multi -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM"
+    -accel tcg,thread="$TCG_THREAD" -cpu max -smp "$GUEST_CPUS" -m "$GUEST_MEM"
     -nodefaults -display none -no-reboot -serial stdio
     -kernel "$K_VMLINUZ" -initrd "$K_INITRD" -append "$append"
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"

@@ -23,8 +23,8 @@ pub const STATE_DIR: &str = "/var/lib/bpftune";
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bpftune",
-    about = "BPF-driven auto-tuning of network sysctls",
-    long_about = "bpftune watches the kernel with BPF and auto-tunes network sysctls, per network namespace where the sysctl is per namespace. Built-in tuners: TCP buffer limits, TCP memory and the SYN backlog (tcp_buffer); the congestion control algorithm of each TCP connection, chosen per path (tcp_conn); UDP receive buffers and UDP memory (udp_buffer); IP fragment reassembly memory (ip_frag); the per-CPU input backlog and the NAPI budget (net_buffer); the ARP and NDISC neighbour tables (neigh_table); and the sysctl tuner, which notices when another process writes a sysctl a tuner manages. Every change is logged with what changed and why; a sysctl an administrator sets is left alone from then on.",
+    about = "BPF-driven auto-tuning of network and memory sysctls",
+    long_about = "bpftune watches the kernel with BPF and auto-tunes network and memory-reclaim sysctls, per network namespace where the sysctl is per namespace (the vm sysctls are global). Built-in tuners: TCP buffer limits, TCP memory and the SYN backlog (tcp_buffer); the congestion control algorithm of each TCP connection, chosen per path (tcp_conn); UDP receive buffers and UDP memory (udp_buffer); IP fragment reassembly memory (ip_frag); the per-CPU input backlog and the NAPI budget (net_buffer); the ARP and NDISC neighbour tables (neigh_table); memory reclaim: the watermark gap kswapd keeps, the atomic allocation reserve and dentry/inode cache pressure (vm); and the sysctl tuner, which notices when another process writes a sysctl a tuner manages. Every change is logged with what changed and why; a sysctl an administrator sets is left alone from then on.",
     disable_version_flag = true,
     disable_help_flag = true
 )]

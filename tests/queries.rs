@@ -68,8 +68,8 @@ fn every_query_answers_in_the_documented_shape() {
     assert!(
         tunables
             .lines()
-            .any(|l| words(l) == ["tcp_buffer", "net.ipv4.tcp_rmem", "integer", "3"]),
-        "tunables should list tcp_buffer net.ipv4.tcp_rmem integer 3:\n{tunables}"
+            .any(|l| words(l) == ["tcp_buffer", "net.ipv4.tcp_rmem", "integer", "3", "netns"]),
+        "tunables should list tcp_buffer net.ipv4.tcp_rmem integer 3 netns:\n{tunables}"
     );
 
     let live = global_ints("net.ipv4.tcp_rmem");

@@ -62,11 +62,11 @@ _bpftune() {
                     return 0
                     ;;
                 --allow)
-                    COMPREPLY=($(compgen -W "sysctl tcp_buffer udp_buffer ip_frag net_buffer neigh_table tcp_conn" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sysctl tcp_buffer udp_buffer ip_frag net_buffer neigh_table tcp_conn vm" -- "${cur}"))
                     return 0
                     ;;
                 -a)
-                    COMPREPLY=($(compgen -W "sysctl tcp_buffer udp_buffer ip_frag net_buffer neigh_table tcp_conn" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sysctl tcp_buffer udp_buffer ip_frag net_buffer neigh_table tcp_conn vm" -- "${cur}"))
                     return 0
                     ;;
                 --cgroup)

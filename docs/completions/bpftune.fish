@@ -20,7 +20,8 @@ udp_buffer\t'bpftune tuner for UDP receive buffers and UDP memory'
 ip_frag\t'bpftune tuner for IP fragment reassembly memory'
 net_buffer\t'bpftune tuner for the per-CPU backlog and NAPI budget'
 neigh_table\t'bpftune tuner for the ARP and NDISC neighbour tables'
-tcp_conn\t'bpftune tuner choosing TCP congestion control per path'"
+tcp_conn\t'bpftune tuner choosing TCP congestion control per path'
+vm\t'bpftune tuner for memory reclaim (watermarks, reserves, slab pressure)'"
 complete -c bpftune -s c -l cgroup -d 'cgroup-v2 directory for cgroup programs (mounted there if it is not one)' -r -f -a "(__fish_complete_directories)"
 complete -c bpftune -s l -l libdir -d 'Local plugin directory, scanned for tuner files' -r -f -a "(__fish_complete_directories)"
 complete -c bpftune -s d -l debug -d 'Debug logging (also libbpf\'s messages and BPF trace_pipe output)'

@@ -80,6 +80,17 @@ pub struct Candidate {
     pub target: &'static str,
 }
 
+impl Candidate {
+    /// For the tuners' `SLOTS` tables (a `const fn`, so they stay statics).
+    pub const fn new(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
+        Candidate {
+            prog,
+            flavour,
+            target,
+        }
+    }
+}
+
 /// A hook a tuner needs, with its candidates in order of preference.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {

@@ -304,42 +304,34 @@ mod tests {
     use crate::bpf::Flavour;
     use std::collections::HashSet;
 
-    const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
-        Candidate {
-            prog,
-            flavour,
-            target,
-        }
-    }
-
     /// Shaped like a real tuner's slots.
     const SLOTS: &[Slot] = &[
         Slot {
             name: "rmem",
             required: true,
             candidates: &[
-                c("rmem_btf", Flavour::TpBtf, "grow"),
-                c("rmem_raw", Flavour::RawTp, "grow"),
-                c("rmem_fentry", Flavour::Fentry, "f"),
-                c("rmem_kprobe", Flavour::Kprobe, "f"),
+                Candidate::new("rmem_btf", Flavour::TpBtf, "grow"),
+                Candidate::new("rmem_raw", Flavour::RawTp, "grow"),
+                Candidate::new("rmem_fentry", Flavour::Fentry, "f"),
+                Candidate::new("rmem_kprobe", Flavour::Kprobe, "f"),
             ],
         },
         Slot {
             name: "wmem",
             required: true,
             candidates: &[
-                c("wmem_btf", Flavour::TpBtf, "sendmsg"),
-                c("wmem_raw", Flavour::RawTp, "sendmsg"),
-                c("wmem_fentry", Flavour::Fentry, "g"),
-                c("wmem_kprobe", Flavour::Kprobe, "g"),
+                Candidate::new("wmem_btf", Flavour::TpBtf, "sendmsg"),
+                Candidate::new("wmem_raw", Flavour::RawTp, "sendmsg"),
+                Candidate::new("wmem_fentry", Flavour::Fentry, "g"),
+                Candidate::new("wmem_kprobe", Flavour::Kprobe, "g"),
             ],
         },
         Slot {
             name: "extra",
             required: false,
             candidates: &[
-                c("extra_btf", Flavour::TpBtf, "x"),
-                c("extra_fentry", Flavour::Fentry, "y"),
+                Candidate::new("extra_btf", Flavour::TpBtf, "x"),
+                Candidate::new("extra_fentry", Flavour::Fentry, "y"),
             ],
         },
     ];
@@ -530,7 +522,7 @@ mod tests {
         const ONLY_BTF: &[Slot] = &[Slot {
             name: "a",
             required: true,
-            candidates: &[c("a_btf", Flavour::TpBtf, "t")],
+            candidates: &[Candidate::new("a_btf", Flavour::TpBtf, "t")],
         }];
         let mut k = FakeKernel::new(&[], &[]);
         let plan = start("t", ONLY_BTF, true, &mut k);

@@ -40,6 +40,7 @@ impl QueryBackend for Backend {
                     is_string: d.string,
                     num_values: d.num_values,
                     is_sysctl: d.kind == TunableKind::Sysctl,
+                    namespaced: d.namespaced,
                 })
             })
             .collect()

@@ -106,6 +106,9 @@ pub struct TunableRow {
     pub is_string: bool,
     pub num_values: u8,
     pub is_sysctl: bool,
+    /// One value per network namespace (`netns`) or one per kernel (`global`: the
+    /// vm sysctls, tcp_mem, the neighbour thresholds, …).
+    pub namespaced: bool,
 }
 
 /// One line of the `status` / `jstatus` queries (sysctl tunables only).

@@ -37,6 +37,7 @@ impl QueryBackend for Fake {
             is_string,
             num_values,
             is_sysctl,
+            namespaced: name != "net.ipv4.tcp_no_metrics_save",
         };
         vec![
             row("tcp_buffer_tuner", "net.ipv4.tcp_rmem", false, 3, true),
@@ -129,7 +130,7 @@ fn tunables_shape() {
     assert_eq!(
         lines[0],
         format!(
-            "tcp_buffer_tuner {}net.ipv4.tcp_rmem {}integer  3",
+            "tcp_buffer_tuner {}net.ipv4.tcp_rmem {}integer  3  netns",
             sp(50 - 17),
             sp(1)
         )
@@ -137,14 +138,15 @@ fn tunables_shape() {
     assert_eq!(
         lines[2],
         format!(
-            "  tcp_conn_tuner {}net.ipv4.tcp_congestion_control {}string  1",
+            "  tcp_conn_tuner {}net.ipv4.tcp_congestion_control {}string  1  netns",
             sp(50 - 31),
             sp(2)
         )
     );
-    assert!(lines[3].ends_with("integer  0"));
+    assert!(lines[1].ends_with("integer  1 global"), "{}", lines[1]);
+    assert!(lines[3].ends_with("integer  0  netns"));
     for l in &lines {
-        assert_eq!(l.len(), 16 + 1 + 50 + 1 + 8 + 1 + 2);
+        assert_eq!(l.len(), 16 + 1 + 50 + 1 + 8 + 1 + 2 + 1 + 6);
     }
 }
 

@@ -76,21 +76,13 @@ pub static SCENARIOS: [Scenario; SCENARIO_COUNT] = [
     Scenario { name: "neighbour table nearly empty", description: "neighbour table is nearly empty, so reduce its thresholds to reclaim memory." },
 ];
 
-const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
-    Candidate {
-        prog,
-        flavour,
-        target,
-    }
-}
-
 pub static SLOTS: &[Slot] = &[
     Slot {
         name: "neigh_create",
         required: true,
         candidates: &[
-            c("bpftune_neigh_create_btf", Flavour::TpBtf, "neigh_create"),
-            c("bpftune_neigh_create_raw", Flavour::RawTp, "neigh_create"),
+            Candidate::new("bpftune_neigh_create_btf", Flavour::TpBtf, "neigh_create"),
+            Candidate::new("bpftune_neigh_create_raw", Flavour::RawTp, "neigh_create"),
         ],
     },
     Slot {
@@ -98,12 +90,12 @@ pub static SLOTS: &[Slot] = &[
         // Without it the tables only grow (as C bpftune without fentry neigh_remove_one).
         required: false,
         candidates: &[
-            c(
+            Candidate::new(
                 "bpftune_neigh_release_btf",
                 Flavour::TpBtf,
                 "neigh_cleanup_and_release",
             ),
-            c(
+            Candidate::new(
                 "bpftune_neigh_release_raw",
                 Flavour::RawTp,
                 "neigh_cleanup_and_release",

@@ -64,14 +64,6 @@ pub static SCENARIOS: [Scenario; SCENARIO_COUNT] = [
     Scenario { name: "need to enable high-order allocation for skb page frags", description: "Need to enable high-order allocations to improve performance in skb page frag allocation" },
 ];
 
-const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
-    Candidate {
-        prog,
-        flavour,
-        target,
-    }
-}
-
 /// One hook: every freed skb, filtered in the kernel on the CPU_BACKLOG drop reason.
 pub static SLOTS: &[Slot] = &[Slot {
     name: "backlog_drops",
@@ -79,8 +71,8 @@ pub static SLOTS: &[Slot] = &[Slot {
     // column is the fallback signal.
     required: false,
     candidates: &[
-        c("bpftune_kfree_skb_btf", Flavour::TpBtf, "kfree_skb"),
-        c("bpftune_kfree_skb_raw", Flavour::RawTp, "kfree_skb"),
+        Candidate::new("bpftune_kfree_skb_btf", Flavour::TpBtf, "kfree_skb"),
+        Candidate::new("bpftune_kfree_skb_raw", Flavour::RawTp, "kfree_skb"),
     ],
 }];
 

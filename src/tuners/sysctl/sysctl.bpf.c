@@ -28,11 +28,9 @@ int bpftune_sysctl_write(struct bpf_sysctl *ctx)
 		bpf_ringbuf_discard(ev, 0);
 		return 1;
 	}
-	/* Only net.* sysctls are managed; skip the rest in the kernel. */
-	if (ev->str[0] != 'n' || ev->str[1] != 'e' || ev->str[2] != 't' || ev->str[3] != '/') {
-		bpf_ringbuf_discard(ev, 0);
-		return 1;
-	}
+	/* Every write is posted: which names are managed is known only in user space (the
+	 * tuners' descriptors: net.* and vm.*; a net/-only filter here hid administrators'
+	 * vm writes), and sysctl writes are rare (sysctl.d at boot, a container's start). */
 	task = (struct task_struct *)bpf_get_current_task();
 	net = BPF_CORE_READ(task, nsproxy, net_ns);
 	ev->tuner_id = tuner_id;

@@ -3,14 +3,6 @@
 
 use crate::bpf::{Candidate, Flavour, Slot};
 
-const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
-    Candidate {
-        prog,
-        flavour,
-        target,
-    }
-}
-
 /// Hooks in order of preference, by the rule "stable first, then what exists": the
 /// tracepoint (tp_btf, then raw_tp), then the kernel function behind it (fentry, then
 /// kprobe) for kernels that lack the tracepoint. A candidate counts only if it loads and
@@ -21,17 +13,17 @@ pub static SLOTS: &[Slot] = &[
         required: true,
         candidates: &[
             // Fires about once per RTT, only when the receiver wants a larger buffer (6.18+).
-            c("bpftune_rcvbuf_grow_btf", Flavour::TpBtf, "tcp_rcvbuf_grow"),
+            Candidate::new("bpftune_rcvbuf_grow_btf", Flavour::TpBtf, "tcp_rcvbuf_grow"),
             // Older kernels: every receive-space adjustment, sampled.
-            c("bpftune_rcv_space_btf", Flavour::TpBtf, "tcp_rcv_space_adjust"),
-            c("bpftune_rcvbuf_grow_raw", Flavour::RawTp, "tcp_rcvbuf_grow"),
-            c("bpftune_rcv_space_raw", Flavour::RawTp, "tcp_rcv_space_adjust"),
-            c(
+            Candidate::new("bpftune_rcv_space_btf", Flavour::TpBtf, "tcp_rcv_space_adjust"),
+            Candidate::new("bpftune_rcvbuf_grow_raw", Flavour::RawTp, "tcp_rcvbuf_grow"),
+            Candidate::new("bpftune_rcv_space_raw", Flavour::RawTp, "tcp_rcv_space_adjust"),
+            Candidate::new(
                 "bpftune_rcv_space_fentry",
                 Flavour::Fentry,
                 "tcp_rcv_space_adjust",
             ),
-            c(
+            Candidate::new(
                 "bpftune_rcv_space_kprobe",
                 Flavour::Kprobe,
                 "tcp_rcv_space_adjust",
@@ -43,36 +35,36 @@ pub static SLOTS: &[Slot] = &[
         required: true,
         candidates: &[
             // One hit per sendmsg, sampled (6.13+).
-            c("bpftune_sendmsg_btf", Flavour::TpBtf, "tcp_sendmsg_locked"),
-            c("bpftune_sendmsg_raw", Flavour::RawTp, "tcp_sendmsg_locked"),
+            Candidate::new("bpftune_sendmsg_btf", Flavour::TpBtf, "tcp_sendmsg_locked"),
+            Candidate::new("bpftune_sendmsg_raw", Flavour::RawTp, "tcp_sendmsg_locked"),
             // C bpftune's hook: static, inlined on some builds.
-            c(
+            Candidate::new(
                 "bpftune_sndbuf_expand_fentry",
                 Flavour::Fentry,
                 "tcp_sndbuf_expand",
             ),
             // Global, called through sk_prot->sendmsg, so never inlined; sampled.
-            c("bpftune_tcp_sendmsg_fentry", Flavour::Fentry, "tcp_sendmsg"),
-            c(
+            Candidate::new("bpftune_tcp_sendmsg_fentry", Flavour::Fentry, "tcp_sendmsg"),
+            Candidate::new(
                 "bpftune_sndbuf_expand_kprobe",
                 Flavour::Kprobe,
                 "tcp_sndbuf_expand",
             ),
-            c("bpftune_tcp_sendmsg_kprobe", Flavour::Kprobe, "tcp_sendmsg"),
+            Candidate::new("bpftune_tcp_sendmsg_kprobe", Flavour::Kprobe, "tcp_sendmsg"),
         ],
     },
     Slot {
         name: "tcp_mem",
         required: false,
         candidates: &[
-            c("bpftune_exceed_btf", Flavour::TpBtf, "sock_exceed_buf_limit"),
-            c("bpftune_exceed_raw", Flavour::RawTp, "sock_exceed_buf_limit"),
-            c(
+            Candidate::new("bpftune_exceed_btf", Flavour::TpBtf, "sock_exceed_buf_limit"),
+            Candidate::new("bpftune_exceed_raw", Flavour::RawTp, "sock_exceed_buf_limit"),
+            Candidate::new(
                 "bpftune_enter_mempress_fentry",
                 Flavour::Fentry,
                 "tcp_enter_memory_pressure",
             ),
-            c(
+            Candidate::new(
                 "bpftune_enter_mempress_kprobe",
                 Flavour::Kprobe,
                 "tcp_enter_memory_pressure",
@@ -85,24 +77,24 @@ pub static SLOTS: &[Slot] = &[
         name: "established",
         required: false,
         candidates: &[
-            c("bpftune_estab_btf", Flavour::TpBtf, "inet_sock_set_state"),
-            c("bpftune_estab_raw", Flavour::RawTp, "inet_sock_set_state"),
-            c("bpftune_set_state_fentry", Flavour::Fentry, "tcp_set_state"),
-            c("bpftune_set_state_kprobe", Flavour::Kprobe, "tcp_set_state"),
+            Candidate::new("bpftune_estab_btf", Flavour::TpBtf, "inet_sock_set_state"),
+            Candidate::new("bpftune_estab_raw", Flavour::RawTp, "inet_sock_set_state"),
+            Candidate::new("bpftune_set_state_fentry", Flavour::Fentry, "tcp_set_state"),
+            Candidate::new("bpftune_set_state_kprobe", Flavour::Kprobe, "tcp_set_state"),
         ],
     },
     Slot {
         name: "syn_backlog",
         required: false,
         candidates: &[
-            c("bpftune_synack_btf", Flavour::TpBtf, "tcp_retransmit_synack"),
-            c("bpftune_synack_raw", Flavour::RawTp, "tcp_retransmit_synack"),
-            c(
+            Candidate::new("bpftune_synack_btf", Flavour::TpBtf, "tcp_retransmit_synack"),
+            Candidate::new("bpftune_synack_raw", Flavour::RawTp, "tcp_retransmit_synack"),
+            Candidate::new(
                 "bpftune_syn_flood_fentry",
                 Flavour::Fentry,
                 "tcp_syn_flood_action",
             ),
-            c(
+            Candidate::new(
                 "bpftune_syn_flood_kprobe",
                 Flavour::Kprobe,
                 "tcp_syn_flood_action",

@@ -54,30 +54,22 @@ pub static SCENARIOS: [Scenario; SCENARIO_COUNT] = [
     Scenario { name: "a change made reclaim worse", description: "Direct-reclaim stall time rose after the last change: undo it" },
 ];
 
-const fn c(prog: &'static str, flavour: Flavour, target: &'static str) -> Candidate {
-    Candidate {
-        prog,
-        flavour,
-        target,
-    }
-}
-
 /// Hooks in order of preference: the typed tracepoint, then the raw one.
 pub static SLOTS: &[Slot] = &[
     Slot {
         name: "direct_reclaim_begin",
         required: true,
         candidates: &[
-            c("bpftune_vm_reclaim_begin_btf", Flavour::TpBtf, "mm_vmscan_direct_reclaim_begin"),
-            c("bpftune_vm_reclaim_begin_raw", Flavour::RawTp, "mm_vmscan_direct_reclaim_begin"),
+            Candidate::new("bpftune_vm_reclaim_begin_btf", Flavour::TpBtf, "mm_vmscan_direct_reclaim_begin"),
+            Candidate::new("bpftune_vm_reclaim_begin_raw", Flavour::RawTp, "mm_vmscan_direct_reclaim_begin"),
         ],
     },
     Slot {
         name: "direct_reclaim_end",
         required: true,
         candidates: &[
-            c("bpftune_vm_reclaim_end_btf", Flavour::TpBtf, "mm_vmscan_direct_reclaim_end"),
-            c("bpftune_vm_reclaim_end_raw", Flavour::RawTp, "mm_vmscan_direct_reclaim_end"),
+            Candidate::new("bpftune_vm_reclaim_end_btf", Flavour::TpBtf, "mm_vmscan_direct_reclaim_end"),
+            Candidate::new("bpftune_vm_reclaim_end_raw", Flavour::RawTp, "mm_vmscan_direct_reclaim_end"),
         ],
     },
     Slot {
@@ -86,16 +78,16 @@ pub static SLOTS: &[Slot] = &[
         // the others work.
         required: false,
         candidates: &[
-            c("bpftune_vm_kswapd_wake_btf", Flavour::TpBtf, "mm_vmscan_kswapd_wake"),
-            c("bpftune_vm_kswapd_wake_raw", Flavour::RawTp, "mm_vmscan_kswapd_wake"),
+            Candidate::new("bpftune_vm_kswapd_wake_btf", Flavour::TpBtf, "mm_vmscan_kswapd_wake"),
+            Candidate::new("bpftune_vm_kswapd_wake_raw", Flavour::RawTp, "mm_vmscan_kswapd_wake"),
         ],
     },
     Slot {
         name: "kswapd_sleep",
         required: false,
         candidates: &[
-            c("bpftune_vm_kswapd_sleep_btf", Flavour::TpBtf, "mm_vmscan_kswapd_sleep"),
-            c("bpftune_vm_kswapd_sleep_raw", Flavour::RawTp, "mm_vmscan_kswapd_sleep"),
+            Candidate::new("bpftune_vm_kswapd_sleep_btf", Flavour::TpBtf, "mm_vmscan_kswapd_sleep"),
+            Candidate::new("bpftune_vm_kswapd_sleep_raw", Flavour::RawTp, "mm_vmscan_kswapd_sleep"),
         ],
     },
     Slot {
@@ -103,8 +95,8 @@ pub static SLOTS: &[Slot] = &[
         // Without it compaction stalls (/proc/vmstat) are the high-order signal.
         required: false,
         candidates: &[
-            c("bpftune_vm_extfrag_btf", Flavour::TpBtf, "mm_page_alloc_extfrag"),
-            c("bpftune_vm_extfrag_raw", Flavour::RawTp, "mm_page_alloc_extfrag"),
+            Candidate::new("bpftune_vm_extfrag_btf", Flavour::TpBtf, "mm_page_alloc_extfrag"),
+            Candidate::new("bpftune_vm_extfrag_raw", Flavour::RawTp, "mm_page_alloc_extfrag"),
         ],
     },
 ];
@@ -117,7 +109,7 @@ struct Counters {
     stalls_kswapd_awake: u64,
     highorder_fallbacks: u64,
     compact_stalls: u64,
-    refaults_file: u64,
+    thrash_refaults: u64,
     /// `pgscan_kswapd`: kswapd scanned in the interval (the untraced "kswapd awake").
     kswapd_scans: u64,
     /// PSI memory `some` total, µs (the untraced stall time).
@@ -147,7 +139,7 @@ impl Counters {
             },
             highorder_fallbacks: self.highorder_fallbacks.saturating_sub(prev.highorder_fallbacks),
             compact_stalls: self.compact_stalls.saturating_sub(prev.compact_stalls),
-            refaults_file: self.refaults_file.saturating_sub(prev.refaults_file),
+            thrash_refaults: self.thrash_refaults.saturating_sub(prev.thrash_refaults),
             ..Sample::default()
         }
     }
@@ -160,10 +152,9 @@ struct Traced {
     kswapd: bool,
 }
 
-/// The last applied change, watched for [`policy::made_worse`].
+/// A tunable's last raise, watched for [`policy::made_worse`].
 #[derive(Debug, Clone)]
 struct Watched {
-    tunable: usize,
     from: i64,
     to: i64,
     before: Vec<Sample>,
@@ -186,7 +177,12 @@ pub struct Vm {
     /// Ticks to wait before a tunable is decided on again after a change: the evidence
     /// that led to it is still in the window.
     hold: [usize; TUNABLE_COUNT],
-    watched: Option<Watched>,
+    /// After an undo: the value a raise went wrong from, and the ticks for which no
+    /// raise above it is tried (without this the next tick's "kswapd behind" would
+    /// retry the same step at once, and the value would flap).
+    ceiling: [Option<(i64, usize)>; TUNABLE_COUNT],
+    /// Each tunable's last raise, until it is judged.
+    watched: [Option<Watched>; TUNABLE_COUNT],
 }
 
 /// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
@@ -224,8 +220,12 @@ impl Vm {
 
     fn counters(&self, vmstat: &str) -> Counters {
         let v = |k: &str| proc::field(vmstat, k).unwrap_or(0);
-        // Kernels before 5.9 have one workingset_refault counter for both LRUs.
-        let refaults = proc::field(vmstat, "workingset_refault_file").unwrap_or_else(|| v("workingset_refault"));
+        // Refaults of file pages that were still in the workingset when they were
+        // evicted (`workingset_activate_*`): thrashing. Not every refault: a stream
+        // re-read from the start refaults every page but needs none of them back soon,
+        // and counting those made the slab rule fire in the reclaim recipe with no
+        // slab to speak of. Kernels before 5.9 have one counter for both LRUs.
+        let refaults = proc::field(vmstat, "workingset_activate_file").unwrap_or_else(|| v("workingset_activate"));
         let (direct_stalls, direct_stall_ns, awake, fallbacks) = match self.bpf_counters() {
             Some(s) if self.traced.reclaim => (s[0], s[1], s[2], s[3]),
             // Not attached: the kernel's own count of direct-reclaim entries, untimed.
@@ -237,7 +237,7 @@ impl Vm {
             stalls_kswapd_awake: awake,
             highorder_fallbacks: fallbacks,
             compact_stalls: v("compact_stall"),
-            refaults_file: refaults,
+            thrash_refaults: refaults,
             kswapd_scans: v("pgscan_kswapd"),
             psi_some_us: 0,
         }
@@ -291,10 +291,14 @@ impl Vm {
         });
         if out == Outcome::Applied {
             self.hold[t] = policy::WINDOW;
+            if scenario == VM_CHANGE_MADE_WORSE {
+                self.ceiling[t] = Some((to, policy::CALM_INTERVALS));
+            }
             if scenario != VM_CHANGE_MADE_WORSE && to > from {
-                let before: Vec<Sample> = self.window.iter().rev().take(policy::WINDOW).copied().collect();
-                self.watched = Some(Watched {
-                    tunable: t,
+                // The raise is judged before this tunable moves again.
+                self.hold[t] = policy::WATCH;
+                let before: Vec<Sample> = self.window.iter().rev().take(policy::WATCH).copied().collect();
+                self.watched[t] = Some(Watched {
                     from,
                     to,
                     before,
@@ -304,26 +308,29 @@ impl Vm {
         }
     }
 
-    /// After a raise has had [`policy::WINDOW`] intervals: undo it if stalls grew.
-    fn check_watched(&mut self, s: Sample, env: &mut dyn TunerEnv) {
-        let Some(w) = self.watched.as_mut() else { return };
+    /// After a raise of `t` has had [`policy::WATCH`] intervals: undo it if stalls grew.
+    fn check_watched(&mut self, t: usize, s: Sample, env: &mut dyn TunerEnv) {
+        let Some(w) = self.watched[t].as_mut() else { return };
         w.after.push(s);
-        if w.after.len() < policy::WINDOW {
+        if w.after.len() < policy::WATCH {
             return;
         }
-        let Some(w) = self.watched.take() else { return };
-        if !policy::made_worse(&w.before, &w.after, env.rate()) {
+        let Some(w) = self.watched[t].take() else { return };
+        if !policy::made_worse(&w.before, &w.after) {
             return;
         }
-        let Some((live_v, live)) = Self::live(env, w.tunable) else { return };
+        let Some((live_v, live)) = Self::live(env, t) else { return };
         if live != w.to {
             return;
         }
         let why = "direct-reclaim stall time rose after the last change";
-        self.propose(env, w.tunable, VM_CHANGE_MADE_WORSE, live_v, w.from, why);
+        self.propose(env, t, VM_CHANGE_MADE_WORSE, live_v, w.from, why);
     }
 
     fn decide(&mut self, env: &mut dyn TunerEnv, t: usize) {
+        if let Some((at, ticks)) = self.ceiling[t] {
+            self.ceiling[t] = ticks.checked_sub(1).filter(|&n| n > 0).map(|n| (at, n));
+        }
         if self.hold[t] > 0 {
             self.hold[t] -= 1;
             return;
@@ -345,12 +352,15 @@ impl Vm {
                 VM_ATOMIC_RESERVE_SHORT,
             ),
             _ => (
-                policy::vfs_cache_decision(&window, live, boot, rate),
+                policy::vfs_cache_decision(&window, live, boot, &m, rate),
                 VM_SLAB_CROWDS_CACHE,
                 VM_SLAB_CALM,
             ),
         };
         match action {
+            Some(Action::Raise { to, .. }) if self.ceiling[t].is_some_and(|(at, _)| to > at) => {
+                tracing::debug!("vm: {} stays at {live}: a raise from it made reclaim worse", TUNABLES[t].name);
+            }
             Some(Action::Raise { to, why }) => self.propose(env, t, raise, live_v, to, &why),
             Some(Action::Relax { to, why }) => self.propose(env, t, relax, live_v, to, &why),
             None => {}
@@ -391,8 +401,8 @@ impl Tuner for Vm {
         while self.window.len() > KEEP {
             self.window.pop_front();
         }
-        self.check_watched(s, env);
         for t in [WATERMARK_SCALE_FACTOR, MIN_FREE_KBYTES, VFS_CACHE_PRESSURE] {
+            self.check_watched(t, s, env);
             self.decide(env, t);
         }
     }

@@ -27,7 +27,7 @@ fn env() -> FakeEnv {
 fn tick(vm: &mut Vm, e: &mut FakeEnv, stalls: u64, kswapd_scans: u64, psi_us: u64) {
     e.files.insert(
         "vmstat".into(),
-        format!("allocstall_normal {stalls}\npgscan_kswapd {kswapd_scans}\ncompact_stall 0\nworkingset_refault_file 0\n"),
+        format!("allocstall_normal {stalls}\npgscan_kswapd {kswapd_scans}\ncompact_stall 0\nworkingset_activate_file 0\n"),
     );
     e.files.insert(
         "pressure/memory".into(),
@@ -54,14 +54,13 @@ fn repeated_stalls_while_kswapd_scans_raise_the_watermark_scale_factor_once_per_
         p.message
     );
     assert!(p.message.ends_with("change vm.watermark_scale_factor from (10) -> (12)"), "{}", p.message);
-    // The same evidence does not raise again at once: fresh stalls over a new window do.
-    for i in 4..=6 {
+    // Not raised again while the raise is watched; then the stalls, still there, do.
+    let watch = policy::WATCH as u64;
+    for i in 4..(4 + watch) {
         tick(&mut vm, &mut e, 5 * i, 1000 * i, 20_000 * i);
     }
     assert_eq!(e.applied.len(), 1, "{:?}", e.applied);
-    for i in 7..=9 {
-        tick(&mut vm, &mut e, 5 * i, 1000 * i, 20_000 * i);
-    }
+    tick(&mut vm, &mut e, 5 * (4 + watch), 1000 * (4 + watch), 20_000 * (4 + watch));
     assert_eq!(e.get(WATERMARK_SCALE_FACTOR, Ns::Global), Some(15), "{:?}", e.applied);
 }
 
@@ -84,13 +83,30 @@ fn a_raise_followed_by_more_stall_time_is_undone() {
         tick(&mut vm, &mut e, 5 * i, 1000 * i, 10_000 * i);
     }
     assert_eq!(e.get(WATERMARK_SCALE_FACTOR, Ns::Global), Some(12));
-    // Five intervals of 50 ms stall each (before: 10 ms each): worse, undone.
-    for i in 4..=8 {
+    // WATCH intervals of 50 ms stall each (before: 10 ms each): worse, undone.
+    let watch = policy::WATCH as u64;
+    for i in 4..(4 + watch) {
         tick(&mut vm, &mut e, 5 * i, 1000 * i, 30_000 + 50_000 * (i - 3));
     }
     let last = e.applied.last().expect("an undo");
     assert_eq!((last.tunable, last.scenario), (WATERMARK_SCALE_FACTOR, VM_CHANGE_MADE_WORSE));
     assert_eq!(e.get(WATERMARK_SCALE_FACTOR, Ns::Global), Some(10));
+    // The same stalls go on: the step that went wrong is not retried for a calm stretch.
+    let undone = e.applied.len();
+    let mut psi = 30_000 + 50_000 * watch;
+    let first = 4 + watch;
+    for i in first..(first + policy::CALM_INTERVALS as u64 - 2) {
+        psi += 50_000;
+        tick(&mut vm, &mut e, 5 * i, 1000 * i, psi);
+    }
+    assert_eq!(e.applied.len(), undone, "retried: {:?}", &e.applied[undone..]);
+    for i in 0..(2 * policy::WINDOW as u64) {
+        psi += 50_000;
+        let n = first + policy::CALM_INTERVALS as u64 + i;
+        tick(&mut vm, &mut e, 5 * n, 1000 * n, psi);
+    }
+    let retry = e.applied.get(undone).expect("tried again after the stretch");
+    assert_eq!((retry.scenario, &retry.value), (VM_KSWAPD_BEHIND, &SysctlValue::Ints(vec![12])));
 }
 
 #[test]

@@ -25,19 +25,33 @@ pub fn format_tuners(rows: &[TunerRow]) -> String {
         .collect()
 }
 
-/// `tunables`: `"%16s %50s %8s %2d\n"` (tuner, tunable, "string"|"integer", num_values).
+/// `tunables`: the reference's `"%16s %50s %8s %2d"` (tuner, tunable, "string"|"integer",
+/// num_values) and a fifth column the reference lacks, the scope: `netns` (one value
+/// per network namespace) or `global` (one per kernel). Appended, so that readers of
+/// the first four columns see what they did.
 pub fn format_tunables(rows: &[TunableRow]) -> String {
     rows.iter()
         .map(|r| {
             format!(
-                "{:>16} {:>50} {:>8} {:>2}\n",
+                "{:>16} {:>50} {:>8} {:>2} {:>6}\n",
                 r.tuner,
                 r.name,
                 type_name(r.is_string),
-                r.num_values
+                r.num_values,
+                scope(r.namespaced)
             )
         })
         .collect()
+}
+
+/// The scope column of `tunables` (not in `jtunables`: the PCP agent's reader of it
+/// expects exactly type and num_values).
+fn scope(namespaced: bool) -> &'static str {
+    if namespaced {
+        "netns"
+    } else {
+        "global"
+    }
 }
 
 fn status_text(value: &Option<SysctlValue>) -> String {
