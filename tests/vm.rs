@@ -108,7 +108,7 @@ fn reclaim_pressure_raises_the_watermark_gap_observe_only_proposes_and_rollback_
 
     // Tune, with -R: the daemon raises it (within its cap), and puts it back on exit.
     // Globals are kept by the harness so that only -R can restore them.
-    let d = Daemon::start_keeping_globals(&["-a", "vm", "-R", "-d"]);
+    let d = Daemon::start_keeping_globals(&["-a", "vm", "-R"]);
     let load = Load::start(2 * SIGNAL.as_secs());
     let deadline = Instant::now() + SIGNAL;
     while wsf() <= found && Instant::now() < deadline {
