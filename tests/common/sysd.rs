@@ -67,11 +67,16 @@ impl Listener {
 }
 
 /// `bpftune -c <tmp>/cgroupv2 <args>` with private run/state dirs, extra environment and
-/// stderr written to `<tmp>/stderr`. SIGTERM (then SIGKILL) on drop.
+/// stderr written to `<tmp>/stderr`. SIGTERM (then SIGKILL) on drop; after that, every
+/// global sysctl it left changed is put back (a daemon without `-R` leaves tcp_conn's
+/// start-up addition to `net.ipv4.tcp_allowed_congestion_control`: the systemd tests
+/// left "reno bbr cubic" on the host after every CI run).
 pub struct SysDaemon {
     child: Option<Child>,
     pub stderr_path: PathBuf,
     dir: TempDir,
+    /// Dropped after the daemon has been stopped (fields drop after `Drop::drop`).
+    _globals: crate::common::GlobalsGuard,
 }
 
 impl SysDaemon {
@@ -89,6 +94,7 @@ impl SysDaemon {
         env: &[(&str, &str)],
         bounding: Option<Vec<u8>>,
     ) -> SysDaemon {
+        let globals = crate::common::GlobalsGuard::take();
         let dir = temp_dir(tag);
         let stderr_path = dir.path().join("stderr");
         let stderr = File::create(&stderr_path).expect("create stderr file");
@@ -130,6 +136,7 @@ impl SysDaemon {
             child: Some(child),
             stderr_path,
             dir,
+            _globals: globals,
         }
     }
 
