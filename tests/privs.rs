@@ -88,11 +88,13 @@ fn idle_effective_set_is_empty_and_tuning_still_works() {
     assert_idle(&d, "after start");
 
     // A namespace tuning event: setns + /proc/sys write, raised on the setns thread.
-    p.iperf(3);
-    d.expect_log(
-        "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) -> (4096 131072 327680)",
-        Duration::from_secs(3),
-        "receiver tcp_rmem raise",
+    let raised =
+        "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) -> (4096 131072 327680)";
+    assert!(
+        p.iperf_until(3, 4, || d.wait_for(raised, Duration::from_millis(200))),
+        "receiver tcp_rmem raise: log has no {raised:?}\n{}\nlog tail:\n{}",
+        common::tcp_memory_line(),
+        d.tail(60)
     );
     assert!(
         ns_ints(&p.rx, "net.ipv4.tcp_rmem")[2] > 262144,
@@ -200,13 +202,11 @@ fn the_units_bounding_set_is_enough_to_start_tune_and_roll_back() {
             "{tuner} not attached with the unit's bounding set:\n{log}"
         );
     }
-    p.iperf(3);
+    let raised = "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144)";
     assert!(
-        d.wait_stderr(
-            "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144)",
-            Duration::from_secs(3)
-        ),
-        "no tuning with the unit's bounding set:\n{}",
+        p.iperf_until(3, 4, || d.stderr().contains(raised)),
+        "no tuning with the unit's bounding set:\n{}\n{}",
+        common::tcp_memory_line(),
         d.stderr()
     );
     let st = d.terminate();

@@ -486,6 +486,34 @@ impl Pair {
     pub fn iperf(&self, secs: u32) -> f64 {
         iperf(&self.rx, &self.tx, self.rx_addr(), secs)
     }
+
+    /// Rounds of `secs` seconds of iperf3 until `done()` (checked after each round and
+    /// once more 1 s after the last), at most `rounds`; whether it became true. The
+    /// receiver's autotuning reaches a small `tcp_rmem` max within one round on an idle
+    /// machine, but a busy one (netns teardown of earlier tests still running) may need
+    /// more than one.
+    pub fn iperf_until(&self, secs: u32, rounds: u32, mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..rounds {
+            self.iperf(secs);
+            if done() {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        done()
+    }
+}
+
+/// The TCP line of /proc/net/protocols (memory pages, pressure flag): for failure
+/// messages, since the tuners hold buffer growth back while TCP memory is under pressure.
+pub fn tcp_memory_line() -> String {
+    fs::read_to_string("/proc/net/protocols")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("protocol") || l.starts_with("TCP "))
+        .map(|l| l.chars().take(60).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// iperf3 from `client` to a fresh server in `server` at `addr`; received bits/s.
