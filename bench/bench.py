@@ -1445,7 +1445,8 @@ def _stats_missing(trials, key):
 
 def bench_vm_reclaim(ctx):
     """vm tuner outcome: bench/vm_reclaim.py in a 1 GiB qemu guest (6.12) — untuned,
-    tuned, untuned again under the same reclaim pressure. Only with --only vm-reclaim
+    tuned, untuned again under the same reclaim pressure, then the value the daemon
+    reached against the one found in ABBA-ordered pairs. Only with --only vm-reclaim
     (a guest run of ~10 min; the smoke and the default set leave it out)."""
     out = ROOT / "target/kernel-matrix/vm-reclaim/result.json"
     cmd = [sys.executable, str(ROOT / "bench/vm_reclaim.py"), "guest", "--bpftune", str(BPFTUNE)]
@@ -1464,6 +1465,12 @@ def bench_vm_reclaim(ctx):
             ctx.row(f"vm-reclaim: {what}, tuned / untuned", stats([r[key]]), "", fmt="{:.3f}",
                     note=f"watermark_scale_factor {res['found']['watermark_scale_factor']} -> "
                          f"{res['tuned_watermark_scale_factor']}")
+    alt = res.get("ratios_alternation") or {}
+    for key, what in (("direct_reclaim_ms", "direct-reclaim stall time"), ("probe_mib_s", "probe throughput")):
+        if alt.get(key) is not None:
+            ctx.row(f"vm-reclaim: {what}, learned value / found, ABBA pairs", stats([alt[key]]), "", fmt="{:.3f}",
+                    note=f"{len(res['alternation']['segments']) // 2} pairs of "
+                         f"{res['alternation']['segment_secs']} s")
     ctx.results["vm-reclaim"] = res
 
 

@@ -17,11 +17,15 @@ vm.watermark_scale_factor decides.
 
 Usage (root; refuses a machine with more than 4 GiB: it would squeeze a real host):
   vm_reclaim.py load --secs N [--json FILE]     the two loads for N s; figures out
-  vm_reclaim.py bench --bpftune PATH [--secs N] [--learn N] [--json FILE]
+  vm_reclaim.py bench --bpftune PATH [--secs N] [--learn N] [--pairs P --seg S] [--json FILE]
       untuned (daemon -a vm --observe) N s; the daemon tuning (-a vm -R) for
-      --learn s, then N s measured (the daemon still tuning); the daemon stopped (-R restores), N s untuned again; prints the
-      ratios of tuned to the mean of the two untuned phases; leaves the sysctls as found
-  vm_reclaim.py guest [--kernel 6.12] [--mem 1G] [--secs N] [--learn N]
+      --learn s, then N s measured (the daemon still tuning); the daemon stopped
+      (-R restores), N s untuned again; prints the ratios of tuned to the mean of
+      the two untuned phases. Then P pairs of S-s segments alternating the value the
+      daemon reached with the value found, in the order AB BA AB ..., so that the
+      load's drift over minutes falls on both sides alike; prints the ratio of their
+      sums. Leaves the sysctls as found
+  vm_reclaim.py guest [--kernel 6.12] [--mem 1G] [--secs N] [--learn N] [--pairs P --seg S]
       host side: `bench` in a guest of scripts/kernel-matrix.sh (booted with psi=1)
 
 Figures per phase: direct-reclaim stall time and count (the kernel's own
@@ -276,15 +280,42 @@ def trace_stop(inst):
     return n, round(total * 1000, 1)
 
 
-def default_burst(allocators, hold, chunk_mib):
-    """MiB per burst such that the bursts held come to 80 % of memory."""
-    mib = mem_total_kib() // 1024 * 8 // 10 // (allocators * hold)
-    return max(chunk_mib, mib // chunk_mib * chunk_mib)
+# The allocators' shape (per allocator; `load --burst/--hold/--period` override):
+# - bursty (the default): a burst of 5 % of memory each second, the last 6 held
+#   (together 60 % of memory; the page-cache reader fills the rest, so free memory
+#   sits at the watermarks): a service allocating in bursts with idle time between. Here the watermark gap decides whether a burst finds free
+#   memory kswapd reclaimed ahead of it (1 GiB guest: 1634 ms of direct-reclaim
+#   stall at watermark_scale_factor 10 against 109 ms at 200, 2 × 2 × 15 s).
+# - churn: bursts four times a second, the last 4 held (together 80 % of memory):
+#   continuous reclaim at the rate kswapd can swap out, where a head start changes
+#   little (0.67–1.12 of the stall time at 200 against 10) but stalls are certain
+#   (the guest test's load).
+PROFILES = {
+    "bursty": {"share": 0.05, "hold": 6, "period": 1.0},
+    "churn": {"share": None, "hold": 4, "period": 0.25},
+}
+LOAD_KW = {}
 
 
-def load(secs, allocators=2, burst_mib=None, chunk_mib=8, hold=4, period=0.25):
-    """Both loads for `secs` (zram set up: setup_zram); the figures of that interval."""
-    burst_mib = burst_mib or default_burst(allocators, hold, chunk_mib)
+def shape(profile, allocators=2, burst_mib=None, chunk_mib=8, hold=None, period=None):
+    """load() keyword arguments for a profile, with explicit values overriding it."""
+    p = PROFILES[profile]
+    hold = hold or p["hold"]
+    if not burst_mib:
+        mem_mib = mem_total_kib() // 1024
+        # churn: the bursts held come to 80 % of memory.
+        mib = int(mem_mib * p["share"]) if p["share"] else mem_mib * 8 // 10 // (allocators * hold)
+        burst_mib = max(chunk_mib, mib // chunk_mib * chunk_mib)
+    return dict(allocators=allocators, burst_mib=burst_mib, chunk_mib=chunk_mib, hold=hold,
+                period=period or p["period"])
+
+
+def load(secs, **kw):
+    """Both loads for `secs` (zram set up: setup_zram); the figures of that interval.
+    `kw`: the allocators' shape (`shape`; the module's LOAD_KW when not given)."""
+    kw = {**LOAD_KW, **kw}
+    allocators, burst_mib, chunk_mib = kw["allocators"], kw["burst_mib"], kw["chunk_mib"]
+    hold, period = kw["hold"], kw["period"]
     me = [sys.executable, os.path.abspath(__file__)]
     children = [subprocess.Popen(me + ["reader"], stdout=subprocess.PIPE, text=True)]
     inst = trace_start()
@@ -391,7 +422,7 @@ def ratio(a, b):
     return round(a / b, 3) if b else (1.0 if a == 0 else float("inf"))
 
 
-def learn(secs):
+def learn_while_tuning(secs):
     """The load runs for `secs` while the tuning daemon raises the watermark gap;
     returns the value it reached."""
     stop = threading.Event()
@@ -407,9 +438,59 @@ def mean_phase(a, b):
     return {k: (None if a[k] is None or b[k] is None else (a[k] + b[k]) / 2) for k in a}
 
 
-def bench(bpftune, secs, learn, warm=10):
+def alternate(name, values, pairs, seg, **load_kw):
+    """`pairs` pairs of `seg`-s loads at values[0] (A) and values[1] (B), in the order
+    AB BA AB ...; each segment's figures, the value it ran at."""
+    segs = []
+    for i in range(pairs):
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            write_sysctl(name, values[which])
+            r = load(seg, **load_kw)
+            r["value"] = values[which]
+            print(f"vm_reclaim: {name} {values[which]}: {r['direct_reclaim_ms']} ms in direct reclaim", flush=True)
+            segs.append(r)
+    return segs
+
+
+def sum_segments(segs, value):
+    keys = ("direct_reclaim_ms", "allocstall", "pgscan_direct", "psi_some_us", "secs")
+    mine = [r for r in segs if r["value"] == value]
+    out = {k: sum(r[k] or 0 for r in mine) for k in keys}
+    # Throughputs and latencies: the mean over the segments.
+    for k in ("probe_p99_ms", "probe_mib_s", "reader_mib_s"):
+        out[k] = sum(r[k] for r in mine) / len(mine) if mine else None
+    return out
+
+
+def lever(values, pairs, seg, **load_kw):
+    """The lever by hand: `watermark_scale_factor` at values[0] against values[1] in
+    ABBA-ordered pairs (no daemon); the sums and their ratio."""
+    found = read_sysctl("watermark_scale_factor")
+    # As in `bench`: no static key flips between segments (an emulated guest oopsed on
+    # a stale int3 when the tracing instance was enabled and disabled per segment).
+    keys_on = keep_tracepoints_enabled()
+    try:
+        load(10, **load_kw)
+        segs = alternate("watermark_scale_factor", [str(v) for v in values], pairs, seg, **load_kw)
+    finally:
+        write_sysctl("watermark_scale_factor", found)
+        keys_on()
+    a, b = sum_segments(segs, str(values[0])), sum_segments(segs, str(values[1]))
+    return {
+        "load": {k: v for k, v in load_kw.items()},
+        "values": values,
+        "segment_secs": seg,
+        "segments": [{k: r[k] for k in ("value", "direct_reclaim_ms", "allocstall", "probe_mib_s")} for r in segs],
+        "ratios": {k: ratio(b[k], a[k]) for k in ("direct_reclaim_ms", "allocstall", "pgscan_direct",
+                                                   "probe_p99_ms", "probe_mib_s", "reader_mib_s")},
+    }
+
+
+def bench(bpftune, secs, learn, pairs=0, seg=20, warm=10):
     """Untuned (A), tuned (B), untuned again (A): the load drifts over minutes (swap
-    and cache state), so B is compared with the mean of the A before and after it."""
+    and cache state), so B is compared with the mean of the A before and after it.
+    Then `pairs` ABBA-ordered pairs of the value the daemon reached against the
+    value found (see `alternate`)."""
     found = {n: read_sysctl(n) for n in VM_SYSCTLS}
     # The vm tracepoints stay enabled (a tracefs instance that records nothing) and BPF
     # run-time statistics stay on for the whole run, so that no daemon start or stop
@@ -430,7 +511,7 @@ def bench(bpftune, secs, learn, warm=10):
         d = Daemon(bpftune, "-R")
         tuning_started = time.monotonic()
         print(f"vm_reclaim: learning {learn} s (daemon tuning)", flush=True)
-        tuned_wsf = learn(learn)
+        tuned_wsf = learn_while_tuning(learn)
         print(f"vm_reclaim: tuned {secs} s (watermark_scale_factor {tuned_wsf} after {learn} s)", flush=True)
         tuned = load(secs)
         changes = d.lines("change vm.")
@@ -440,6 +521,11 @@ def bench(bpftune, secs, learn, warm=10):
         after = {n: read_sysctl(n) for n in VM_SYSCTLS}
         print(f"vm_reclaim: untuned again {secs} s (rolled back: {after == found})", flush=True)
         untuned2 = load(secs)
+        wsf = (found["watermark_scale_factor"], tuned_wsf)
+        segs = []
+        if pairs and wsf[0] != wsf[1]:
+            print(f"vm_reclaim: {pairs} pairs of {seg} s, watermark_scale_factor {wsf[0]} / {wsf[1]}", flush=True)
+            segs = alternate("watermark_scale_factor", wsf, pairs, seg)
     finally:
         for n, v in found.items():
             if read_sysctl(n) != v:
@@ -469,6 +555,18 @@ def bench(bpftune, secs, learn, warm=10):
         "tuning_daemon_secs": round(tuning_secs, 1),
         "bpf_pct_of_a_core": round(sum(bpf_ns.values()) / (tuning_secs * 1e9) * 100, 4),
         "changes": changes,
+        "alternation": {
+            "values": {"untuned": wsf[0], "tuned": wsf[1]},
+            "segment_secs": seg,
+            "segments": [{k: r[k] for k in ("value", "direct_reclaim_ms", "probe_mib_s")} for r in segs],
+            "untuned": sum_segments(segs, wsf[0]),
+            "tuned": sum_segments(segs, wsf[1]),
+        } if segs else None,
+        "ratios_alternation": {
+            k: ratio(sum_segments(segs, wsf[1])[k], sum_segments(segs, wsf[0])[k])
+            for k in ("direct_reclaim_ms", "allocstall", "pgscan_direct", "psi_some_us",
+                      "probe_p99_ms", "probe_mib_s", "reader_mib_s")
+        } if segs else None,
     }
 
 
@@ -481,9 +579,12 @@ def guest(args):
     env = dict(os.environ, BPFTUNE_KM_MEM=args.mem, BPFTUNE_KM_APPEND="psi=1", BPFTUNE_KM_TCG_THREAD=args.tcg_thread)
     cmd = [
         os.path.join(REPO, "scripts/kernel-matrix.sh"), "--kernel", args.kernel, "--out", out, "--quiet",
-        "--timeout", str(600 + 4 * args.secs + args.learn),
-        "--", sys.executable, os.path.abspath(__file__), "bench", "--bpftune", bpftune,
-        "--secs", str(args.secs), "--learn", str(args.learn), "--json", f"/km-out/result.json",
+        "--timeout", str(600 + 4 * args.secs + args.learn + 2 * args.pairs * (args.seg + 10)),
+        # The result goes to the guest's output share, which it knows as $KM_OUT.
+        "--", "sh", "-c", 'exec "$@" --json "$KM_OUT/result.json"', "sh",
+        sys.executable, os.path.abspath(__file__), "bench", "--bpftune", bpftune,
+        "--secs", str(args.secs), "--learn", str(args.learn),
+        "--pairs", str(args.pairs), "--seg", str(args.seg), "--profile", args.profile,
     ]
     rc = subprocess.run(cmd, env=env).returncode
     try:
@@ -506,14 +607,26 @@ def main():
     lp.add_argument("--secs", type=int, default=30)
     lp.add_argument("--json")
     lp.add_argument("--allocators", type=int, default=2)
-    lp.add_argument("--burst", type=int, help="MiB per burst (default: the bursts held are 80 %% of memory)")
+    lp.add_argument("--burst", type=int, help="MiB per burst (default: the profile's)")
     lp.add_argument("--chunk", type=int, default=8, help="MiB per mapping")
-    lp.add_argument("--hold", type=int, default=4, help="bursts held")
-    lp.add_argument("--period", type=float, default=0.25, help="s between bursts")
+    lp.add_argument("--hold", type=int, help="bursts held (default: the profile's)")
+    lp.add_argument("--period", type=float, help="s between bursts (default: the profile's)")
+    vp = sub.add_parser("lever")
+    vp.add_argument("--values", default="10,200", help="the two watermark_scale_factor values")
+    vp.add_argument("--pairs", type=int, default=2)
+    vp.add_argument("--seg", type=int, default=15)
+    vp.add_argument("--json")
+    vp.add_argument("--allocators", type=int, default=2)
+    vp.add_argument("--burst", type=int, help="as for load")
+    vp.add_argument("--chunk", type=int, default=8)
+    vp.add_argument("--hold", type=int)
+    vp.add_argument("--period", type=float)
     bp = sub.add_parser("bench")
     bp.add_argument("--bpftune", required=True)
     bp.add_argument("--secs", type=int, default=60)
     bp.add_argument("--learn", type=int, default=300)
+    bp.add_argument("--pairs", type=int, default=4, help="AB pairs of the learned value against the one found")
+    bp.add_argument("--seg", type=int, default=20, help="s per segment of a pair")
     bp.add_argument("--json")
     gp = sub.add_parser("guest")
     gp.add_argument("--kernel", default="6.12")
@@ -525,6 +638,11 @@ def main():
     gp.add_argument("--bpftune", default=os.path.join(target, "release/bpftune"))
     gp.add_argument("--secs", type=int, default=60)
     gp.add_argument("--learn", type=int, default=300)
+    gp.add_argument("--pairs", type=int, default=4)
+    gp.add_argument("--seg", type=int, default=20)
+    for sp in (lp, vp, bp, gp):
+        sp.add_argument("--profile", default="bursty", choices=sorted(PROFILES),
+                        help="the allocators' shape (default bursty; see PROFILES)")
     args = ap.parse_args()
     if args.cmd == "reader":
         return reader_main()
@@ -540,17 +658,26 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     take_down = setup_zram()
     try:
-        result = (
-            load(args.secs, args.allocators, args.burst, args.chunk, args.hold, args.period)
-            if args.cmd == "load"
-            else bench(args.bpftune, args.secs, args.learn)
-        )
+        if args.cmd in ("load", "lever"):
+            kw = shape(args.profile, args.allocators, args.burst, args.chunk, args.hold, args.period)
+        else:
+            kw = shape(args.profile)
+        LOAD_KW.update(kw)
+        print(f"vm_reclaim: profile {args.profile}: {kw}", file=sys.stderr, flush=True)
+        if args.cmd == "load":
+            result = load(args.secs)
+        elif args.cmd == "lever":
+            result = lever([int(v) for v in args.values.split(",")], args.pairs, args.seg, **kw)
+            result["profile"] = args.profile
+        else:
+            result = bench(args.bpftune, args.secs, args.learn, args.pairs, args.seg)
+            result["profile"] = {"name": args.profile, **kw}
     finally:
         take_down()
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        with open(args.json.replace("/km-out", os.environ.get("KM_OUT", "/km-out")), "w") as f:
+        with open(args.json, "w") as f:
             f.write(text + "\n")
     return 0
 

@@ -88,13 +88,10 @@ fn idle_effective_set_is_empty_and_tuning_still_works() {
     assert_idle(&d, "after start");
 
     // A namespace tuning event: setns + /proc/sys write, raised on the setns thread.
-    let raised =
-        "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) -> (4096 131072 327680)";
-    assert!(
-        p.iperf_until(3, 4, || d.wait_for(raised, Duration::from_millis(200))),
-        "receiver tcp_rmem raise: log has no {raised:?}\n{}\nlog tail:\n{}",
-        common::tcp_memory_line(),
-        d.tail(60)
+    p.iperf_until_log(
+        &d,
+        "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) -> (4096 131072 327680)",
+        "receiver tcp_rmem raise",
     );
     assert!(
         ns_ints(&p.rx, "net.ipv4.tcp_rmem")[2] > 262144,

@@ -21,8 +21,7 @@ fn pair() -> Pair {
 }
 
 fn raise(d: &Daemon, p: &Pair) -> Vec<i64> {
-    p.iperf(3);
-    d.expect_log(RAISE_1, Duration::from_secs(3), "receiver tcp_rmem raise");
+    p.iperf_until_log(d, RAISE_1, "receiver tcp_rmem raise");
     let v = ns_ints(&p.rx, "net.ipv4.tcp_rmem");
     assert!(
         v[2] > 262144,

@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::{ns_ints, ns_set, setup, temp_dir, Daemon, Pair, TempDir, BPFTUNE};
 
@@ -34,10 +33,9 @@ fn tuned_daemon() -> (Pair, TempDir, Daemon) {
     ns_set(&p.tx, "net.ipv4.tcp_wmem", "4096 16384 33554432");
     let state = temp_dir("state");
     let d = Daemon::start_with_state(&[], state.path());
-    p.iperf(3);
-    d.expect_log(
+    p.iperf_until_log(
+        &d,
         "change net.ipv4.tcp_rmem(min default max) from (4096 131072 262144) ->",
-        Duration::from_secs(3),
         "receiver tcp_rmem raise",
     );
     (p, state, d)

@@ -526,8 +526,7 @@ fn restart_right_after_sigterm_takes_over_twenty_times_in_a_row() {
     // Its successors take over its state; the last one's -R restores the globals.
     let first = Daemon::start_keeping_globals(&[]);
     let first_pid = first.pid();
-    p.iperf(3);
-    first.expect_log(RAISE_1, Duration::from_secs(3), "receiver tcp_rmem raise");
+    p.iperf_until_log(&first, RAISE_1, "receiver tcp_rmem raise");
     let raised = common::ns_ints(&p.rx, "net.ipv4.tcp_rmem");
     assert!(raised[2] > 262144, "not raised: {raised:?}");
     let entry = persisted(first.state_dir(), "net.ipv4.tcp_rmem", cookie)

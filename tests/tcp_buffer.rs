@@ -134,10 +134,9 @@ fn raising_rmem_enables_moderate_rcvbuf_in_that_namespace() {
     let global_moderate = global_ints("net.ipv4.tcp_moderate_rcvbuf");
 
     let d = Daemon::start(&["-R"]);
-    pair.iperf(3);
-    d.expect_log(
+    pair.iperf_until_log(
+        &d,
         "change net.ipv4.tcp_rmem(min default max) from (4096 131072 131072) -> (4096 131072 163840)",
-        Duration::from_secs(3),
         "receive-buffer raise with tcp_moderate_rcvbuf=0",
     );
     d.expect_log(

@@ -35,7 +35,9 @@ impl Load {
     fn start(secs: u64) -> Load {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/vm_reclaim.py");
         let child = Command::new("python3")
-            .args([script, "load", "--secs", &secs.to_string()])
+            // churn: stalls are certain in every kernel's guest (the bursty profile's
+            // can pause for a while when kswapd keeps ahead).
+            .args([script, "load", "--profile", "churn", "--secs", &secs.to_string()])
             .stdout(Stdio::null())
             .spawn()
             .expect("start bench/vm_reclaim.py load");

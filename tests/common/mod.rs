@@ -502,6 +502,19 @@ impl Pair {
         std::thread::sleep(Duration::from_secs(1));
         done()
     }
+
+    /// [`Pair::iperf_until`] `d` logs `pattern` (3-s rounds, at most 4); panics with
+    /// `what`, TCP's memory state and the log tail if it never does.
+    pub fn iperf_until_log(&self, d: &Daemon, pattern: &str, what: &str) {
+        if !self.iperf_until(3, 4, || d.wait_for(pattern, Duration::from_millis(200))) {
+            panic!(
+                "{what}: log has no {pattern:?} after 4 rounds of iperf3 (daemon alive: {})\n{}\nlog tail:\n{}",
+                d.alive(),
+                tcp_memory_line(),
+                d.tail(60)
+            );
+        }
+    }
 }
 
 /// The TCP line of /proc/net/protocols (memory pages, pressure flag): for failure

@@ -46,7 +46,7 @@ pub static TUNABLES: [TunableDesc; TUNABLE_COUNT] = [
 
 /// Scenarios in the order of `enum vm_scenario`.
 pub static SCENARIOS: [Scenario; SCENARIO_COUNT] = [
-    Scenario { name: "kswapd cannot keep ahead of allocations", description: "Allocations repeatedly stall in direct reclaim while kswapd is awake: widen the watermark gap so that kswapd wakes earlier and reclaims further ahead" },
+    Scenario { name: "kswapd cannot keep ahead of allocations", description: "Allocations repeatedly stall in direct reclaim although kswapd was woken: widen the watermark gap so that kswapd wakes earlier and reclaims further ahead" },
     Scenario { name: "reclaim is calm again", description: "No direct reclaim for a while and free memory well above the high watermark: narrow the watermark gap back toward its value at start" },
     Scenario { name: "atomic allocation reserve too small", description: "High-order allocations fall back or stall in compaction with free memory below the high watermark: keep a larger reserve for atomic and softirq allocations" },
     Scenario { name: "slab crowds out the page cache", description: "File pages refault while reclaimable slab (dentries, inodes) holds a large share of the cache: reclaim slab sooner" },
@@ -58,7 +58,9 @@ pub static SCENARIOS: [Scenario; SCENARIO_COUNT] = [
 pub static SLOTS: &[Slot] = &[
     Slot {
         name: "direct_reclaim_begin",
-        required: true,
+        // Without the pair the tuner counts direct-reclaim entries in /proc/vmstat
+        // (allocstall_*) and takes the stall time from PSI memory `some`.
+        required: false,
         candidates: &[
             Candidate::new("bpftune_vm_reclaim_begin_btf", Flavour::TpBtf, "mm_vmscan_direct_reclaim_begin"),
             Candidate::new("bpftune_vm_reclaim_begin_raw", Flavour::RawTp, "mm_vmscan_direct_reclaim_begin"),
@@ -66,7 +68,7 @@ pub static SLOTS: &[Slot] = &[
     },
     Slot {
         name: "direct_reclaim_end",
-        required: true,
+        required: false,
         candidates: &[
             Candidate::new("bpftune_vm_reclaim_end_btf", Flavour::TpBtf, "mm_vmscan_direct_reclaim_end"),
             Candidate::new("bpftune_vm_reclaim_end_raw", Flavour::RawTp, "mm_vmscan_direct_reclaim_end"),
@@ -74,8 +76,8 @@ pub static SLOTS: &[Slot] = &[
     },
     Slot {
         name: "kswapd_wake",
-        // Without it every stall counts as "kswapd asleep": the watermark rule is off,
-        // the others work.
+        // Without it only small allocations' stalls count as "kswapd behind" (they
+        // wake kswapd first); a large one's counts only while kswapd is awake.
         required: false,
         candidates: &[
             Candidate::new("bpftune_vm_kswapd_wake_btf", Flavour::TpBtf, "mm_vmscan_kswapd_wake"),
@@ -106,11 +108,11 @@ pub static SLOTS: &[Slot] = &[
 struct Counters {
     direct_stalls: u64,
     direct_stall_ns: u64,
-    stalls_kswapd_awake: u64,
+    stalls_kswapd_behind: u64,
     highorder_fallbacks: u64,
     compact_stalls: u64,
     thrash_refaults: u64,
-    /// `pgscan_kswapd`: kswapd scanned in the interval (the untraced "kswapd awake").
+    /// `pgscan_kswapd`: kswapd scanned in the interval (the untraced "kswapd behind").
     kswapd_scans: u64,
     /// PSI memory `some` total, µs (the untraced stall time).
     psi_some_us: u64,
@@ -118,8 +120,8 @@ struct Counters {
 
 impl Counters {
     /// The interval since `prev`. `traced`: what the BPF side measured (stall time,
-    /// kswapd state) is there; otherwise stall time is PSI's and a stall counts as
-    /// "kswapd awake" when kswapd scanned in the same interval.
+    /// whether kswapd was behind) is there; otherwise stall time is PSI's and a stall
+    /// counts as "kswapd behind" when kswapd scanned in the same interval.
     fn since(&self, prev: &Counters, traced: Traced) -> Sample {
         let stalls = self.direct_stalls.saturating_sub(prev.direct_stalls);
         let kswapd_scanned = self.kswapd_scans > prev.kswapd_scans;
@@ -130,8 +132,8 @@ impl Counters {
             } else {
                 self.psi_some_us.saturating_sub(prev.psi_some_us)
             },
-            stalls_kswapd_awake: if traced.kswapd {
-                self.stalls_kswapd_awake.saturating_sub(prev.stalls_kswapd_awake)
+            stalls_kswapd_behind: if traced.reclaim {
+                self.stalls_kswapd_behind.saturating_sub(prev.stalls_kswapd_behind)
             } else if kswapd_scanned {
                 stalls
             } else {
@@ -149,7 +151,6 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Traced {
     reclaim: bool,
-    kswapd: bool,
 }
 
 /// A tunable's last raise, watched for [`policy::made_worse`].
@@ -234,7 +235,7 @@ impl Vm {
         Counters {
             direct_stalls,
             direct_stall_ns,
-            stalls_kswapd_awake: awake,
+            stalls_kswapd_behind: awake,
             highorder_fallbacks: fallbacks,
             compact_stalls: v("compact_stall"),
             thrash_refaults: refaults,
@@ -251,10 +252,14 @@ impl Vm {
         let meminfo = env.proc_file("meminfo")?;
         let zones = proc::zones(&zoneinfo);
         let page_size = env.memory().page_size.max(1);
-        self.machine.get_or_insert(Machine {
-            total_pages: zones.managed,
-            page_size,
-        });
+        if self.machine.is_none() {
+            let cpus = env.proc_file("stat").map_or(0, |t| proc::cpus(&t));
+            self.machine = Some(Machine {
+                total_pages: zones.managed,
+                page_size,
+                cpus: cpus.max(1),
+            });
+        }
         let mut now = self.counters(&vmstat);
         now.psi_some_us = env
             .proc_file("pressure/memory")
@@ -382,7 +387,6 @@ impl Tuner for Vm {
         };
         self.traced = Traced {
             reclaim: has(0) && has(1),
-            kswapd: has(2) && has(3),
         };
         let (skel, links) = start_skel(&mut ctx, "vm")?;
         self.links = links;

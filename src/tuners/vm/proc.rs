@@ -1,5 +1,6 @@
 //! Pure parsers of the /proc files the vm tuner reads once a tick: `vmstat` (counters),
-//! `zoneinfo` (free pages and watermarks) and `meminfo` (page cache and slab).
+//! `zoneinfo` (free pages and watermarks) and `meminfo` (page cache and slab); and
+//! `stat` once, for the number of CPUs.
 
 /// A `/proc/vmstat` counter (`name value` lines).
 pub fn field(vmstat: &str, name: &str) -> Option<u64> {
@@ -37,6 +38,13 @@ pub fn psi_some_total_us(pressure: &str) -> Option<u64> {
         .find_map(|kv| kv.strip_prefix("total="))?
         .parse()
         .ok()
+}
+
+/// Online CPUs: the `cpuN` lines of `/proc/stat` (the first line, `cpu`, is their sum).
+pub fn cpus(stat: &str) -> u64 {
+    stat.lines()
+        .filter(|l| l.strip_prefix("cpu").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())))
+        .count() as u64
 }
 
 /// Free pages, high watermarks and managed pages, summed over every zone.
@@ -126,5 +134,8 @@ Node 0, zone    DMA32
         let psi = "some avg10=1.00 avg60=0.50 avg300=0.10 total=123456\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=42\n";
         assert_eq!(psi_some_total_us(psi), Some(123456));
         assert_eq!(psi_some_total_us(""), None);
+        let stat = "cpu  10 0 5 100 0 0 0 0 0 0\ncpu0 5 0 2 50 0 0 0 0 0 0\ncpu1 5 0 3 50 0 0 0 0 0 0\nintr 1\nctxt 9\n";
+        assert_eq!(cpus(stat), 2);
+        assert_eq!(cpus(""), 0);
     }
 }

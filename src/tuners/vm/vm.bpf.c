@@ -19,11 +19,15 @@ struct {
 } vm_stats SEC(".maps");
 
 /* Start of the direct-reclaim episode a task is in (begin and end run on the task that
- * reclaims, which may migrate between them), and whether kswapd was awake then. */
+ * reclaims, which may migrate between them), and whether kswapd had fallen behind. */
 struct reclaim_start {
 	__u64 ts;
-	__u64 kswapd_awake;
+	__u64 kswapd_behind;
 };
+
+/* The kernel's PAGE_ALLOC_COSTLY_ORDER: larger allocations (THP) may reclaim and
+ * compact without waking kswapd, a matter of fragmentation, not of the watermarks. */
+#define VM_COSTLY_ORDER 3
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -42,13 +46,17 @@ static __always_inline struct vm_reclaim_stats *stats(void)
 	return bpf_map_lookup_elem(&vm_stats, &zero);
 }
 
-static __always_inline int reclaim_begin(void)
+/* A small allocation reaches direct reclaim only after waking kswapd (and finding free
+ * memory at the min watermark): kswapd did not keep ahead, whether or not it already ran
+ * when the allocation stalled (a burst can outrun kswapd's first wake-up, which is what
+ * a larger watermark gap is for). A larger one counts while kswapd was awake. */
+static __always_inline int reclaim_begin(int order)
 {
 	__u32 pid = (__u32)bpf_get_current_pid_tgid();
 	__u32 node = (__u32)bpf_get_numa_node_id() & (VM_MAX_NODES - 1);
 	struct reclaim_start st = {
 		.ts = bpf_ktime_get_ns(),
-		.kswapd_awake = kswapd_awake[node],
+		.kswapd_behind = order <= VM_COSTLY_ORDER || kswapd_awake[node],
 	};
 
 	bpf_map_update_elem(&reclaim_starts, &pid, &st, BPF_ANY);
@@ -69,8 +77,8 @@ static __always_inline int reclaim_end(void)
 		s->direct_stalls++;
 		if (now > st->ts)
 			s->direct_stall_ns += now - st->ts;
-		if (st->kswapd_awake)
-			s->stalls_kswapd_awake++;
+		if (st->kswapd_behind)
+			s->stalls_kswapd_behind++;
 	}
 	bpf_map_delete_elem(&reclaim_starts, &pid);
 	return 0;
@@ -105,13 +113,13 @@ static __always_inline int extfrag(int alloc_order)
 SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
 int BPF_PROG(bpftune_vm_reclaim_begin_btf, int order, gfp_t gfp_flags)
 {
-	return reclaim_begin();
+	return reclaim_begin(order);
 }
 
 SEC("raw_tp/mm_vmscan_direct_reclaim_begin")
 int BPF_PROG(bpftune_vm_reclaim_begin_raw, int order, gfp_t gfp_flags)
 {
-	return reclaim_begin();
+	return reclaim_begin(order);
 }
 
 SEC("tp_btf/mm_vmscan_direct_reclaim_end")

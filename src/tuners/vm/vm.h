@@ -24,8 +24,11 @@ enum vm_scenario {
 struct vm_reclaim_stats {
 	__u64 direct_stalls;
 	__u64 direct_stall_ns;
-	/* Direct-reclaim episodes that began while kswapd of the CPU's node was awake. */
-	__u64 stalls_kswapd_awake;
+	/* Direct-reclaim episodes in which kswapd had fallen behind: of an order up to
+	 * PAGE_ALLOC_COSTLY_ORDER (such an allocation wakes kswapd before it reclaims
+	 * itself, so kswapd was asked and still did not keep free memory above the min
+	 * watermark), or of any order begun while kswapd of the node was awake. */
+	__u64 stalls_kswapd_behind;
 	/* mm_page_alloc_extfrag with alloc_order > 0. */
 	__u64 highorder_fallbacks;
 	__u64 kswapd_wakes;
