@@ -533,6 +533,7 @@ def bench(bpftune, secs, learn, pairs=0, seg=20, warm=10):
         write_file("/proc/sys/kernel/bpf_stats_enabled", "0")
         keys_on()
     untuned = mean_phase(untuned1, untuned2)
+    alt_a, alt_b = sum_segments(segs, wsf[0]), sum_segments(segs, wsf[1])
     return {
         "mem_total_kib": mem_total_kib(),
         "found": found,
@@ -559,11 +560,11 @@ def bench(bpftune, secs, learn, pairs=0, seg=20, warm=10):
             "values": {"untuned": wsf[0], "tuned": wsf[1]},
             "segment_secs": seg,
             "segments": [{k: r[k] for k in ("value", "direct_reclaim_ms", "probe_mib_s")} for r in segs],
-            "untuned": sum_segments(segs, wsf[0]),
-            "tuned": sum_segments(segs, wsf[1]),
+            "untuned": alt_a,
+            "tuned": alt_b,
         } if segs else None,
         "ratios_alternation": {
-            k: ratio(sum_segments(segs, wsf[1])[k], sum_segments(segs, wsf[0])[k])
+            k: ratio(alt_b[k], alt_a[k])
             for k in ("direct_reclaim_ms", "allocstall", "pgscan_direct", "psi_some_us",
                       "probe_p99_ms", "probe_mib_s", "reader_mib_s")
         } if segs else None,

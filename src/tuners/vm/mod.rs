@@ -227,7 +227,7 @@ impl Vm {
         // and counting those made the slab rule fire in the reclaim recipe with no
         // slab to speak of. Kernels before 5.9 have one counter for both LRUs.
         let refaults = proc::field(vmstat, "workingset_activate_file").unwrap_or_else(|| v("workingset_activate"));
-        let (direct_stalls, direct_stall_ns, awake, fallbacks) = match self.bpf_counters() {
+        let (direct_stalls, direct_stall_ns, behind, fallbacks) = match self.bpf_counters() {
             Some(s) if self.traced.reclaim => (s[0], s[1], s[2], s[3]),
             // Not attached: the kernel's own count of direct-reclaim entries, untimed.
             _ => (proc::allocstalls(vmstat), 0, 0, 0),
@@ -235,7 +235,7 @@ impl Vm {
         Counters {
             direct_stalls,
             direct_stall_ns,
-            stalls_kswapd_behind: awake,
+            stalls_kswapd_behind: behind,
             highorder_fallbacks: fallbacks,
             compact_stalls: v("compact_stall"),
             thrash_refaults: refaults,
