@@ -21,6 +21,11 @@ const volatile bool bpftune_debug = false;
  * (a per-connection bpf_setsockopt) decides and reports as usual but does not act. A load-time
  * constant: the verifier prunes the branch it does not take. */
 const volatile bool bpftune_observe = false;
+/* The kernel has no netns cookies for user space (no SO_NETNS_COOKIE, before 5.14): a
+ * namespace is identified by its nsfs inode, so events carry it where the cookie would
+ * be. Before 5.12 net->net_cookie is also assigned lazily (0 until asked for), which
+ * would make every namespace look like the initial one. */
+const volatile bool bpftune_ns_by_ino = false;
 
 /* One ring buffer for all tuners: the first object creates it, the others reuse its fd. */
 struct {
@@ -85,6 +90,8 @@ static __always_inline __u64 netns_cookie(struct net *net)
 {
 	if (!net)
 		return 0;
+	if (bpftune_ns_by_ino)
+		return BPF_CORE_READ(net, ns.inum);
 	if (bpf_core_field_exists(net->net_cookie))
 		return BPF_CORE_READ(net, net_cookie);
 	return 0;

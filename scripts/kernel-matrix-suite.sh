@@ -6,7 +6,7 @@
 #   scripts/kernel-matrix-suite.sh ci [--kernel LIST] [--timeout SEC]
 #       everything (what `make kernel-matrix` runs): prepare; run natively on the host
 #       kernel; run in a qemu guest per kernel (scripts/kernel-matrix.sh, default
-#       6.1,6.12); print the Markdown table. Exit status 0 only if every kernel passed.
+#       6.1,6.12,5.10); print the Markdown table. Exit status 0 only if every kernel passed.
 #   scripts/kernel-matrix-suite.sh prepare
 #       on the host: builds bpftune and the test binaries (cargo test --release
 #       --workspace --no-run: the same build as `make test`, so nothing is rebuilt after

@@ -11,7 +11,7 @@
 #
 # Options
 #   -k, --kernel LIST  comma-separated labels: 6.1, 6.12, 5.10 or all (= 6.1,6.12,5.10);
-#                      repeatable; default 6.1,6.12
+#                      repeatable; default all
 #   -t, --timeout SEC  wall-clock limit per guest, boot included (default 1200)
 #   -o, --out DIR      results go to DIR/<label>/ (default target/kernel-matrix/results)
 #   -e, --env N=V      extra environment variable for CMD (repeatable)
@@ -81,7 +81,7 @@ KNOWN_KERNELS=(
   "6.12 bookworm linux-image-6.12-amd64"
   "5.10 bullseye linux-image-amd64"
 )
-DEFAULT_KERNELS=6.1,6.12
+DEFAULT_KERNELS=6.1,6.12,5.10
 
 # qemu: the emulator, its data (linuxboot_dma.bin for -kernel), SeaBIOS, and
 # qemu-system-common for the TCG accelerator module (accel-tcg-x86_64.so). Only the

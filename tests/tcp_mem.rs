@@ -243,7 +243,14 @@ fn tcp_mem_exhaustion_raises_max_and_sets_low_memory_tunables() {
 
     let log = d.log();
     let tail = d.tail(40);
-    assert!(found, "no tcp_mem raise for exhaustion logged:\n{tail}");
+    // The tail is mostly other tuners' debug lines: name the tcp_mem ones.
+    let mem_lines: Vec<&str> = log.lines().filter(|l| l.contains("tcp_mem")).take(30).collect();
+    assert!(
+        found,
+        "no tcp_mem raise for exhaustion logged; tcp_mem lines:\n{}\n{}\n{tail}",
+        mem_lines.join("\n"),
+        common::tcp_memory_line()
+    );
     let first = log
         .lines()
         .find(|l| l.contains("change net.ipv4.tcp_mem(min pressure max) from"))

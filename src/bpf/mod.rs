@@ -271,6 +271,24 @@ pub struct LoadConfig {
     /// `--observe` (`bpftune_observe`): programs that act on the kernel themselves, not
     /// through the engine (a per-connection `bpf_setsockopt`), decide but do not act.
     pub observe: bool,
+    /// `bpftune_ns_by_ino`: the kernel has no netns cookies for user space
+    /// ([`crate::kernel::netns::Identity::Inode`]), so events carry the namespace's inode
+    /// where the cookie would be.
+    pub ns_by_ino: bool,
+}
+
+impl LoadConfig {
+    /// This process's configuration: our pid (whose own sysctl writes the programs
+    /// ignore) and how this kernel identifies namespaces.
+    pub fn new(shift: u32, debug: bool, observe: bool) -> Self {
+        LoadConfig {
+            shift,
+            debug,
+            pid: std::process::id() as i32,
+            observe,
+            ns_by_ino: crate::kernel::netns::identity() == crate::kernel::netns::Identity::Inode,
+        }
+    }
 }
 
 static LIBBPF_MUTED: AtomicBool = AtomicBool::new(false);
@@ -336,6 +354,7 @@ macro_rules! open_skel {
             ro.bpftune_pid = $config.pid;
             ro.bpftune_debug = $config.debug;
             ro.bpftune_observe = $config.observe;
+            ro.bpftune_ns_by_ino = $config.ns_by_ino;
         }
         $shared.prepare(open.open_object_mut(), $progs)?;
         open

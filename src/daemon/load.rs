@@ -8,7 +8,6 @@ use crate::bpf::cgroup::CgroupDir;
 use crate::bpf::plan::{self, Plan};
 use crate::bpf::{self, LoadConfig, SharedMaps};
 use crate::engine::{Engine, EngineCtx};
-use crate::kernel::netns;
 use crate::record::ledger::TunerMeta;
 use crate::tuner::support::{self as probe, Level};
 use crate::tuner::{allow_matches, StartCtx, Tuner, TunerState};
@@ -122,12 +121,7 @@ pub(super) fn load_tuners(
     cgroup: Option<&CgroupDir>,
     plugin_names: &[String],
 ) -> Loaded {
-    let config = LoadConfig {
-        shift: opts.rate.shift(),
-        debug: opts.debug,
-        pid: std::process::id() as i32,
-        observe: opts.observe,
-    };
+    let config = LoadConfig::new(opts.rate.shift(), opts.debug, opts.observe);
     let builtin = tuners::names();
     for a in &opts.allow {
         let known = builtin
@@ -190,7 +184,7 @@ pub(super) fn load_tuners(
         }
     }
     if level > Level::None {
-        tracing::info!("{}", probe::netns_line(netns::current_cookie().is_ok()));
+        tracing::info!("{}", probe::netns_line(probe::netns_identity()));
     }
     Loaded {
         tuners: loaded,

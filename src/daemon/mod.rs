@@ -158,12 +158,7 @@ impl Daemon {
             &plugin_dirs,
             &opts.allow,
             crate::tuners::names(),
-            bpf::LoadConfig {
-                shift: opts.rate.shift(),
-                debug: opts.debug,
-                pid: std::process::id() as i32,
-                observe: opts.observe,
-            },
+            bpf::LoadConfig::new(opts.rate.shift(), opts.debug, opts.observe),
             Some(cgroup.fd()),
             quarantine,
         );

@@ -220,6 +220,7 @@ impl PluginTuner {
                     // Objects built against an older common.bpf.h lack it: like any
                     // name not in their rodata, nothing is written.
                     "bpftune_observe" => vec![u8::from(config.observe)],
+                    "bpftune_ns_by_ino" => vec![u8::from(config.ns_by_ino)],
                     _ => continue,
                 };
                 if bytes.len() == *size && off + size <= data.len() {

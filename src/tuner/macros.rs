@@ -30,6 +30,16 @@ macro_rules! skel_loaders {
         /// The skeleton lives as long as the daemon: its small open-object slot is
         /// leaked on purpose so that the skeleton can be 'static.
         fn load_skel(ctx: &$crate::tuner::StartCtx<'_>) -> Result<$skel<'static>, libbpf_rs::Error> {
+            load_skel_with(ctx, ctx.programs)
+        }
+
+        /// [`load_skel`] with other programs than the chosen flavours (a tuner that
+        /// needs a companion program beside one of them).
+        #[allow(dead_code)]
+        fn load_skel_with(
+            ctx: &$crate::tuner::StartCtx<'_>,
+            programs: &[&str],
+        ) -> Result<$skel<'static>, libbpf_rs::Error> {
             let storage: &'static mut std::mem::MaybeUninit<libbpf_rs::OpenObject> =
                 Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
             let open = $crate::open_skel!(
@@ -38,7 +48,7 @@ macro_rules! skel_loaders {
                 ctx.shared,
                 ctx.config,
                 ctx.tuner_id,
-                ctx.programs
+                programs
             );
             libbpf_rs::skel::OpenSkel::load(open)
         }

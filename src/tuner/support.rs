@@ -65,19 +65,29 @@ impl Level {
     }
 }
 
-/// C bpftune's netns-cookie line, said after the level line by `-S` and at every start.
-pub fn netns_line(cookies: bool) -> &'static str {
-    if cookies {
-        "bpftune supports per-netns policy (via netns cookie)"
-    } else {
-        "bpftune does not support per-netns policy (via netns cookie)"
+/// C bpftune's netns-cookie line, said after the level line by `-S` and at every start;
+/// where the kernel has no cookies, per-netns policy goes by inode (C bpftune tunes only
+/// the initial namespace there). `None`: the namespace could not be identified at all.
+pub fn netns_line(identity: Option<netns::Identity>) -> &'static str {
+    match identity {
+        Some(netns::Identity::Cookie) => "bpftune supports per-netns policy (via netns cookie)",
+        Some(netns::Identity::Inode) => {
+            "bpftune supports per-netns policy (via netns inode: this kernel has no netns cookies)"
+        }
+        None => "bpftune does not support per-netns policy (via netns cookie)",
     }
+}
+
+/// How the calling thread's namespace is identified, if it can be.
+pub fn netns_identity() -> Option<netns::Identity> {
+    netns::current_cookie().ok().map(|_| netns::identity())
 }
 
 pub struct Report {
     pub level: Level,
     pub legacy: bool,
     pub netns_cookies: Support,
+    pub netns_identity: Option<netns::Identity>,
     pub ringbuf: Support,
     pub sockops: Support,
     pub iter_tcp: Support,
@@ -118,13 +128,9 @@ fn probe_prog(prog: &str) -> Support {
 /// Probes everything; `legacy` restricts tuners to conservative flavours.
 pub fn run(tuners: &[Box<dyn Tuner>], legacy: bool) -> Report {
     let _quiet = bpf::Quiet::new();
-    let config = LoadConfig {
-        shift: 2,
-        debug: false,
-        pid: std::process::id() as i32,
-        // Probing copies are only loaded (cgroup programs) or attached for a moment.
-        observe: false,
-    };
+    // Probing copies are only loaded (cgroup programs) or attached for a moment: not
+    // observe mode.
+    let config = LoadConfig::new(2, false, false);
     let shared = SharedMaps::default();
     let mut plans = Vec::new();
     for t in tuners {
@@ -137,10 +143,11 @@ pub fn run(tuners: &[Box<dyn Tuner>], legacy: bool) -> Report {
     Report {
         level: Level::assess(&plans, legacy, ringbuf.is_supported()),
         legacy,
-        netns_cookies: match netns::current_cookie() {
-            Ok(_) => Support::Supported,
-            Err(e) => Support::unsupported(e.to_string()),
+        netns_cookies: match netns::identity() {
+            netns::Identity::Cookie => Support::Supported,
+            netns::Identity::Inode => Support::unsupported(netns::NetnsError::CookieUnsupported.to_string()),
         },
+        netns_identity: netns_identity(),
         ringbuf,
         sockops: probe_prog("bpftune_probe_sockops"),
         iter_tcp: probe_prog("bpftune_probe_iter_tcp"),
@@ -162,7 +169,7 @@ impl Report {
     pub fn lines(&self) -> Vec<String> {
         let mut out = self.level.headline(&self.tuners, self.legacy);
         if self.level > Level::None {
-            out.push(netns_line(self.netns_cookies.is_supported()).to_string());
+            out.push(netns_line(self.netns_identity).to_string());
         }
         out.push(format!(
             "{:<12} {:<18} {:<36} {}",
@@ -201,6 +208,16 @@ impl Report {
             ("sockops", sockops),
             ("iter/tcp", self.iter_tcp.to_string()),
             ("netns cookies", self.netns_cookies.to_string()),
+            (
+                "netns identity",
+                match self.netns_identity {
+                    Some(netns::Identity::Cookie) => "cookie".to_string(),
+                    Some(netns::Identity::Inode) => {
+                        "inode (no netns cookies: per-netns policy by nsfs inode)".to_string()
+                    }
+                    None => "none: per-netns policy off".to_string(),
+                },
+            ),
         ] {
             out.push(format!("{:<12} {what:<18} {s}", "feature"));
         }
@@ -250,6 +267,22 @@ mod tests {
             "sysctl",
             plan(&[("sysctl_write", true, Some(Flavour::CgroupSysctl))]),
         )
+    }
+
+    #[test]
+    fn the_netns_line_says_how_namespaces_are_told_apart() {
+        // C bpftune's words where cookies exist; per-netns policy by inode without them
+        // (C bpftune tunes only the initial namespace there).
+        assert_eq!(
+            netns_line(Some(netns::Identity::Cookie)),
+            "bpftune supports per-netns policy (via netns cookie)"
+        );
+        assert!(netns_line(Some(netns::Identity::Inode))
+            .starts_with("bpftune supports per-netns policy (via netns inode"));
+        assert_eq!(
+            netns_line(None),
+            "bpftune does not support per-netns policy (via netns cookie)"
+        );
     }
 
     #[test]

@@ -129,13 +129,16 @@ impl Netns {
     }
 
     /// The namespace's cookie (`SO_NETNS_COOKIE` on a socket created inside
-    /// it); the value BPF programs see from `bpf_get_netns_cookie`.
+    /// it); the value BPF programs see from `bpf_get_netns_cookie`. On kernels without
+    /// cookies (5.10) its nsfs inode, which bpftune uses in the cookie's place there.
     pub fn cookie(&self) -> Result<u64> {
         self.run_in(socket_netns_cookie)
     }
 }
 
-/// `SO_NETNS_COOKIE` of a UDP socket created in the calling thread's netns.
+/// `SO_NETNS_COOKIE` of a UDP socket created in the calling thread's netns; where the
+/// kernel has no such option (before 5.14), the namespace's nsfs inode: how bpftune
+/// identifies namespaces there.
 pub fn socket_netns_cookie() -> Result<u64> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -158,7 +161,14 @@ pub fn socket_netns_cookie() -> Result<u64> {
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOPROTOOPT) {
+            use std::os::unix::fs::MetadataExt;
+            return Ok(std::fs::metadata("/proc/thread-self/ns/net")
+                .context("stat /proc/thread-self/ns/net")?
+                .ino());
+        }
+        return Err(err).context("getsockopt(SO_NETNS_COOKIE)");
     }
     if len as usize != std::mem::size_of::<u64>() {
         bail!("SO_NETNS_COOKIE returned {len} bytes");

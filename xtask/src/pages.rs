@@ -77,11 +77,14 @@ with their own limits.
 entry's), \fI/run/netns\fR via inotify, and a rescan every 5 s for the rest. No
 namespace file descriptor is held open, so namespace churn leaves the fd count flat.
 "#,
-    changes: r#"Nothing itself. Per-namespace policy needs netns cookies (SO_NETNS_COOKIE, Linux
-5.14+); \fBbpftune \-S\fR reports it. A namespace's state (active, manual) is per tuner.
+    changes: r#"Nothing itself. A namespace is identified by its cookie (SO_NETNS_COOKIE, Linux
+5.14+) or, on kernels without cookies (Debian 11's 5.10), by its nsfs inode; the BPF
+side then reports the inode in the cookie's place. \fBbpftune \-S\fR says which
+("netns identity"). A namespace's state (active, manual) is per tuner.
 "#,
     limits: r#"Originals saved for a namespace that is gone are forgotten (there is nothing to
-restore). A namespace without a \fI/run/netns\fR name is found through \fI/proc/PID/ns/net\fR
+restore). The kernel reuses an inode once its namespace is gone: by inode, a namespace
+created and another deleted between two rescans (5 s) can be taken for the old one. A namespace without a \fI/run/netns\fR name is found through \fI/proc/PID/ns/net\fR
 of a process in it.
 "#,
     overhead: r#".PP

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
@@ -72,8 +73,46 @@ fn enter_netns_privileged(path: &Path, expected_ino: Option<u64>) -> Result<(), 
     enter_netns(path, expected_ino)
 }
 
-/// Cookie of the calling thread's current network namespace.
+/// How this kernel lets a namespace be identified (see [`identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// `SO_NETNS_COOKIE` (5.14+): unique per boot, never reused.
+    Cookie,
+    /// The nsfs inode number: kernels without `SO_NETNS_COOKIE` (5.10, 5.13). The kernel
+    /// reuses an inode once its namespace is gone; the registry forgets a namespace when
+    /// it vanishes, so only a reuse between two scans can be mistaken for the old one.
+    Inode,
+}
+
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+/// The identity this kernel offers, probed once (a socket and one `getsockopt`): a
+/// feature probe, not a version check, so a backport counts.
+pub fn identity() -> Identity {
+    *IDENTITY.get_or_init(|| identity_of(socket_cookie()))
+}
+
+/// [`Identity::Inode`] only when the kernel says it has no cookie option; any other
+/// failure (no socket now) is not a kernel feature and leaves cookies in use.
+fn identity_of(probe: Result<u64, NetnsError>) -> Identity {
+    match probe {
+        Err(NetnsError::CookieUnsupported) => Identity::Inode,
+        _ => Identity::Cookie,
+    }
+}
+
+/// The identity of the calling thread's network namespace: its cookie, or where the
+/// kernel has none ([`Identity::Inode`]) its nsfs inode number. Everything that says
+/// "cookie" in the daemon (events, the registry, the ledger) holds this value.
 pub fn current_cookie() -> Result<u64, NetnsError> {
+    match identity() {
+        Identity::Cookie => socket_cookie(),
+        Identity::Inode => current_ino(),
+    }
+}
+
+/// `SO_NETNS_COOKIE` of the calling thread's current network namespace.
+fn socket_cookie() -> Result<u64, NetnsError> {
     let sock = probe_socket()?;
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
@@ -124,4 +163,17 @@ fn probe_socket() -> io::Result<OwnedFd> {
 /// nsfs inode of the calling thread's network namespace.
 pub fn current_ino() -> Result<u64, NetnsError> {
     Ok(std::fs::metadata(THREAD_SELF_NETNS)?.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_cookie_option_selects_inodes() {
+        assert_eq!(identity_of(Ok(7)), Identity::Cookie);
+        assert_eq!(identity_of(Err(NetnsError::CookieUnsupported)), Identity::Inode);
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(identity_of(Err(NetnsError::Io(emfile))), Identity::Cookie);
+    }
 }

@@ -6,6 +6,12 @@
 //! namespace dies, so an inode alone never proves identity: a cookie is only learnt by
 //! entering the namespace and asking a socket.
 //!
+//! Kernels without `SO_NETNS_COOKIE` (before 5.14: Debian 11's 5.10) identify a namespace
+//! by its inode instead ([`Identity::Inode`], probed once): the "cookie" everywhere is then
+//! the inode, the BPF side reports `net->ns.inum` in its place (`bpftune_ns_by_ino`, set by
+//! the loader from the same probe), and the registry still enters a namespace to read it
+//! (which proves the location holds one).
+//!
 //! Locations are `/proc/<pid>/ns/net` (read with `readlink`, which yields `net:[N]` without
 //! opening anything) and the bind mounts in `/run/netns` (`ip netns add`). Nothing here keeps
 //! a namespace file descriptor open beyond one operation: an open nsfs fd pins a namespace
@@ -29,7 +35,7 @@ mod watch;
 use std::io;
 use std::path::PathBuf;
 
-pub use enter::{current_cookie, current_ino, run_in_netns};
+pub use enter::{current_cookie, current_ino, identity, run_in_netns, Identity};
 pub use registry::{CookieReader, NetnsDiff, NetnsRegistry};
 pub use scan::scan;
 pub use watch::RunNetnsWatcher;
@@ -44,7 +50,8 @@ pub const DEFAULT_PROC_ROOT: &str = "/proc";
 /// A known (non-global) network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetnsInfo {
-    /// `SO_NETNS_COOKIE`: unique per boot, never reused.
+    /// `SO_NETNS_COOKIE`: unique per boot, never reused; the inode where the kernel has
+    /// no cookies ([`Identity::Inode`]).
     pub cookie: u64,
     /// nsfs inode number (`net:[ino]`); reused after the namespace dies.
     pub ino: u64,

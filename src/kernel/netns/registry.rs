@@ -40,7 +40,11 @@ impl NetnsDiff {
 /// Reads the cookie of the namespace at a path, given its expected inode.
 pub type CookieReader = Box<dyn FnMut(&Path, u64) -> Result<u64, NetnsError> + Send>;
 
-/// The default [`CookieReader`]: enter the namespace and ask a socket.
+/// The default [`CookieReader`]: enter the namespace and ask a socket (or, where
+/// namespaces are identified by inode, read the inode from inside). Entering is what
+/// proves the location holds a namespace: `ip netns add` creates the /run/netns file
+/// before it bind-mounts the namespace on it, and the inode of that placeholder must not
+/// be taken for one.
 fn read_cookie_by_entering(path: &Path, ino: u64) -> Result<u64, NetnsError> {
     run_in_netns(path, Some(ino), current_cookie)?
 }

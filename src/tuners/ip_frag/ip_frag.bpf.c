@@ -47,7 +47,10 @@ static __always_inline int fragment_family(struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline int drop_body(struct sk_buff *skb, int reason)
+/* `has_reason` is a constant at every call: the no-reason copies (kernels before 5.17,
+ * whose kfree_skb has no reason argument and no enum skb_drop_reason) contain no
+ * relocation against the enum, so they load where it does not exist. */
+static __always_inline int drop_body(struct sk_buff *skb, int reason, bool has_reason)
 {
 	struct fqdir *fqdir;
 	struct net *net;
@@ -56,7 +59,8 @@ static __always_inline int drop_body(struct sk_buff *skb, int reason)
 
 	/* Over-threshold fragment drops carry no specific reason (resolved from this
 	 * kernel's BTF: the enum's numbering differs between kernels). */
-	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+	if (has_reason &&
+	    reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		return 0;
 	/* The packet checks (four kernel reads) run for every NOT_SPECIFIED drop: such
 	 * drops are rare outside fragment floods (48 in 5 s of loopback iperf3). */
@@ -92,11 +96,26 @@ static __always_inline int drop_body(struct sk_buff *skb, int reason)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(bpftune_frag_drop_btf, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return drop_body(skb, reason);
+	return drop_body(skb, reason, true);
 }
 
 SEC("raw_tp/kfree_skb")
 int BPF_PROG(bpftune_frag_drop_raw, struct sk_buff *skb, void *location, int reason)
 {
-	return drop_body(skb, reason);
+	return drop_body(skb, reason, true);
+}
+
+/* Kernels without drop reasons (5.10–5.16): the tracepoint has two arguments, and the
+ * copies above fail to load there (the reason is read past the last argument). Every
+ * drop then pays the packet checks (four kernel reads), not only NOT_SPECIFIED ones. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(bpftune_frag_drop_btf_noreason, struct sk_buff *skb, void *location)
+{
+	return drop_body(skb, 0, false);
+}
+
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(bpftune_frag_drop_raw_noreason, struct sk_buff *skb, void *location)
+{
+	return drop_body(skb, 0, false);
 }

@@ -73,6 +73,17 @@ pub static SLOTS: &[Slot] = &[Slot {
             flavour: Flavour::RawTp,
             target: "kfree_skb",
         },
+        // Kernels before 5.17: kfree_skb without the drop reason.
+        Candidate {
+            prog: "bpftune_frag_drop_btf_noreason",
+            flavour: Flavour::TpBtf,
+            target: "kfree_skb (no drop reason)",
+        },
+        Candidate {
+            prog: "bpftune_frag_drop_raw_noreason",
+            flavour: Flavour::RawTp,
+            target: "kfree_skb (no drop reason)",
+        },
     ],
 }];
 

@@ -1,6 +1,7 @@
 //! sysctl tuner: notices when an administrator (any process but us) writes a sysctl
 //! that a tuner manages, and hands that namespace over to the administrator. See
-//! sysctl.bpf.c for the cgroup/sysctl program.
+//! sysctl.bpf.c for the cgroup/sysctl program, and for the kprobe that stands in
+//! for it on kernels whose cgroup programs cannot read the writer (5.10: a kprobe).
 
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;
@@ -15,20 +16,34 @@ mod skel {
 }
 use skel::{SysctlSkel, SysctlSkelBuilder};
 
+/// The cgroup program that reports writes itself.
+const CGROUP_PROG: &str = "bpftune_sysctl_write";
+/// The cgroup program attached beside the kprobe: it allows everything, and while
+/// it is attached the kernel calls the traced function.
+const ALLOW_PROG: &str = "bpftune_sysctl_allow";
+/// What the kprobe hooks: the kernel's runner of cgroup/sysctl programs.
+const TRACED: &str = "__cgroup_bpf_run_filter_sysctl";
+
 pub static SLOTS: &[Slot] = &[Slot {
     name: "sysctl_write",
     required: true,
-    candidates: &[Candidate {
-        prog: "bpftune_sysctl_write",
-        flavour: Flavour::CgroupSysctl,
-        target: "cgroup-v2 root",
-    }],
+    candidates: &[
+        Candidate {
+            prog: CGROUP_PROG,
+            flavour: Flavour::CgroupSysctl,
+            target: "cgroup-v2 root",
+        },
+        // No fentry: the function has seven arguments, and 5.10's trampolines take six.
+        Candidate::new("bpftune_sysctl_write_kprobe", Flavour::Kprobe, TRACED),
+    ],
 }];
 
 #[derive(Default)]
 pub struct SysctlTuner {
     skel: Option<SysctlSkel<'static>>,
     link: Option<Link>,
+    /// The kprobe's link, when that flavour was chosen.
+    traced: Vec<Link>,
 }
 
 /// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
@@ -55,21 +70,34 @@ impl Tuner for SysctlTuner {
                 "no cgroup-v2 directory to attach to".into(),
             ));
         };
-        let skel = load_skel(&ctx).map_err(load)?;
+        // The kprobe flavour needs the allow-all cgroup program loaded beside it.
+        let kprobe = !ctx.programs.contains(&CGROUP_PROG);
+        let mut programs = ctx.programs.to_vec();
+        if kprobe {
+            programs.push(ALLOW_PROG);
+        }
+        let skel = load_skel_with(&ctx, &programs).map_err(load)?;
+        let traced = if kprobe {
+            crate::bpf::attach_all(skel.object()).map_err(|e| TunerError::hook("sysctl", e))?
+        } else {
+            Vec::new()
+        };
         // A BPF link (not a legacy attachment): it goes away with our process, so a
         // crashed daemon leaves nothing attached to the cgroup.
         use std::os::fd::AsRawFd;
-        let link = skel
-            .progs
-            .bpftune_sysctl_write
-            .attach_cgroup(cgroup.as_raw_fd())
-            .map_err(|e| TunerError::Attach {
-                tuner: "sysctl",
-                prog: "bpftune_sysctl_write".into(),
-                source: e,
-            })?;
+        let (prog, name) = if kprobe {
+            (&skel.progs.bpftune_sysctl_allow, ALLOW_PROG)
+        } else {
+            (&skel.progs.bpftune_sysctl_write, CGROUP_PROG)
+        };
+        let link = prog.attach_cgroup(cgroup.as_raw_fd()).map_err(|e| TunerError::Attach {
+            tuner: "sysctl",
+            prog: name.into(),
+            source: e,
+        })?;
         ctx.shared.adopt(skel.object()).map_err(load)?;
         self.link = Some(link);
+        self.traced = traced;
         self.skel = Some(skel);
         Ok(())
     }
@@ -85,6 +113,7 @@ impl Tuner for SysctlTuner {
 
     fn stop(&mut self) {
         self.link = None;
+        self.traced.clear();
         self.skel = None;
     }
 }

@@ -184,6 +184,10 @@ pub struct Vm {
     ceiling: [Option<(i64, usize)>; TUNABLE_COUNT],
     /// Each tunable's last raise, until it is judged.
     watched: [Option<Watched>; TUNABLE_COUNT],
+    /// Samples taken since each tunable last changed (`None`: not changed by us): a
+    /// rule sees only those, so that the stalls that led to one change do not count
+    /// toward the next.
+    since_change: [Option<usize>; TUNABLE_COUNT],
 }
 
 /// The registry's constructor (`tuners!` in src/tuners/mod.rs calls `<folder>::tuner()`).
@@ -295,13 +299,15 @@ impl Vm {
             event_ts_ns: 0,
         });
         if out == Outcome::Applied {
-            self.hold[t] = policy::WINDOW;
+            self.since_change[t] = Some(0);
+            // A rule needs REPEAT_OF fresh intervals anyway; WATCH of them before a
+            // raise (or an undo) is judged against the one before it.
+            self.hold[t] = policy::WATCH;
             if scenario == VM_CHANGE_MADE_WORSE {
                 self.ceiling[t] = Some((to, policy::CALM_INTERVALS));
             }
             if scenario != VM_CHANGE_MADE_WORSE && to > from {
                 // The raise is judged before this tunable moves again.
-                self.hold[t] = policy::WATCH;
                 let before: Vec<Sample> = self.window.iter().rev().take(policy::WATCH).copied().collect();
                 self.watched[t] = Some(Watched {
                     from,
@@ -343,7 +349,8 @@ impl Vm {
         let Some(m) = self.machine else { return };
         let Some((live_v, live)) = Self::live(env, t) else { return };
         let boot = *self.boot[t].get_or_insert(live);
-        let window: Vec<Sample> = self.window.iter().copied().collect();
+        let fresh = self.since_change[t].unwrap_or(usize::MAX).min(self.window.len());
+        let window: Vec<Sample> = self.window.iter().skip(self.window.len() - fresh).copied().collect();
         let rate = env.rate();
         let (action, raise, relax) = match t {
             WATERMARK_SCALE_FACTOR => (
@@ -404,6 +411,9 @@ impl Tuner for Vm {
         self.window.push_back(s);
         while self.window.len() > KEEP {
             self.window.pop_front();
+        }
+        for n in self.since_change.iter_mut().flatten() {
+            *n = n.saturating_add(1);
         }
         for t in [WATERMARK_SCALE_FACTOR, MIN_FREE_KBYTES, VFS_CACHE_PRESSURE] {
             self.check_watched(t, s, env);

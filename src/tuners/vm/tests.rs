@@ -54,7 +54,7 @@ fn repeated_stalls_while_kswapd_scans_raise_the_watermark_scale_factor_once_per_
     assert_eq!((p.tunable, p.scenario), (WATERMARK_SCALE_FACTOR, VM_KSWAPD_BEHIND));
     assert_eq!(p.value, SysctlValue::Ints(vec![12]));
     assert!(
-        p.message.starts_with("Because direct reclaim stalled allocations for 60 ms in 3 of the last 5 s although kswapd had been woken"),
+        p.message.starts_with("Because direct reclaim stalled allocations for 60 ms in 3 of the last 3 s although kswapd had been woken"),
         "{}",
         p.message
     );
