@@ -252,6 +252,13 @@ fn namespace_churn_under_traffic_returns_to_start_sizes() {
     std::thread::sleep(Duration::from_secs(6));
     let (rss0, fds0) = (rss_kb(pid), fd_count(pid));
     let known0 = size(&d.log(), "netns_known");
+    // Not 0 at the start on every kernel: "said" holds the sysctls this kernel lacks
+    // (said once, globally; a 6.18 build without CONFIG_NET_FLOW_LIMIT has 1).
+    let log0 = d.log();
+    let start: Vec<(&str, Option<u64>)> = ["ns_states", "admin_owned", "said"]
+        .into_iter()
+        .map(|k| (k, size(&log0, k)))
+        .collect();
     let started = Instant::now();
     let made = churn(total);
     std::thread::sleep(Duration::from_secs(6));
@@ -292,8 +299,8 @@ fn namespace_churn_under_traffic_returns_to_start_sizes() {
         "registry not back to its start size {known0:?}: {known1:?}\n{}",
         d.tail(20)
     );
-    for key in ["ns_states", "admin_owned", "said"] {
-        assert_eq!(size(&log, key), Some(0), "{key} not back to 0");
+    for (key, at_start) in start {
+        assert_eq!(size(&log, key), at_start, "{key} not back to its start size");
     }
     // A leak of 1 kB per namespace would show as 200 kB here; allocator noise is
     // well under that once warmed up.

@@ -1,7 +1,7 @@
 //! sysctl tuner: notices when an administrator (any process but us) writes a sysctl
 //! that a tuner manages, and hands that namespace over to the administrator. See
 //! sysctl.bpf.c for the cgroup/sysctl program, and for the kprobe that stands in
-//! for it on kernels whose cgroup programs cannot read the writer (5.10: a kprobe).
+//! for it on kernels whose cgroup programs cannot read the writer (5.10).
 
 use libbpf_rs::skel::Skel as _;
 use libbpf_rs::Link;

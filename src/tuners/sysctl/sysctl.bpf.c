@@ -30,6 +30,23 @@ struct {
 	__type(value, struct name_buf);
 } sysctl_name_scratch SEC(".maps");
 
+/* A zeroed event for a write by `pid_tgid`; NULL for our own writes, or when the ring
+ * buffer is full (counted). */
+static __always_inline struct bpftune_event *reserve_write(__u64 pid_tgid)
+{
+	struct bpftune_event *ev;
+
+	if ((__s32)(pid_tgid >> 32) == bpftune_pid)
+		return NULL;
+	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
+	if (!ev) {
+		count_lost_event();
+		return NULL;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	return ev;
+}
+
 /* The writer's namespace, pid and comm, then submit. */
 static __always_inline void submit_write(struct bpftune_event *ev, __u64 pid_tgid)
 {
@@ -57,14 +74,9 @@ int bpftune_sysctl_write(struct bpf_sysctl *ctx)
 	if (!ctx->write)
 		return 1;
 	pid_tgid = bpf_get_current_pid_tgid();
-	if ((__s32)(pid_tgid >> 32) == bpftune_pid)
+	ev = reserve_write(pid_tgid);
+	if (!ev)
 		return 1;
-	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
-	if (!ev) {
-		count_lost_event();
-		return 1;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
 	if (bpf_sysctl_get_name(ctx, ev->str, sizeof(ev->str), 0) < 0) {
 		/* Truncated names are not ours (ours are all short): ignore. */
 		bpf_ringbuf_discard(ev, 0);
@@ -161,14 +173,9 @@ static __always_inline int traced_write(struct ctl_table_header *head, const str
 	if (!write)
 		return 0;
 	pid_tgid = bpf_get_current_pid_tgid();
-	if ((__s32)(pid_tgid >> 32) == bpftune_pid)
+	ev = reserve_write(pid_tgid);
+	if (!ev)
 		return 0;
-	ev = bpf_ringbuf_reserve(&ring_buffer_map, sizeof(*ev), 0);
-	if (!ev) {
-		count_lost_event();
-		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
 	if (sysctl_name(head, table, ev->str)) {
 		bpf_ringbuf_discard(ev, 0);
 		return 0;

@@ -300,8 +300,8 @@ impl Vm {
         });
         if out == Outcome::Applied {
             self.since_change[t] = Some(0);
-            // A rule needs REPEAT_OF fresh intervals anyway; WATCH of them before a
-            // raise (or an undo) is judged against the one before it.
+            // The tunable then waits WATCH intervals: a raise is judged over them
+            // (made_worse), and after any change a rule needs fresh intervals anyway.
             self.hold[t] = policy::WATCH;
             if scenario == VM_CHANGE_MADE_WORSE {
                 self.ceiling[t] = Some((to, policy::CALM_INTERVALS));
