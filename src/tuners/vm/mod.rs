@@ -175,9 +175,6 @@ pub struct Vm {
     machine: Option<Machine>,
     /// Each tunable's value at our first look: the floor of every relaxation.
     boot: [Option<i64>; TUNABLE_COUNT],
-    /// Ticks to wait before a tunable is decided on again after a change: the evidence
-    /// that led to it is still in the window.
-    hold: [usize; TUNABLE_COUNT],
     /// After an undo: the value a raise went wrong from, and the ticks for which no
     /// raise above it is tried (without this the next tick's "kswapd behind" would
     /// retry the same step at once, and the value would flap).
@@ -300,9 +297,6 @@ impl Vm {
         });
         if out == Outcome::Applied {
             self.since_change[t] = Some(0);
-            // The tunable then waits WATCH intervals: a raise is judged over them
-            // (made_worse), and after any change a rule needs fresh intervals anyway.
-            self.hold[t] = policy::WATCH;
             if scenario == VM_CHANGE_MADE_WORSE {
                 self.ceiling[t] = Some((to, policy::CALM_INTERVALS));
             }
@@ -342,8 +336,9 @@ impl Vm {
         if let Some((at, ticks)) = self.ceiling[t] {
             self.ceiling[t] = ticks.checked_sub(1).filter(|&n| n > 0).map(|n| (at, n));
         }
-        if self.hold[t] > 0 {
-            self.hold[t] -= 1;
+        // After a change the tunable waits WATCH intervals: a raise is judged over them
+        // (made_worse), and a rule needs fresh intervals anyway.
+        if self.since_change[t].is_some_and(|n| n <= policy::WATCH) {
             return;
         }
         let Some(m) = self.machine else { return };
